@@ -1,0 +1,5 @@
+import sys
+
+from arprobe.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""`arprobe run [CONFIG.toml] [--key value ...]`: train, record, write run.h5, print the headline numbers."""
+
+from __future__ import annotations
+
+import argparse
+
+from arprobe.errors import UserError
+
+
+def command_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run",
+        usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--no-progress] [--help-config]",
+        help="train on T documents in order, record into runs/<name>/run.h5",
+        description="Train on T documents in a fixed (or shuffled) order, M steps each, for E epochs, "
+        "recording the eval matrix and more into one HDF5 store. Any config key can be given as "
+        "--key value (full dotted path like --optim.lr, or the leaf name like --lr when unique).",
+        epilog="Run `arprobe run --help-config` for every configuration key with its default.",
+    )
+    # The optional CONFIG.toml is taken from the free arguments (see split_arguments): as an
+    # argparse positional it would swallow the value of an unknown "--key value" pair.
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store of the same name")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
+    p.set_defaults(func=run_command, accepts_extra=True)
+    return p
+
+
+def split_arguments(extra: list[str]) -> tuple[str | None, dict[str, str]]:
+    """(config path or None, overrides) from the free arguments."""
+    if extra and not extra[0].startswith("--"):
+        return extra[0], parse_overrides(extra[1:])
+    return None, parse_overrides(extra)
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str]:
+    """``--key value``, ``--key=value`` and bare ``--flag`` (true) into a dict, in order."""
+    from arprobe.trainer.config import all_keys, resolve_key
+
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--") or token == "--":
+            raise UserError(f"Unexpected argument '{token}'; options look like --key value.")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            path = resolve_key(key)
+            if all_keys()[path] is bool and (i + 1 >= len(extra) or extra[i + 1].startswith("--")):
+                value = "true"
+            elif i + 1 >= len(extra):
+                raise UserError(f"Option '--{key}' needs a value.")
+            else:
+                i += 1
+                value = extra[i]
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def run_command(args, extra: list[str]) -> int:
+    from arprobe.trainer.config import describe_keys, load_config
+
+    if args.help_config:
+        print("Configuration keys (--key value, or in a TOML file by section):")
+        print(describe_keys())
+        return 0
+    config_path, overrides = split_arguments(extra)
+    cfg = load_config(config_path, overrides)
+
+    from arprobe.trainer.loop import format_summary, run
+
+    result = run(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    print(format_summary(result, cfg.schedule.epochs))
+    return 0 if result.status == "complete" else 1

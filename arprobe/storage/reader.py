@@ -1,0 +1,209 @@
+"""The run store's reader, used by probes and the CLI.
+
+Opens the file in SWMR read mode, so it works while the run is still writing, and shows only
+committed episodes: every accessor is cut at ``completed_episodes``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from arprobe.errors import MissingDataError, UserError
+from arprobe.storage.schema import FORMAT, FORMAT_VERSION, RECORDING_OPTION
+
+
+def resolve_store_path(run: str | Path) -> Path:
+    """Accept a run folder or the run.h5 file itself."""
+    path = Path(run)
+    if path.is_dir():
+        path = path / "run.h5"
+    if not path.exists():
+        raise UserError(f"No run store at '{path}': give a run folder (runs/<name>) or its run.h5.")
+    return path
+
+
+class RunStore:
+    """Typed read access to one ``run.h5``. Use as a context manager or call ``close()``."""
+
+    def __init__(self, run: str | Path):
+        self.path = resolve_store_path(run)
+        try:
+            self.h5 = h5py.File(self.path, "r", libver="latest", swmr=True)
+        except OSError:
+            try:  # a file written without SWMR (e.g. by another tool) still opens plainly
+                self.h5 = h5py.File(self.path, "r")
+            except OSError:
+                raise UserError(f"'{self.path}' is not a readable HDF5 file (truncated or not a run store).") from None
+        attrs = self.h5.attrs
+        if attrs.get("format") != FORMAT:
+            self.h5.close()
+            raise UserError(f"'{self.path}' is an HDF5 file but not an arprobe run store.")
+        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+            self.h5.close()
+            raise UserError(
+                f"'{self.path}' has store format {int(attrs['format_version'])}, newer than this arprobe "
+                f"understands ({FORMAT_VERSION}); upgrade arprobe."
+            )
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.h5.close()
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        ds = self.h5[name]
+        if self.h5.swmr_mode:
+            ds.refresh()
+        return ds
+
+    # --- run-level facts ------------------------------------------------------------------
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.h5.attrs["config"])
+
+    @property
+    def status(self) -> str:
+        return str(self.h5.attrs["status"])
+
+    @property
+    def stop_reason(self) -> str:
+        return str(self.h5.attrs.get("stop_reason", ""))
+
+    @property
+    def completed_episodes(self) -> int:
+        """Episodes fully written: the live counter while running, the final attribute after."""
+        return int(self._dataset("progress")[0])
+
+    @property
+    def seed(self) -> int:
+        return int(self.h5.attrs["seed"])
+
+    @property
+    def n_docs(self) -> int:
+        return int(self.h5.attrs["n_docs"])
+
+    @property
+    def steps_per_doc(self) -> int:
+        return int(self.h5.attrs["steps_per_doc"])
+
+    @property
+    def model_info(self) -> dict:
+        return json.loads(self.h5["model"].attrs["info"])
+
+    @property
+    def layer_names(self) -> list[str]:
+        return json.loads(self.h5["stats/grad_norm"].attrs["layers"])
+
+    # --- per-episode data -----------------------------------------------------------------
+
+    def docs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """tokens int32 [T, C + s], lengths int32 [T], texts [T]."""
+        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
+        return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
+
+    def eval_matrix(self) -> np.ndarray:
+        """float32 [K+1, T]: row 0 before training, row k after episode k."""
+        k = self.completed_episodes
+        return self._dataset("loss/eval")[: k + 1]
+
+    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
+        """(doc int32 [K] 0-based, epoch int32 [K] 1-based) of episodes 1..K."""
+        k = self.completed_episodes
+        return self._dataset("schedule/doc")[:k], self._dataset("schedule/epoch")[:k]
+
+    def train_loss(self) -> np.ndarray:
+        """float32 [K, M]: loss at every gradient step; column 0 is the online loss."""
+        return self._dataset("loss/train")[: self.completed_episodes]
+
+    def grad_norm(self) -> np.ndarray:
+        """float32 [K, M, L]: gradient norm of every layer group (``layer_names``) at every step."""
+        return self._dataset("stats/grad_norm")[: self.completed_episodes]
+
+    def learning_rate(self) -> np.ndarray:
+        """float32 [K, M]."""
+        return self._dataset("stats/lr")[: self.completed_episodes]
+
+    # --- recordings -----------------------------------------------------------------------
+
+    def recorded(self, kind: str) -> list[str]:
+        """Names recorded under ``weights``, ``grads`` or ``activations`` with at least one snapshot."""
+        if kind not in self.h5:
+            return []
+        return [name for name in self.h5[kind] if len(self.recording_episodes(kind, name))]
+
+    def recording_episodes(self, kind: str, name: str) -> np.ndarray:
+        return self._committed(f"{kind}/{name}/episodes")
+
+    def _committed(self, episodes_path: str) -> np.ndarray:
+        """Leading entries of an ``episodes`` dataset that are written and committed."""
+        episodes = self._dataset(episodes_path)[:]
+        done = self.completed_episodes
+        n = 0
+        while n < len(episodes) and 0 <= episodes[n] <= done:
+            n += 1
+        return episodes[:n]
+
+    def _recording(self, kind: str, name: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if kind not in self.h5 or name not in self.h5[kind] or not len(self.recording_episodes(kind, name)):
+            have = ", ".join(self.recorded(kind)) or "none"
+            raise MissingDataError(
+                f"Run '{self.path.parent.name}' has no {what} '{name}' (recorded: {have}); "
+                f"record it with {RECORDING_OPTION[kind]}."
+            )
+        episodes = self.recording_episodes(kind, name)
+        return episodes, self._dataset(f"{kind}/{name}/values")[: len(episodes)]
+
+    def sketch_info(self, kind: str, name: str) -> dict | None:
+        """{"dim", "seed", "full_dim"} if the recording is a sketch, else None."""
+        attrs = self.h5[kind][name].attrs
+        if "sketch_dim" not in attrs:
+            return None
+        return {k[len("sketch_"):]: int(v) for k, v in attrs.items() if k.startswith("sketch_")}
+
+    def weights(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(episodes int32 [S], values float32 [S, D]); episode 0 is the initial model."""
+        return self._recording("weights", name, "weight snapshots of")
+
+    def grads(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(episodes int32 [G], values float32 [G, T, D]): the gradient of every document's loss,
+        taken at the model after that episode."""
+        return self._recording("grads", name, "per-document gradients of")
+
+    def activations(self, hook: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """(episodes int32 [A], docs [n], values float32 [A, n, C, d])."""
+        episodes, values = self._recording("activations", hook, "activations at")
+        return episodes, json.loads(self.h5["activations"][hook].attrs["docs"]), values
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint_episodes(self) -> np.ndarray:
+        """Episodes with a full checkpoint (0: the model before training)."""
+        return self._committed("checkpoints/episodes")
+
+    def checkpoint(self, episode: int) -> dict:
+        """{"model": {param: array}, "optim": {"<param>/<state>": array}, "rng": uint8 array | None}."""
+        episodes = self.checkpoint_episodes()
+        hits = np.flatnonzero(episodes == episode)
+        if not len(hits):
+            have = ", ".join(map(str, episodes)) or "none"
+            raise MissingDataError(
+                f"Run '{self.path.parent.name}' has no checkpoint at episode {episode} (have: {have}); "
+                f"record it with {RECORDING_OPTION['checkpoints']}."
+            )
+        i = int(hits[-1])
+        ck = self.h5["checkpoints"]
+        model = {name: ck["model"][name][i] for name in ck.get("model", {})}
+        optim = {}
+        if "optim" in ck:
+            ck["optim"].visititems(lambda n, obj: optim.__setitem__(n, obj[i]) if isinstance(obj, h5py.Dataset) else None)
+        rng = ck["rng"][i] if "rng" in ck else None
+        return {"model": model, "optim": optim, "rng": rng}

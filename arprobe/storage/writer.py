@@ -1,0 +1,201 @@
+"""The run store's writer, used by the trainer.
+
+Every dataset is created up front (SWMR forbids creating objects later), then the file is
+switched to single-writer/multi-reader mode. Each episode appends one row to every per-episode
+dataset, flushes, and only then bumps ``progress``: a reader (or a crash) never sees a row the
+counter does not cover.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from arprobe import __version__
+from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
+
+
+@dataclass
+class StoreLayout:
+    """Shapes of everything the run will write; fixed before the first episode."""
+
+    n_docs: int  # T
+    token_width: int  # C + max_shift: stored tokens per document
+    steps_per_doc: int  # M
+    layer_names: list[str]  # L parameter groups of stats/grad_norm, TransformerLens names
+    weights: dict[str, int] = field(default_factory=dict)  # name -> D (flattened or sketched size)
+    grads: dict[str, int] = field(default_factory=dict)  # name -> D
+    activations: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # hook -> (n docs, C, d)
+    activation_docs: list[int] = field(default_factory=list)
+    checkpoint_params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
+    checkpoint_optim: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" -> shape
+    rng_bytes: int = 0  # size of the saved RNG state
+    sketches: dict[str, dict] = field(default_factory=dict)  # "weights/<name>" -> {"dim", "seed", "full_dim"}
+
+
+def _grow(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype, fill=None) -> h5py.Dataset:
+    dtype = np.dtype(dtype)
+    return group.create_dataset(
+        name,
+        shape=(0, *row_shape),
+        maxshape=(None, *row_shape),
+        dtype=dtype,
+        chunks=chunk_shape(tuple(row_shape), dtype.itemsize),
+        fillvalue=fill,
+    )
+
+
+def _append(ds: h5py.Dataset, row) -> int:
+    """Append one row along axis 0; returns its index."""
+    n = ds.shape[0]
+    ds.resize(n + 1, axis=0)
+    ds[n] = row
+    return n
+
+
+class RunWriter:
+    """Creates ``run.h5`` and appends one episode at a time.
+
+    Usage: ``RunWriter.create(...)``, then ``append_episode`` per episode, then ``close(status)``.
+    """
+
+    def __init__(self, path: Path, h5: h5py.File, layout: StoreLayout):
+        self.path, self.h5, self.layout = path, h5, layout
+        self.completed = 0
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        layout: StoreLayout,
+        config_json: str,
+        seed: int,
+        tokens: np.ndarray,  # int32 [T, C + s]
+        lengths: np.ndarray,  # int32 [T]
+        texts: list[str],
+        model_info: dict,
+        initial_eval: np.ndarray,  # float32 [T], row 0 of the eval matrix
+    ) -> "RunWriter":
+        path = Path(path)
+        h5 = h5py.File(path, "w", libver="latest")
+        try:
+            cls._create_datasets(h5, layout)
+            h5.attrs.update(
+                {
+                    "format": FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "arprobe_version": __version__,
+                    "config": config_json,
+                    "status": "running",
+                    "completed_episodes": 0,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "seed": seed,
+                    "n_docs": layout.n_docs,
+                    "steps_per_doc": layout.steps_per_doc,
+                    "stop_reason": "",
+                }
+            )
+            h5["docs/tokens"] = tokens.astype(np.int32)
+            h5["docs/lengths"] = lengths.astype(np.int32)
+            h5.create_dataset("docs/text", data=np.array(texts, dtype=object), dtype=h5py.string_dtype())
+            h5.create_group("model").attrs["info"] = json.dumps(model_info, sort_keys=True, default=str)
+            _append(h5["loss/eval"], initial_eval.astype(np.float32))
+            h5.flush()
+            h5.swmr_mode = True
+        except BaseException:
+            h5.close()
+            path.unlink(missing_ok=True)
+            raise
+        return cls(path, h5, layout)
+
+    @staticmethod
+    def _create_datasets(h5: h5py.File, lay: StoreLayout) -> None:
+        T, M, L = lay.n_docs, lay.steps_per_doc, len(lay.layer_names)
+        _grow(h5, "schedule/doc", (), np.int32)
+        _grow(h5, "schedule/epoch", (), np.int32)
+        _grow(h5, "loss/eval", (T,), np.float32)
+        _grow(h5, "loss/train", (M,), np.float32)
+        _grow(h5, "stats/grad_norm", (M, L), np.float32).attrs["layers"] = json.dumps(lay.layer_names)
+        _grow(h5, "stats/lr", (M,), np.float32)
+        h5.create_dataset("progress", data=np.zeros(1, dtype=np.int64))
+        for kind, table, row in (
+            ("weights", lay.weights, lambda d: (d,)),
+            ("grads", lay.grads, lambda d: (T, d)),
+            ("activations", lay.activations, lambda shape: shape),
+        ):
+            root = h5.require_group(kind)
+            for name, size in table.items():
+                g = root.create_group(name)
+                _grow(g, "values", row(size), np.float32)
+                _grow(g, "episodes", (), np.int32, fill=EPISODE_FILL)
+                sketch = lay.sketches.get(f"{kind}/{name}")
+                if sketch:
+                    g.attrs.update({f"sketch_{k}": v for k, v in sketch.items()})
+                if kind == "activations":
+                    g.attrs["docs"] = json.dumps(lay.activation_docs)
+        ck = h5.require_group("checkpoints")
+        _grow(ck, "episodes", (), np.int32, fill=EPISODE_FILL)
+        for name, shape in lay.checkpoint_params.items():
+            _grow(ck.require_group("model"), name, shape, np.float32)
+        for name, shape in lay.checkpoint_optim.items():
+            _grow(ck.require_group("optim"), name, shape, np.float32)
+        if lay.rng_bytes:
+            _grow(ck, "rng", (lay.rng_bytes,), np.uint8)
+
+    # --- per episode ----------------------------------------------------------------------
+
+    def append_episode(
+        self,
+        *,
+        doc: int,
+        epoch: int,
+        eval_row: np.ndarray,  # [T]
+        train_loss: np.ndarray,  # [M]
+        grad_norm: np.ndarray,  # [M, L]
+        lr: np.ndarray,  # [M]
+    ) -> None:
+        h5 = self.h5
+        _append(h5["schedule/doc"], doc)
+        _append(h5["schedule/epoch"], epoch)
+        _append(h5["loss/eval"], eval_row)
+        _append(h5["loss/train"], train_loss)
+        _append(h5["stats/grad_norm"], grad_norm)
+        _append(h5["stats/lr"], lr)
+
+    def append_recording(self, kind: str, name: str, episode: int, values: np.ndarray) -> None:
+        """One snapshot of ``weights``/``grads``/``activations`` ``name`` taken at ``episode``."""
+        g = self.h5[kind][name]
+        _append(g["values"], values)
+        _append(g["episodes"], episode)  # written after the values: -1 until they are there
+
+    def append_checkpoint(self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray | None) -> None:
+        ck = self.h5["checkpoints"]
+        for name, value in params.items():
+            _append(ck["model"][name], value)
+        for name, value in optim.items():
+            _append(ck["optim"][name], value)
+        if rng is not None:
+            _append(ck["rng"], rng)
+        _append(ck["episodes"], episode)
+
+    def commit(self, episode: int) -> None:
+        """Make everything appended so far visible: flush the rows, then bump the counter."""
+        self.h5.flush()
+        self.h5["progress"][0] = episode
+        self.h5["progress"].flush()
+        self.completed = episode
+
+    def close(self, status: str, stop_reason: str = "") -> None:
+        """Record the final status; reopening outside SWMR is the only safe way to set attributes."""
+        self.h5.flush()
+        self.h5.close()
+        with h5py.File(self.path, "r+", libver="latest") as h5:
+            h5.attrs["status"] = status
+            h5.attrs["completed_episodes"] = self.completed
+            h5.attrs["stop_reason"] = stop_reason

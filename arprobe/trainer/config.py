@@ -1,0 +1,288 @@
+"""The run configuration: one dataclass with nested sections, every field defaulted.
+
+Sources, in rising precedence: defaults < TOML file < ``--key value`` flags. A flag may name
+a field by its full dotted path (``--optim.lr``) or by its leaf name when that is unique
+(``--lr``). Unknown keys are an error naming the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arprobe.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    source: str = "pydoc"  # "pydoc" (embedded), a .txt/.jsonl file, a folder, a save_to_disk folder, or a hub dataset id
+    n_docs: int = 10  # T: documents in the cycle
+    context_length: int = 64  # C: tokens kept per document (first C; shorter ones are padded)
+    field: str = "text"  # text field for JSONL and datasets (CNN/DailyMail: "article")
+    hf_config: str = ""  # dataset config name for hub datasets ("3.0.0", "wikitext-103-raw-v1")
+    split: str = "train"  # dataset split
+    min_tokens: int = 16  # documents with fewer real tokens are dropped before sampling
+    tokenizer: str = "auto"  # "auto": the model's own if pretrained, else "bpe"; "bpe": trained on the docs; or a hub id / path
+    vocab_size: int = 4096  # vocabulary of the trained BPE tokenizer
+    mask_prob: float = 0.0  # p: probability of replacing each input token with the mask token (Sec. 3.3)
+    max_shift: int = 0  # s: the C-token training window starts at a random offset in [0, s] (Sec. 3.3)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "pythia-14m"  # a size preset (pythia-14m ... pythia-2.8b), a hub id, or a local path
+    init: str = "pythia"  # "pretrained" (weights from name), "pythia" (Pythia init) or "normal" (N(0, 0.02))
+    revision: str = ""  # hub revision, e.g. "step143000" for Pythia's intermediate checkpoints
+    d_model: int = 256  # width override for random init (0: keep the preset's)
+    n_layers: int = 4  # depth override for random init (0: keep the preset's)
+    n_heads: int = 4  # attention-head override for random init (0: keep the preset's)
+    freeze_blocks: int = 0  # B: freeze the embedding and the first B transformer blocks (Sec. 3.3)
+    trust_remote_code: bool = False  # let transformers run code shipped with a hub model
+    dtype: str = "float32"  # parameter dtype: float32 | bfloat16 | float16
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # "adam" or "sgd" (the paper's vanilla gradient descent)
+    lr: float = 1e-3  # peak learning rate (paper: 1e-3 for SGD, 1e-5 for Adam on pretrained models)
+    lr_schedule: str = "constant"  # "constant" or "cosine" (over all steps, down to min_lr; App. B.6)
+    min_lr: float = 0.0  # floor of the cosine schedule
+    reset_per_doc: bool = True  # reset the optimizer state at the start of every episode (paper)
+    weight_decay: float = 0.0  # decoupled weight decay for Adam, L2 for SGD
+    grad_clip: float = 0.0  # clip the global gradient norm to this value (0: off)
+
+
+@dataclass
+class ScheduleConfig:
+    order: str = "cyclic"  # "cyclic", "shuffle", "partial-shuffle" (App. B.1) or "insert" (App. B.7)
+    steps_per_doc: int = 10  # M: gradient steps on one document in a row (batch size 1)
+    epochs: int = 4  # E: passes over the sequence
+    shuffle_until: int = 0  # partial-shuffle: documents 2..N are re-shuffled each epoch (0: N = T)
+    repeat_docs: int = 0  # insert: the first R documents repeat each epoch (0: R = T // 2)
+    insert_min: int = 1  # insert: fewest one-off documents inserted after the repeating block
+    insert_max: int = 3  # insert: most one-off documents inserted after the repeating block
+
+
+@dataclass
+class RecordConfig:
+    weights: list[str] = field(default_factory=lambda: ["unembed"])  # parameter groups snapshotted (TransformerLens names)
+    weights_every: int = 1  # snapshot weights every N episodes (0: never)
+    grads: list[str] = field(default_factory=lambda: ["blocks.mid.attn"])  # layers whose per-document gradients are recorded ("mid": middle block)
+    grads_at: str = "epoch"  # when per-document gradients are recorded: "epoch" (end of each), "end" or "never"
+    activations: list[str] = field(default_factory=lambda: ["ln_final.hook_normalized"])  # TransformerLens hook names captured
+    activation_docs: list[int] = field(default_factory=lambda: [0])  # documents (0-based) whose activations are captured
+    activations_every: int = 1  # capture activations every N episodes (0: never)
+    checkpoints: str = "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
+    sketch_dim: int = 0  # store weights/grads larger than sketch_dim as a seeded sketch of that size (0: exact)
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # run name; the store goes to <out>/<name>/run.h5 (empty: derived from the config)
+    out: str = "runs"  # folder that holds runs
+    seed: int = 0  # seeds document sampling, the schedule, model init and data randomness
+    eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    record: RecordConfig = field(default_factory=RecordConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / (self.name or default_run_name(self))
+
+
+def default_run_name(cfg: RunConfig) -> str:
+    return f"{cfg.schedule.order}-T{cfg.data.n_docs}-C{cfg.data.context_length}-M{cfg.schedule.steps_per_doc}-E{cfg.schedule.epochs}-s{cfg.seed}"
+
+
+# --- keys -------------------------------------------------------------------------------
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        f.type = hints[f.name]
+        out[f.name] = f
+    return out
+
+
+def _is_section(tp) -> bool:
+    return dataclasses.is_dataclass(tp)
+
+
+def all_keys() -> dict[str, type]:
+    """Every settable dotted key and its type: {"optim.lr": float, "seed": int, ...}."""
+    keys: dict[str, type] = {}
+    for name, f in _fields(RunConfig).items():
+        if _is_section(f.type):
+            for sub, sf in _fields(f.type).items():
+                keys[f"{name}.{sub}"] = sf.type
+        else:
+            keys[name] = f.type
+    return keys
+
+
+def resolve_key(key: str) -> str:
+    """Map a full or leaf key ("lr", "optim.lr", "n-docs") to its dotted path, or raise."""
+    key = key.replace("-", "_")
+    keys = all_keys()
+    if key in keys:
+        return key
+    leaves = [k for k in keys if k.split(".")[-1] == key]
+    if len(leaves) == 1:
+        return leaves[0]
+    if len(leaves) > 1:
+        raise UserError(f"Option '{key}' is ambiguous: use one of {', '.join(leaves)}.")
+    candidates = list(keys) + [k.split(".")[-1] for k in keys]
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise UserError(f"Unknown option '{key}'.{hint} See `arprobe run --help-config` for every option.")
+
+
+def _coerce(value, tp, key: str):
+    origin = typing.get_origin(tp)
+    try:
+        if origin in (list, types.GenericAlias) or origin is list:
+            (item_tp,) = typing.get_args(tp)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+            return [_coerce(v, item_tp, key) for v in value]
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value) if not isinstance(value, str) else int(value.strip())
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unsupported config type {tp} for {key}")
+    raise UserError(f"Option '{key}' expects {getattr(tp, '__name__', str(tp))}, got {value!r}.")
+
+
+def set_key(cfg: RunConfig, key: str, value) -> None:
+    path = resolve_key(key)
+    tp = all_keys()[path]
+    target = cfg
+    *sections, leaf = path.split(".")
+    for s in sections:
+        target = getattr(target, s)
+    setattr(target, leaf, _coerce(value, tp, path))
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Build a RunConfig from defaults, an optional TOML file, then key/value overrides."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"Config file '{path}' does not exist.")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"Config file '{path}' is not valid TOML: {exc}.") from None
+        for key, value in _flatten(table).items():
+            set_key(cfg, key, value)
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(table: dict) -> RunConfig:
+    """Rebuild a stored (resolved) config; used when reading a run back."""
+    cfg = RunConfig()
+    for key, value in _flatten(table).items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks a user can trip; one sentence each."""
+    d, m, o, s, r = cfg.data, cfg.model, cfg.optim, cfg.schedule, cfg.record
+    checks = [
+        (d.n_docs >= 2, f"data.n_docs (T) must be at least 2, got {d.n_docs}."),
+        (d.context_length >= 2, f"data.context_length (C) must be at least 2, got {d.context_length}."),
+        (s.steps_per_doc >= 1, f"schedule.steps_per_doc (M) must be at least 1, got {s.steps_per_doc}."),
+        (s.epochs >= 1, f"schedule.epochs (E) must be at least 1, got {s.epochs}."),
+        (o.lr > 0, f"optim.lr must be positive, got {o.lr}."),
+        (0.0 <= d.mask_prob < 1.0, f"data.mask_prob (p) must be in [0, 1), got {d.mask_prob}."),
+        (d.max_shift >= 0, f"data.max_shift (s) must be non-negative, got {d.max_shift}."),
+        (d.vocab_size >= 260, f"data.vocab_size must be at least 260 (the byte alphabet), got {d.vocab_size}."),
+        (m.freeze_blocks >= 0, f"model.freeze_blocks must be non-negative, got {m.freeze_blocks}."),
+        (min(m.d_model, m.n_layers, m.n_heads) >= 0, "model.d_model, n_layers and n_heads must be non-negative."),
+        (o.name in ("adam", "sgd"), f"optim.name must be 'adam' or 'sgd', got '{o.name}'."),
+        (o.lr_schedule in ("constant", "cosine"), f"optim.lr_schedule must be 'constant' or 'cosine', got '{o.lr_schedule}'."),
+        (0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, lr], got {o.min_lr}."),
+        (s.order in ("cyclic", "shuffle", "partial-shuffle", "insert"),
+         f"schedule.order must be one of cyclic, shuffle, partial-shuffle, insert; got '{s.order}'."),
+        (m.init in ("pretrained", "pythia", "normal"), f"model.init must be pretrained, pythia or normal; got '{m.init}'."),
+        (m.dtype in ("float32", "bfloat16", "float16"), f"model.dtype must be float32, bfloat16 or float16; got '{m.dtype}'."),
+        (r.grads_at in ("epoch", "end", "never"), f"record.grads_at must be epoch, end or never; got '{r.grads_at}'."),
+        (r.checkpoints in ("epoch", "none") or r.checkpoints.isdigit(),
+         f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'."),
+        (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
+        (min(r.weights_every, r.activations_every, r.sketch_dim) >= 0, "record.*_every and record.sketch_dim must be non-negative."),
+        (0 <= s.insert_min <= s.insert_max, f"schedule.insert_min must be in [0, insert_max], got {s.insert_min}."),
+        (all(0 <= i < d.n_docs for i in r.activation_docs), f"record.activation_docs must be in [0, {d.n_docs - 1}]."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def describe_keys() -> str:
+    """One line per key with its default and comment, for --help-config."""
+    import inspect
+
+    lines = []
+    for cls, prefix in [(RunConfig, ""), (DataConfig, "data."), (ModelConfig, "model."), (OptimConfig, "optim."),
+                        (ScheduleConfig, "schedule."), (RecordConfig, "record.")]:
+        source = inspect.getsource(cls).splitlines()
+        comments = {}
+        for line in source:
+            stripped = line.strip()
+            if ":" in stripped and "#" in stripped and not stripped.startswith(("#", "def", "return")):
+                comments[stripped.split(":")[0]] = stripped.split("#", 1)[1].strip()
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            if _is_section(type(getattr(defaults, f.name))):
+                continue
+            lines.append(f"  --{prefix}{f.name:<22} {getattr(defaults, f.name)!r:<28} {comments.get(f.name, '')}")
+    return "\n".join(lines)
