@@ -36,12 +36,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "pythia-14m"  # a size preset (pythia-14m ... pythia-2.8b), a hub id, or a local path
+    name: str = "tiny"  # a size preset ("tiny": d256 L4 H4; pythia-14m ... pythia-2.8b), a hub id, or a local path
     init: str = "pythia"  # "pretrained" (weights from name), "pythia" (Pythia init) or "normal" (N(0, 0.02))
     revision: str = ""  # hub revision, e.g. "step143000" for Pythia's intermediate checkpoints
-    d_model: int = 256  # width override for random init (0: keep the preset's)
-    n_layers: int = 4  # depth override for random init (0: keep the preset's)
-    n_heads: int = 4  # attention-head override for random init (0: keep the preset's)
+    d_model: int = 0  # width override for random init (0: keep the preset's)
+    n_layers: int = 0  # depth override for random init (0: keep the preset's)
+    n_heads: int = 0  # attention-head override for random init (0: keep the preset's)
     freeze_blocks: int = 0  # B: freeze the embedding and the first B transformer blocks (Sec. 3.3)
     trust_remote_code: bool = False  # let transformers run code shipped with a hub model
     dtype: str = "float32"  # parameter dtype: float32 | bfloat16 | float16

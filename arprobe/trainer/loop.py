@@ -93,6 +93,7 @@ def prepare(cfg: RunConfig) -> Setup:
     model_info["tokenizer"] = getattr(tokenizer, "name_or_path", "") if tokenizer_name != "bpe" else f"bpe-{d.vocab_size} trained on the documents' source"
     model_info["vocab_size"] = len(tokenizer)
     model_info["data"] = provenance
+    model_info["mask_id"] = int(mask_id)
     return Setup(
         cfg=cfg, model=loaded.model, tokenizer=tokenizer, names=bridge_names(loaded.model, tokenizer, loaded.bridge_name),
         tokens=torch.as_tensor(docs.tokens, dtype=torch.long, device=device),
@@ -100,11 +101,6 @@ def prepare(cfg: RunConfig) -> Setup:
         texts=docs.texts, schedule_doc=schedule_doc, schedule_epoch=schedule_epoch, model_info=model_info,
         device=device, mask_id=mask_id, data_provenance=provenance, n_dropped=docs.n_dropped,
     )
-
-
-def eval_batch_size(cfg: RunConfig) -> int:
-    """Documents per eval forward: the configured size, or about 16k tokens per batch."""
-    return cfg.eval_batch_size or max(1, 16384 // cfg.data.context_length)
 
 
 def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:
@@ -149,7 +145,7 @@ def _open_store(setup: Setup, store_path: Path) -> tuple[RunWriter, Recorder]:
     cfg = setup.cfg
     recorder = Recorder(setup)
     initial_eval = steps.evaluate_docs(setup.model, setup.tokens[:, : cfg.data.context_length], setup.lengths.clamp(max=cfg.data.context_length),
-                                       eval_batch_size(cfg)).cpu().numpy()
+                                       steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)).cpu().numpy()
     layout = StoreLayout(
         n_docs=cfg.data.n_docs,
         token_width=setup.tokens.shape[1],
@@ -175,7 +171,7 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, *, progress: boo
     cfg, model = setup.cfg, setup.model
     C, M = cfg.data.context_length, cfg.schedule.steps_per_doc
     eval_tokens, eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
-    batch = eval_batch_size(cfg)
+    batch = steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = steps.make_optimizer(trainable, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)

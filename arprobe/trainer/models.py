@@ -69,6 +69,9 @@ PYTHIA_PRESETS: dict[str, dict] = {
     "pythia-1b": _pythia(2048, 16, 8),
     "pythia-1.4b": _pythia(2048, 24, 16),
     "pythia-2.8b": _pythia(2560, 32, 32),
+    # Not a Pythia model: the Pythia architecture at the size of arprobe's CPU default
+    # (5.3M parameters with the 4096-token BPE), big enough to show anticipatory recovery.
+    "tiny": _pythia(256, 4, 4),
 }
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -99,7 +102,9 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
         bridge_name = cfg.name
     elif cfg.init in ("pythia", "normal"):
         model, provenance = _build_random(cfg, vocab_size, seed, max_positions, dtype)
-        bridge_name = f"EleutherAI/{cfg.name}" if cfg.name in PYTHIA_PRESETS else cfg.name
+        # TransformerLens picks its adapter from the model's config; the name only has to be a
+        # GPT-NeoX one for presets ("tiny" is not on any hub).
+        bridge_name = ("EleutherAI/pythia-14m" if cfg.name == "tiny" else f"EleutherAI/{cfg.name}") if cfg.name in PYTHIA_PRESETS else cfg.name
     else:
         raise UserError(f"model.init must be pretrained, pythia or normal; got '{cfg.init}'.")
 
