@@ -42,10 +42,11 @@ class RunStore:
         if attrs.get("format") != FORMAT:
             self.h5.close()
             raise UserError(f"'{self.path}' is an HDF5 file but not an arprobe run store.")
-        if int(attrs.get("format_version", 0)) > FORMAT_VERSION:
+        version = int(attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
             self.h5.close()
             raise UserError(
-                f"'{self.path}' has store format {int(attrs['format_version'])}, newer than this arprobe "
+                f"'{self.path}' has store format {version}, newer than this arprobe "
                 f"understands ({FORMAT_VERSION}); upgrade arprobe."
             )
 

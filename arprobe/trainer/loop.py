@@ -62,11 +62,14 @@ class RunResult:
 
 def prepare(cfg: RunConfig) -> Setup:
     """Data, tokenizer, model and names: everything before the first episode."""
-    from arprobe.trainer.data import load_texts, select_documents
+    from arprobe.trainer.data import load_texts, looks_like_path, select_documents
     from arprobe.trainer.models import build_model, freeze_first_blocks, resolve_device
     from arprobe.trainer.tokenizer import default_cache_dir, ensure_pad_token, load_tokenizer, train_bpe_tokenizer
 
     d, m = cfg.data, cfg.model
+    if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
+        # Checked before the tokenizer, which would otherwise be the first to trip on the path.
+        raise UserError(f"Model path '{m.name}' does not exist.")
     texts, provenance = load_texts(d)
     tokenizer_name = d.tokenizer
     if tokenizer_name == "auto":

@@ -65,7 +65,7 @@ class ModelNames:
             seen.add(id(param))
             owner = next((tl for tl in groups if name.startswith(self.components[tl] + ".")), "other")
             out.setdefault(owner, []).append(name)
-        return dict(sorted(out.items(), key=lambda kv: _natural_key(kv[0])))
+        return out  # in the model's own parameter order: embed, blocks..., ln_final, unembed
 
     def hook_target(self, hook: str) -> tuple[str, str]:
         """(HF module path, "in" | "out") whose forward input/output is this TL hook."""
@@ -85,10 +85,6 @@ class ModelNames:
         )
 
 
-def _natural_key(name: str):
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
-
-
 def _n_blocks(config) -> int:
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if hasattr(config, key):
@@ -104,17 +100,24 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
     """
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(model.config)
-    # The bridge wraps modules in place; remember where each original module lived first.
-    path_of = {id(mod): path for path, mod in skeleton.named_modules()}
-    try:
-        from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge import TransformerBridge
 
-        with _quiet():
-            bridge = TransformerBridge.boot_transformers(bridge_name, hf_model=skeleton, tokenizer=tokenizer)
-    except Exception as exc:  # an unsupported architecture must not stop training
-        log.warning("TransformerLens bridge unavailable for %s (%s); using Hugging Face module names.", bridge_name, exc)
+    # Weightless first (instant even at 1B); some adapters (GPT-2's fused QKV split) need real
+    # values at boot, so fall back to a randomly initialised CPU copy of the same structure.
+    bridge, failure = None, None
+    for device in ("meta", "cpu"):
+        with torch.device(device):
+            skeleton = AutoModelForCausalLM.from_config(model.config)
+        # The bridge wraps modules in place; remember where each original module lived first.
+        path_of = {id(mod): path for path, mod in skeleton.named_modules()}
+        try:
+            with _quiet():
+                bridge = TransformerBridge.boot_transformers(bridge_name, hf_model=skeleton, tokenizer=tokenizer)
+            break
+        except Exception as exc:  # an unsupported architecture must not stop training
+            failure = exc
+    if bridge is None:
+        log.warning("TransformerLens bridge unavailable for %s (%s); using Hugging Face module names.", bridge_name, failure)
         return _fallback_names(model)
     components: dict[str, str] = {}
 

@@ -1,0 +1,167 @@
+"""`arprobe analyze [RUN ...] [--probe NAME ...]`: run probes, write the report, print the headline numbers.
+
+One run: every probe (or those named) into ``<run>/report``. Several runs: probes that compare
+runs (online_loss) run once over all of them into ``--out`` (default ``./report``); the others
+run on each run into its own report. No run: the probes that need none (toy_model) into
+``--out`` (default ``./report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+from arprobe.errors import UserError
+
+
+def command_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "analyze",
+        help="run probes on runs and write report/<probe>/result.json, figures and report/index.html",
+        description="Run probes (all whose data the run holds, by default) and write the report. "
+        "Probes that lack data are skipped with the reason; a failing probe does not stop the others.",
+        epilog="Examples: arprobe analyze runs/cyclic;  arprobe analyze runs/cyclic --probe pca_weights "
+        "--option pca_weights.detrend=none;  arprobe analyze runs/cyclic-s* runs/shuffle-s* --probe online_loss;  "
+        "arprobe analyze --probe toy_model",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run folder(s) (runs/<name>) or their run.h5")
+    p.add_argument("--probe", action="append", default=[], metavar="NAME",
+                   help="probe to run (repeat, or comma-separate); default: all")
+    p.add_argument("--option", action="append", default=[], metavar="PROBE.KEY=VALUE",
+                   help="a probe option, e.g. pairwise_recovery.episode=20 (repeatable)")
+    p.add_argument("--config", metavar="FILE.toml", help="probe options as TOML, one [probe_name] section per probe")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: <run>/report; ./report without a run or with several)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=analyze_command)
+    return p
+
+
+def parse_option_flags(flags: list[str]) -> dict[str, dict[str, str]]:
+    """["probe.key=value", ...] -> {"probe": {"key": "value"}}."""
+    options: dict[str, dict[str, str]] = {}
+    for flag in flags:
+        key, eq, value = flag.partition("=")
+        probe, dot, name = key.strip().partition(".")
+        if not eq or not dot or not probe or not name:
+            raise UserError(f"Option '{flag}' is not PROBE.KEY=VALUE (e.g. pca_weights.detrend=none).")
+        options.setdefault(probe, {})[name.strip()] = value
+    return options
+
+
+def read_option_file(path: str) -> dict[str, dict]:
+    """A TOML file with one table per probe: [pca_weights] detrend = "none"."""
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"Config file '{path}' does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"Config file '{path}' is not valid TOML: {exc}.") from None
+    stray = [k for k, v in table.items() if not isinstance(v, dict)]
+    if stray:
+        raise UserError(f"Config file '{path}': put '{stray[0]}' under the section of its probe, e.g. [pca_weights].")
+    return table
+
+
+def merge_options(file_options: dict[str, dict], flag_options: dict[str, dict], registry) -> dict[str, dict]:
+    """Flags over file; every probe named must exist and every key must be one of its options."""
+    merged: dict[str, dict] = {}
+    for source in (file_options, flag_options):
+        for probe, values in source.items():
+            merged.setdefault(probe, {}).update(values)
+    for probe, values in merged.items():
+        registry.get(probe).resolve_options(values)  # raises a one-line error for bad names or values
+    return merged
+
+
+def selected_probes(flags: list[str], registry) -> list[str] | None:
+    names = [n.strip() for flag in flags for n in flag.split(",") if n.strip()]
+    for name in names:
+        if name not in registry:
+            registry.load(name)  # raises: Unknown probe 'x'. Did you mean ...? Available: ...
+    return list(dict.fromkeys(names)) or None
+
+
+def analyze_command(args, extra) -> int:
+    from arprobe.probes.registry import default_registry
+
+    registry = default_registry()
+    explicit = selected_probes(args.probe, registry)
+    options = merge_options(read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry)
+    names = explicit or registry.names()
+
+    probes, broken = [], []
+    for name in names:
+        try:
+            probe = registry.get(name)
+        except UserError as exc:  # a plugin that does not load is a failed probe, not the end of the analysis
+            broken.append((name, str(exc)))
+            continue
+        probe.progress = not args.no_progress
+        probes.append(probe)
+
+    from arprobe.probes.report import failed_outcome, write_report
+    from arprobe.storage import RunStore
+    from arprobe.storage.reader import resolve_store_path
+
+    printer = OutcomePrinter(explicit)
+    if not args.runs:
+        needing = [p.name for p in probes if p.needs_store]
+        if explicit and needing:
+            raise UserError(f"Probe '{needing[0]}' reads a run; give one: arprobe analyze RUN --probe {needing[0]}.")
+        probes = [p for p in probes if not p.needs_store]
+        jobs = [([], Path(args.out or "report"), probes)]
+    else:
+        paths = [resolve_store_path(r) for r in args.runs]
+        if len(paths) == 1:
+            jobs = [([paths[0]], Path(args.out) if args.out else paths[0].parent / "report", probes)]
+        else:
+            single = [p for p in probes if not p.multi_run]
+            multi = [p for p in probes if p.multi_run]
+            jobs = [([path], (Path(args.out) / path.parent.name) if args.out else path.parent / "report", single)
+                    for path in paths] if single else []
+            if multi:
+                jobs.append((paths, Path(args.out or "report"), multi))
+
+    for store_paths, report_dir, job_probes in jobs:
+        stores = [RunStore(p) for p in store_paths]
+        try:
+            label = ", ".join(str(p.parent) for p in store_paths) or "no run"
+            print(f"analyze {label} -> {report_dir}")
+            outcomes = []
+            for name, reason in broken:
+                outcome = failed_outcome(name, reason, report_dir)
+                printer(outcome)
+                outcomes.append(outcome)
+            write_report(stores, report_dir, job_probes, options, on_outcome=printer)
+            print(f"report: {report_dir / 'index.html'}")
+        finally:
+            for s in stores:
+                s.close()
+    return 1 if printer.bad else 0
+
+
+class OutcomePrinter:
+    """Prints one line per probe as it finishes, headline numbers indented below."""
+
+    def __init__(self, explicit: list[str] | None):
+        self.explicit = set(explicit or [])
+        self.bad = 0
+
+    def __call__(self, outcome) -> None:
+        from arprobe.probes.report import format_value
+
+        if outcome.status == "failed" or (outcome.status == "skipped" and outcome.probe in self.explicit):
+            self.bad += 1
+        tag = {"ok": "ok", "skipped": "skipped", "failed": "FAILED"}[outcome.status]
+        line = f"  {outcome.probe:<28} {tag:<8}"
+        if outcome.status == "ok":
+            print(f"{line} {outcome.seconds:6.1f} s")
+            for key, value in outcome.headline.items():
+                print(f"      {key}: {format_value(value)}")
+        else:
+            stream = sys.stderr if outcome.status == "failed" else sys.stdout
+            print(f"{line} {outcome.reason}", file=stream)
+        sys.stdout.flush()

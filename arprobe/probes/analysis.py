@@ -1,0 +1,334 @@
+"""Pure numpy science behind the mechanistic probes (paper Sec. 4.1-4.3, App. C).
+
+Everything here takes plain arrays and returns plain arrays or numbers: no store, no plots.
+Shapes use named dimensions: ``[snapshot, dim]`` is a trajectory of flattened vectors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Columns of [snapshot, dim] matrices are read in blocks of this many, so a Gram matrix of
+# large recordings (an unembedding of 1M floats per snapshot) never holds a float64 copy.
+GRAM_BLOCK = 1 << 16
+
+
+# --- inner products ---------------------------------------------------------------------------
+
+def gram_matrix(vectors: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """X Xᵀ [n, n] in float64 of rows [n, dim], optionally after subtracting ``center`` [dim].
+
+    Subtracting a common vector first (e.g. the mean snapshot) keeps the products of small
+    differences accurate when the vectors themselves are large and nearly equal.
+    """
+    vectors = np.asarray(vectors)
+    assert vectors.ndim == 2, vectors.shape
+    n, dim = vectors.shape
+    gram = np.zeros((n, n))
+    for start in range(0, dim, GRAM_BLOCK):
+        block = vectors[:, start : start + GRAM_BLOCK].astype(np.float64)
+        if center is not None:
+            block -= np.asarray(center[start : start + GRAM_BLOCK], dtype=np.float64)
+        gram += block @ block.T
+    return gram
+
+
+def cosine_from_gram(gram: np.ndarray) -> np.ndarray:
+    """Cosine similarities [n, n] from a Gram matrix; NaN where a vector is zero."""
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cos = gram / np.outer(norms, norms)
+    cos[(norms == 0)[:, None] | (norms == 0)[None, :]] = np.nan
+    return np.clip(cos, -1.0, 1.0)
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """Pairwise cosine similarity [n, n] of rows [n, dim]."""
+    return cosine_from_gram(gram_matrix(vectors))
+
+
+def step_norms(vectors: np.ndarray) -> np.ndarray:
+    """‖x_k − x_{k−1}‖ for k = 1..n−1 of rows [n, dim]: returns [n − 1]."""
+    vectors = np.asarray(vectors)
+    out = np.zeros(max(len(vectors) - 1, 0))
+    for start in range(0, vectors.shape[1], GRAM_BLOCK):
+        block = vectors[:, start : start + GRAM_BLOCK].astype(np.float64)
+        out += np.sum(np.diff(block, axis=0) ** 2, axis=1)
+    return np.sqrt(out)
+
+
+# --- residuals (paper Sec. 4.2) ------------------------------------------------------------------
+
+def residual_operator(n: int, mode: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix A [m, n] with residual_r = Σ_s A[r, s] x_s, and which snapshots the rows are [m].
+
+    mode "window": x_t minus the mean of the snapshots in a centred window of ``window``
+      snapshots (the paper's w_res(t) = w(t) − 1/T Σ_{n=t−T/2}^{t+T/2} w(n)). An even window
+      cannot be centred on t, so it takes window/2 on each side (window + 1 snapshots) and
+      divides by their number; only t whose whole window was recorded get a row.
+    mode "initial": x_t minus x_0, for t = 1..n−1.
+    Every row sums to zero, so subtracting any common vector from all x leaves residuals unchanged.
+    """
+    if mode == "initial":
+        rows = np.arange(1, n)
+        op = np.zeros((len(rows), n))
+        op[np.arange(len(rows)), rows] = 1.0
+        op[:, 0] -= 1.0
+        return op, rows
+    assert mode == "window", mode
+    half = max(window // 2, 1)
+    rows = np.arange(half, n - half)
+    op = np.zeros((len(rows), n))
+    for r, t in enumerate(rows):
+        op[r, t - half : t + half + 1] -= 1.0 / (2 * half + 1)
+        op[r, t] += 1.0
+    return op, rows
+
+
+def residual_cosines(gram: np.ndarray, mode: str, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity [m, m] of weight residuals, from the Gram matrix [n, n] of the snapshots.
+
+    Residuals are linear in the snapshots, so their Gram matrix is A G Aᵀ: no residual
+    vector is ever materialised. Returns (cosines, snapshot index of each row [m]).
+    """
+    op, rows = residual_operator(gram.shape[0], mode, window)
+    return cosine_from_gram(op @ gram @ op.T), rows
+
+
+# --- periodicity --------------------------------------------------------------------------------
+
+def diagonal_means(matrix: np.ndarray) -> np.ndarray:
+    """Mean of the lag-th super-diagonal of a square matrix, lag = 0..n−1: returns [n] (NaNs ignored)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    n = matrix.shape[0]
+    out = np.full(n, np.nan)
+    for lag in range(n):
+        d = np.diagonal(matrix, offset=lag)
+        out[lag] = _nanmean(d)
+    return out
+
+
+def stripe_period(similarity: np.ndarray, min_pairs: int | None = None) -> int | None:
+    """Period, in rows, of the stripes parallel to the diagonal of a similarity matrix [n, n].
+
+    Reads the mean similarity at each lag (an autocorrelation of the trajectory) and returns
+    the lag of its highest local maximum, among lags with at least ``min_pairs`` pairs
+    (default n/3: a lag seen by few pairs is noise). None if there is no local maximum.
+    A multiple of the period can tie with it; the smaller lag wins ties within 5%.
+    """
+    profile = diagonal_means(similarity)
+    n = len(profile)
+    min_pairs = max(2, n // 3) if min_pairs is None else min_pairs
+    last = n - min_pairs  # lag L has n − L pairs
+    peaks = [lag for lag in range(1, last + 1)
+             if np.isfinite(profile[lag])
+             and profile[lag] >= _at(profile, lag - 1) and profile[lag] > _at(profile, lag + 1)]
+    if not peaks:
+        return None
+    best = max(profile[p] for p in peaks)
+    spread = np.nanmax(profile) - np.nanmin(profile)
+    return int(min(p for p in peaks if profile[p] >= best - 0.05 * spread))
+
+
+def _at(profile: np.ndarray, i: int) -> float:
+    return profile[i] if 0 <= i < len(profile) and np.isfinite(profile[i]) else -np.inf
+
+
+def dominant_period(signal: np.ndarray) -> float | None:
+    """Period (in samples) of the strongest non-constant Fourier component of a 1-D signal."""
+    signal = np.asarray(signal, dtype=np.float64)
+    signal = signal[np.isfinite(signal)]
+    if len(signal) < 4:
+        return None
+    power = np.abs(np.fft.rfft(signal - signal.mean())) ** 2
+    k = int(np.argmax(power[1:]) + 1)
+    return len(signal) / k if power[k] > 0 else None
+
+
+# --- distances in a cycle ------------------------------------------------------------------------
+
+def cyclic_distance(i, j, period: int):
+    """min(|i − j| mod T, T − |i − j| mod T): how far apart two documents are in a cycle of T."""
+    d = np.abs(np.asarray(i) - np.asarray(j)) % period
+    return np.minimum(d, period - d)
+
+
+def mean_by_cyclic_distance(matrix: np.ndarray) -> np.ndarray:
+    """For a doc×doc matrix [T, T]: mean of entries at cyclic distance d = 0..T//2 (NaNs ignored)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    T = matrix.shape[0]
+    i, j = np.indices((T, T))
+    dist = cyclic_distance(i, j, T)
+    return np.array([_nanmean(matrix[dist == d]) for d in range(T // 2 + 1)])
+
+
+def mean_by_offset(matrix: np.ndarray) -> np.ndarray:
+    """For a doc×doc matrix [T, T]: mean of M[i, (i + o) mod T] for offset o = 0..T−1 (NaNs ignored).
+
+    Unlike the cyclic distance this keeps direction: o = 1 is the next document in the cycle.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    T = matrix.shape[0]
+    rows = np.arange(T)
+    return np.array([_nanmean(matrix[rows, (rows + o) % T]) for o in range(T)])
+
+
+def _nanmean(values: np.ndarray) -> float:
+    """Mean of the finite entries; NaN (without numpy's empty-slice warning) if there are none."""
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def binned_means(values: np.ndarray, bins: np.ndarray, n_bins: int) -> np.ndarray:
+    """Mean of ``values`` per integer bin 0..n_bins−1 (NaN for an empty bin)."""
+    values, bins = np.asarray(values, dtype=np.float64).ravel(), np.asarray(bins).ravel()
+    out = np.full(n_bins, np.nan)
+    for b in range(n_bins):
+        sel = (bins == b) & np.isfinite(values)
+        if sel.any():
+            out[b] = values[sel].mean()
+    return out
+
+
+def symmetry(matrix: np.ndarray) -> float:
+    """Pearson correlation of the off-diagonal entries of M with those of Mᵀ (1: symmetric)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    off = ~np.eye(matrix.shape[0], dtype=bool)
+    a, b = matrix[off], matrix.T[off]
+    if a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# --- PCA and helices (paper Fig. 9) -------------------------------------------------------------
+
+def pca_from_gram(gram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k principal-component scores [n, k] and explained-variance ratios [k] of the rows
+    whose (uncentred) Gram matrix is ``gram`` [n, n].
+
+    The SVD of the double-centred Gram matrix H G H = U Σ² Uᵀ gives the scores U Σ of the
+    SVD of the centred data, with an n×n problem instead of n×dim.
+    """
+    n = gram.shape[0]
+    h = np.eye(n) - 1.0 / n
+    centred = h @ gram @ h
+    u, s2, _ = np.linalg.svd((centred + centred.T) / 2)
+    s2 = np.clip(s2, 0.0, None)
+    k = min(k, n)
+    scores = u[:, :k] * np.sqrt(s2[:k])
+    total = s2.sum()
+    ratio = s2[:k] / total if total > 0 else np.zeros(k)
+    # Fix each component's sign so the first snapshot has a non-positive score: with the
+    # SVD's arbitrary signs two identical runs could plot mirrored helices.
+    signs = np.where(scores[0] > 0, -1.0, 1.0)
+    return scores * signs, ratio
+
+
+def pca(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k PC scores [n, k] and explained-variance ratios [k] of rows [n, dim]."""
+    vectors = np.asarray(vectors)
+    return pca_from_gram(gram_matrix(vectors, center=vectors.mean(axis=0)), k)
+
+
+def epoch_segments(snapshot_epoch: np.ndarray) -> dict[int, np.ndarray]:
+    """Snapshot indices that trace each epoch, including the snapshot just before it starts.
+
+    snapshot_epoch [n]: epoch in which each snapshot was taken (0 for the initial model). The
+    snapshot that closes epoch e − 1 opens epoch e, so consecutive segments share one point.
+    """
+    snapshot_epoch = np.asarray(snapshot_epoch)
+    segments = {}
+    for e in sorted(set(int(x) for x in snapshot_epoch if x > 0)):
+        idx = np.flatnonzero(snapshot_epoch == e)
+        if idx[0] > 0:
+            idx = np.concatenate([[idx[0] - 1], idx])
+        segments[e] = idx
+    return segments
+
+
+def winding_angle(points_2d: np.ndarray, centre: np.ndarray | None = None) -> float:
+    """Signed angle (radians) swept by a path of points [n, 2] about ``centre`` (default: their centroid).
+
+    Each step's angle difference is wrapped into [−π, π), so a step must turn less than half
+    a revolution to be counted right. One anticlockwise revolution gives +2π.
+    """
+    points_2d = np.asarray(points_2d, dtype=np.float64)
+    if len(points_2d) < 3:
+        return float("nan")
+    centre = points_2d.mean(axis=0) if centre is None else np.asarray(centre, dtype=np.float64)
+    offsets = points_2d - centre
+    angle = np.arctan2(offsets[:, 1], offsets[:, 0])
+    steps = (np.diff(angle) + np.pi) % (2 * np.pi) - np.pi
+    return float(steps.sum())
+
+
+def mean_radius(points_2d: np.ndarray) -> float:
+    """Mean distance of points [n, 2] from their centroid."""
+    points_2d = np.asarray(points_2d, dtype=np.float64)
+    return float(np.linalg.norm(points_2d - points_2d.mean(axis=0), axis=1).mean())
+
+
+def helix_per_epoch(scores_2d: np.ndarray, snapshot_epoch: np.ndarray) -> dict[str, np.ndarray]:
+    """Winding angle and radius of a 2-D trajectory [n, 2] in every epoch.
+
+    Returns {"epoch" [E], "winding" [E] radians (≈ 2π for one revolution per epoch),
+    "radius" [E] mean distance from the epoch's centroid, "points" [E] snapshots taken in the
+    epoch}. The centroid of each epoch is its own, so a helix that drifts along its axis still
+    winds about the right centre. An epoch with fewer points than the others is only partly
+    covered and winds less than a full epoch would.
+    """
+    segments = epoch_segments(snapshot_epoch)
+    epochs = np.array(sorted(segments), dtype=int)
+    # Centre and radius come from the epoch's own snapshots: the opening point belongs to the
+    # previous epoch's loop and would pull a one-revolution circle's centroid off centre.
+    snapshot_epoch = np.asarray(snapshot_epoch)
+    own = {e: scores_2d[snapshot_epoch == e] for e in epochs}
+    winding = np.array([winding_angle(scores_2d[segments[e]], centre=own[e].mean(axis=0)) for e in epochs])
+    radius = np.array([mean_radius(own[e]) for e in epochs])
+    points = np.array([len(own[e]) for e in epochs], dtype=int)
+    return {"epoch": epochs, "winding": winding, "radius": radius, "points": points}
+
+
+# --- summary helpers ----------------------------------------------------------------------------
+
+def intervals_between(curve: np.ndarray, trained: np.ndarray) -> dict[str, np.ndarray]:
+    """Forgetting and recovery of one loss curve between consecutive trainings.
+
+    curve [K+1]: row k is the loss after episode k (row 0 before training); trained: the
+    1-based episodes in which the document was trained. Interval n runs from row trained[n]
+    (just after the n-th training) to row trained[n+1] − 1 (just before the next). Returns per
+    interval: after, peak, before, peak_position (episodes since the training when the loss
+    peaks, 0 = right after) and recovered = (peak − before) / (peak − after), NaN where
+    nothing was forgotten.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    trained = np.asarray(trained, dtype=int)
+    n_intervals = max(len(trained) - 1, 0)
+    out = {k: np.full(n_intervals, np.nan) for k in ("after", "peak", "before", "peak_position", "recovered")}
+    for n in range(n_intervals):
+        window = curve[trained[n] : trained[n + 1]]
+        after, before = window[0], window[-1]
+        peak_at = int(np.argmax(window))
+        out["after"][n], out["before"][n], out["peak"][n] = after, before, window[peak_at]
+        out["peak_position"][n] = peak_at
+        if window[peak_at] > after:
+            out["recovered"][n] = (window[peak_at] - before) / (window[peak_at] - after)
+    return out
+
+
+def interval_peaks(curve: np.ndarray, period: int) -> dict[str, np.ndarray]:
+    """``intervals_between`` for a shift-averaged curve (offset 0 = just before the first
+    training), whose trainings fall at offsets 1, T + 1, 2T + 1, ... in a cyclic run."""
+    curve = np.asarray(curve)
+    trained = np.arange(1, len(curve), period)
+    return intervals_between(curve, trained)
+
+
+def trend(values: np.ndarray) -> float:
+    """Least-squares slope of values against their index (NaNs dropped); NaN with < 2 points."""
+    values = np.asarray(values, dtype=np.float64)
+    x = np.arange(len(values))
+    keep = np.isfinite(values)
+    if keep.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(x[keep], values[keep], 1)[0])

@@ -1,0 +1,211 @@
+"""The extension point: a probe reads a run store and returns numbers, writing figures.
+
+A probe is a small class::
+
+    class MyProbe(Probe):
+        name = "my_probe"
+        description = "One line: the question it answers."
+        requires = ["weights:{weights}"]          # what the run must hold (see below)
+        options = {"weights": "unembed"}           # every option with its default
+        headline_keys = ["answer"]                 # result keys worth printing
+
+        def run(self, store, out, **options):      # store: arprobe.storage.RunStore, out: a folder
+            episodes, values = store.weights(options["weights"])   # [S], [S, D]
+            save_figure(fig, out / "my_probe.png")
+            return {"answer": 42.0}                # JSON-serialisable numbers
+
+``requires`` items are ``kind`` or ``kind:name``: ``eval``, ``train_loss``, ``checkpoints``,
+``weights:<name>``, ``grads:<name>``, ``activations:<hook>``; ``*`` (or an empty name) means
+"any recording of that kind", and ``{option}`` is filled from the probe's options. The report
+checks them before ``run`` and skips the probe with a one-sentence reason when the run lacks one.
+Raising ``arprobe.errors.MissingDataError`` inside ``run`` also counts as a skip.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arprobe.errors import MissingDataError, UserError
+
+# What records each kind of data, for the skip reason (kept in step with storage.schema).
+_KIND_WORDS = {
+    "weights": "weight snapshots of",
+    "grads": "per-document gradients of",
+    "activations": "activations at",
+}
+
+
+class Probe:
+    name: str = ""  # set from the entry-point name when registered
+    description: str = ""  # one line: the question the probe answers
+    requires: list[str] = []  # store items, see the module docstring
+    options: dict[str, Any] = {}  # option -> default; the default's type is the option's type
+    option_help: dict[str, str] = {}  # option -> one line, shown by `arprobe probes NAME`
+    headline_keys: list[str] = []  # result keys printed by `arprobe analyze` and shown in the index
+    needs_store: bool = True  # False: runs without a run (e.g. the toy model); a store is then optional
+    multi_run: bool = False  # True: run() receives a list of stores (several runs compared at once)
+    progress: bool = True  # the report sets this; long probes show a progress bar when True
+
+    def run(self, store, out: Path, **options) -> dict:
+        raise NotImplementedError
+
+    def headline(self, result: dict) -> dict:
+        """The few numbers worth printing: ``headline_keys`` of the result."""
+        return {k: result[k] for k in self.headline_keys if k in result}
+
+    # --- helpers used by the report ---------------------------------------------------------
+
+    def resolve_options(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overlaid with ``given``; strings from the command line take the default's type."""
+        resolved = dict(self.options)
+        for key, value in (given or {}).items():
+            if key not in self.options:
+                close = difflib.get_close_matches(key, list(self.options), n=1, cutoff=0.5)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                have = ", ".join(self.options) or "none"
+                raise UserError(f"Probe '{self.name}' has no option '{key}'.{hint} Its options: {have}.")
+            resolved[key] = coerce_option(value, self.options[key], f"{self.name}.{key}")
+        return resolved
+
+    def requirements(self, options: dict[str, Any]) -> list[str]:
+        """``requires`` with options filled in; an empty name becomes ``*`` (any recording)."""
+        out = []
+        for item in self.requires:
+            kind, sep, name = item.format(**options).partition(":")
+            out.append(f"{kind}:{name or '*'}" if sep else kind)
+        return out
+
+    def check_requirements(self, store, options: dict[str, Any]) -> None:
+        """Raise MissingDataError (one sentence) if the run lacks something ``requires`` names."""
+        for item in self.requirements(options):
+            missing_requirement(store, item)
+
+
+def missing_requirement(store, item: str) -> None:
+    """Raise MissingDataError if ``store`` lacks ``item`` (``kind`` or ``kind:name``)."""
+    from arprobe.storage.schema import RECORDING_OPTION
+
+    kind, _, name = item.partition(":")
+    run = store.path.parent.name
+    if kind in _KIND_WORDS:
+        have = store.recorded(kind)
+        if name in ("", "*"):
+            if not have:
+                raise MissingDataError(f"Run '{run}' recorded no {kind}; record them with {RECORDING_OPTION[kind]}.")
+        elif name not in have:
+            raise MissingDataError(
+                f"Run '{run}' has no {_KIND_WORDS[kind]} '{name}' (recorded: {', '.join(have) or 'none'}); "
+                f"record it with {RECORDING_OPTION[kind]}."
+            )
+    elif kind == "checkpoints":
+        if not len(store.checkpoint_episodes()):
+            raise MissingDataError(f"Run '{run}' has no checkpoints; record them with {RECORDING_OPTION['checkpoints']}.")
+    elif kind in ("eval", "train_loss", "schedule"):
+        if store.completed_episodes < 1:
+            raise MissingDataError(f"Run '{run}' has no completed episode yet; let it train at least one.")
+    else:
+        raise AssertionError(f"unknown requirement {item!r}")
+
+
+def pick_recording(store, kind: str, name: str) -> str:
+    """``name`` if given, else the first recording of ``kind`` (raising the reader's error if none)."""
+    if name:
+        return name
+    have = store.recorded(kind)
+    if not have:
+        missing_requirement(store, f"{kind}:*")
+    return have[0]
+
+
+def coerce_option(value: Any, default: Any, key: str) -> Any:
+    """``value`` converted to the type of ``default`` (bool, int, float, str, list of str)."""
+    if not isinstance(value, str) or isinstance(default, str):
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise UserError(f"Option '{key}' expects true or false, got {value!r}.")
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(default, list) and isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if default is not None and not isinstance(value, type(default)):
+            raise UserError(f"Option '{key}' expects {type(default).__name__}, got {value!r}.")
+        return value
+    text = value.strip()
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, list):
+            return [v.strip() for v in text.split(",") if v.strip()]
+    except ValueError:
+        pass
+    else:
+        return text
+    raise UserError(f"Option '{key}' expects {type(default).__name__}, got {value!r}.")
+
+
+# --- results and figures --------------------------------------------------------------------
+
+def to_jsonable(value: Any) -> Any:
+    """Numbers, arrays and nested containers as plain JSON values; NaN and inf become null."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def new_figure(n_panels: int = 1, *, width: float = 6.0, height: float = 4.2, projection: list | None = None):
+    """A matplotlib Figure with ``n_panels`` axes side by side, drawn with Agg.
+
+    The Figure is made without pyplot, so no GUI backend is touched and nothing stays open in
+    a global figure list after a probe returns.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    axes = [fig.add_subplot(1, n_panels, i + 1, projection=(projection or [None] * n_panels)[i]) for i in range(n_panels)]
+    return fig, axes
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a PNG atomically: a reader of the report never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+def epoch_ticks(ax, n_docs: int, n_episodes: int, axis: str = "x") -> None:
+    """Tick an episode axis at epoch boundaries, labelled in epochs (the paper's x-axes)."""
+    n_epochs = int(math.ceil(n_episodes / n_docs))
+    ticks = [e * n_docs for e in range(n_epochs + 1)]
+    labels = [str(e) for e in range(n_epochs + 1)]
+    if axis == "x":
+        ax.set_xticks(ticks, labels)
+    else:
+        ax.set_yticks(ticks, labels)

@@ -1,0 +1,103 @@
+"""gradient_similarity: are the gradients of nearby documents more alike? (paper Sec. 4.1, Fig. 8a)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.errors import MissingDataError
+from arprobe.probes.analysis import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
+from arprobe.probes.base import Probe, new_figure, pick_recording, save_figure
+
+
+class GradientSimilarity(Probe):
+    name = "gradient_similarity"
+    description = ("Cosine similarity of the per-document gradients of one layer (T×T heat map, Fig. 8a) "
+                   "and its mean by distance in the cycle.")
+    requires = ["grads:{layer}"]
+    options = {"layer": "", "episode": -1}
+    option_help = {
+        "layer": "recorded layer (TransformerLens name, e.g. blocks.2.attn); empty: the first recorded",
+        "episode": "recorded episode to show; -1: the last one (the end of training, as in the paper)",
+    }
+    headline_keys = ["layer", "episode", "mean_offdiagonal", "by_distance", "most_similar_distance", "last_trained_doc_mean"]
+
+    def run(self, store, out: Path, layer: str = "", episode: int = -1) -> dict:
+        layer = pick_recording(store, "grads", layer)
+        episodes, grads = store.grads(layer)  # [G], [G, T, D]
+        if episode < 0:
+            g = len(episodes) - 1
+        else:
+            hits = np.flatnonzero(episodes == episode)
+            if not len(hits):
+                raise MissingDataError(
+                    f"Run '{store.path.parent.name}' has no gradients of '{layer}' at episode {episode} "
+                    f"(recorded at: {', '.join(map(str, episodes))}); pick one of those or set record.grads_at."
+                )
+            g = int(hits[-1])
+        T = grads.shape[1]
+        schedule_doc, schedule_epoch = store.schedule()
+        ep = int(episodes[g])
+        cos = cosine_matrix(grads[g])  # [T, T]
+        offdiag = cos[~np.eye(T, dtype=bool)]
+        by_distance = mean_by_cyclic_distance(cos)  # [T//2 + 1], index = distance
+        last_doc = int(schedule_doc[ep - 1]) if ep >= 1 else None
+        row_mean = np.array([np.nanmean(np.delete(cos[i], i)) for i in range(T)])  # each doc vs all others
+
+        # the same profile at every recorded episode: does the structure build up over epochs?
+        over_time = np.stack([mean_by_cyclic_distance(cosine_matrix(grads[i])) for i in range(len(episodes))])
+
+        self._plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out)
+        sketch = store.sketch_info("grads", layer)
+        return {
+            "layer": layer,
+            "episode": ep,
+            "epoch": int(schedule_epoch[ep - 1]) if ep >= 1 else 0,
+            "last_trained_doc": last_doc,
+            "similarity": cos,
+            "mean_offdiagonal": float(np.nanmean(offdiag)),
+            "fraction_positive": float(np.mean(offdiag > 0)),
+            # distance d = 1..T//2 in the cycle (min of forward and backward), index 0 is d = 1
+            "by_distance": by_distance[1:],
+            "most_similar_distance": int(np.nanargmax(by_distance[1:]) + 1) if T > 2 else None,
+            "by_forward_offset": mean_by_offset(cos)[1:],  # offset o = 1..T-1: doc i vs doc i + o
+            "doc_mean_similarity": row_mean,
+            "last_trained_doc_mean": float(row_mean[last_doc]) if last_doc is not None else None,
+            "recorded_episodes": episodes,
+            "by_distance_over_episodes": over_time[:, 1:],
+            "dim": int(grads.shape[2]),
+            "sketch": sketch,  # cosines of a sketch approximate those of the full gradients
+        }
+
+    @staticmethod
+    def _plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out):
+        fig, (ax, ax2) = new_figure(2, width=5.6)
+        off = cos[~np.eye(T, dtype=bool)]
+        # The diagonal is 1 by definition; scale colours by the off-diagonal entries to show structure.
+        lim = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 1.0
+        im = ax.imshow(cos, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(0.5, T + 0.5, T + 0.5, 0.5))
+        fig.colorbar(im, ax=ax, label="cosine similarity (diagonal = 1, off the scale)")
+        ax.set_xlabel("document j")
+        ax.set_ylabel("document i")
+        ep = int(episodes[g])
+        ax.set_title(f"Gradient cosine, {layer}, after episode {ep}\n(cf. paper Fig. 8a)")
+        d = np.arange(1, over_time.shape[1])
+        for i, e in enumerate(episodes):
+            epoch = int(schedule_epoch[e - 1]) if e >= 1 else 0
+            ax2.plot(d, over_time[i, 1:], "o-", color=_shade(i, len(episodes)), ms=4,
+                     label=f"episode {int(e)} (end of epoch {epoch})" if e >= 1 else "before training")
+        ax2.axhline(0, color="0.6", lw=0.8)
+        ax2.set_xticks(d)
+        ax2.set_xlabel("distance in the cycle |i − j| (cyclic)")
+        ax2.set_ylabel("mean cosine similarity")
+        ax2.set_title("Gradient similarity by distance")
+        ax2.legend(fontsize=7)
+        save_figure(fig, out / "gradient_similarity.png")
+
+
+def _shade(i: int, n: int):
+    """Colour of the i-th of n ordered curves: light (early) to dark (late)."""
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](0.15 + 0.75 * (i / max(n - 1, 1)))

@@ -1,0 +1,153 @@
+"""online_loss: is structured (cyclic) training better in prequential evaluation? (Fig. 1c, Table 1)
+
+Accepts several runs: runs whose configs differ only in the seed form one group, shown as
+mean ± std over its runs; groups are labelled by their document order (cyclic, shuffle, ...)
+and whatever else tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.probes.base import Probe, new_figure, save_figure
+
+# Config keys that do not change what is trained, so runs differing only in them are replicates.
+_NOT_TRAINING = ("seed", "name", "out", "eval_batch_size", "model.device")
+_NOT_TRAINING_SECTIONS = ("record.",)
+
+
+def training_config(config: dict) -> dict:
+    """The run config, flattened to dotted keys, without seed and bookkeeping keys."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return {k: v for k, v in flat.items() if k not in _NOT_TRAINING and not k.startswith(_NOT_TRAINING_SECTIONS)}
+
+
+def group_runs(configs: list[dict]) -> tuple[list[list[int]], list[str]]:
+    """Indices of runs grouped by training config (first-seen order), and a label per group.
+
+    A label is the group's schedule order, followed by ``key=value`` for every other key
+    whose value differs between groups.
+    """
+    flats = [training_config(c) for c in configs]
+    keys: dict[str, list[int]] = {}
+    for i, flat in enumerate(flats):
+        keys.setdefault(json.dumps(flat, sort_keys=True, default=str), []).append(i)
+    groups = list(keys.values())
+    firsts = [flats[g[0]] for g in groups]
+    all_keys = sorted(set().union(*firsts)) if firsts else []
+    differing = [k for k in all_keys if len({json.dumps(f.get(k), default=str) for f in firsts}) > 1]
+    labels = []
+    for f in firsts:
+        parts = [str(f.get("schedule.order", "?"))]
+        parts += [f"{k.split('.')[-1]}={f.get(k)}" for k in differing if k != "schedule.order"]
+        labels.append(" ".join(parts))
+    # Two groups could still print alike (e.g. differing only in a list); keep them apart.
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            labels[i] = f"{label} ({seen[label]})"
+    return groups, labels
+
+
+def _std(values: np.ndarray, axis=None):
+    """Sample standard deviation over runs; NaN for a single run (no spread to measure)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[0] if axis == 0 else values.size
+    if n < 2:
+        return np.full(values.shape[1:], np.nan) if axis == 0 else float("nan")
+    return values.std(axis=axis, ddof=1)
+
+
+class OnlineLoss(Probe):
+    name = "online_loss"
+    description = ("Online (prequential) loss per episode and its mean over epochs 2..E (Fig. 1c, Table 1); "
+                   "several runs are overlaid, mean ± std over seeds per group.")
+    requires = ["train_loss"]
+    multi_run = True
+
+    def run(self, store, out: Path) -> dict:
+        from arprobe.recovery import online_loss
+
+        stores = store if isinstance(store, (list, tuple)) else [store]
+        configs = [s.config for s in stores]
+        groups, labels = group_runs(configs)
+        per_run = []
+        for s in stores:
+            _, epoch = s.schedule()
+            ol = online_loss(s.train_loss(), epoch)
+            per_run.append({"run": str(s.path.parent), "seed": s.seed, "n_docs": s.n_docs, "online": ol})
+
+        results = []
+        for idx, label in zip(groups, labels):
+            runs = [per_run[i] for i in idx]
+            k = min(len(r["online"].per_episode) for r in runs)  # unfinished runs are cut to the shortest
+            e = min(len(r["online"].per_epoch) for r in runs)
+            episode = np.stack([r["online"].per_episode[:k] for r in runs])  # [run, episode]
+            epoch = np.stack([r["online"].per_epoch[:e] for r in runs])  # [run, epoch]
+            after_first = np.array([r["online"].mean_after_first_epoch for r in runs])
+            results.append({
+                "label": label,
+                "runs": [r["run"] for r in runs],
+                "seeds": [r["seed"] for r in runs],
+                "n_docs": runs[0]["n_docs"],
+                "per_episode_mean": episode.mean(axis=0),
+                "per_episode_std": _std(episode, axis=0),
+                "per_epoch_mean": epoch.mean(axis=0),
+                "per_epoch_std": _std(epoch, axis=0),
+                "mean_after_first_epoch": float(after_first.mean()),
+                "mean_after_first_epoch_std": _std(after_first),
+                "mean_after_first_epoch_per_run": after_first,
+                "epochs": e,
+            })
+        self._plot(results, out)
+        return {"groups": results, "n_runs": len(stores)}
+
+    def headline(self, result: dict) -> dict:
+        head = {}
+        for g in result["groups"]:
+            n = len(g["runs"])
+            head[f"{g['label']}: mean online loss, epochs 2..{g['epochs']}"] = g["mean_after_first_epoch"]
+            if n > 1:
+                head[f"{g['label']}: std over {n} runs"] = g["mean_after_first_epoch_std"]
+        return head
+
+    @staticmethod
+    def _plot(results: list[dict], out: Path) -> None:
+        fig, (ax, ax2) = new_figure(2, width=6.0)
+        colors = [f"C{i}" for i in range(10)]
+        for i, g in enumerate(results):
+            color = colors[i % 10]
+            mean, std = np.asarray(g["per_episode_mean"]), np.asarray(g["per_episode_std"])
+            x = np.arange(len(mean)) / g["n_docs"]  # episode k at (k − 1) / T: epoch 1 starts at 0
+            n = len(g["runs"])
+            ax.plot(x, mean, color=color, lw=1.2, label=f"{g['label']} ({n} run{'s' if n > 1 else ''})")
+            if n > 1:
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            epochs = np.arange(1, len(g["per_epoch_mean"]) + 1)
+            width = 0.8 / len(results)
+            yerr = None if n < 2 else np.nan_to_num(np.asarray(g["per_epoch_std"], dtype=float))
+            ax2.bar(epochs + (i - (len(results) - 1) / 2) * width, g["per_epoch_mean"], width, yerr=yerr,
+                    color=color, capsize=3,
+                    label=f"{g['label']}: epochs 2..{g['epochs']} mean {g['mean_after_first_epoch']:.3f}"
+                    + (f" ± {g['mean_after_first_epoch_std']:.3f}" if n > 1 else ""))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("online loss (before the first step of each episode)")
+        ax.set_title("Online (prequential) loss per episode (cf. paper Fig. 1c)")
+        ax.legend(fontsize=8)
+        lo = min(np.nanmin(g["per_epoch_mean"]) for g in results)
+        hi = max(np.nanmax(g["per_epoch_mean"]) for g in results)
+        ax2.set_ylim(max(0.0, lo - 0.2 * (hi - lo + 1e-9)), hi + 0.15 * (hi - lo + 1e-9))
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("mean online loss")
+        ax2.set_title("Mean online loss per epoch (± std over runs)")
+        ax2.legend(fontsize=8)
+        save_figure(fig, out / "online_loss.png")

@@ -1,0 +1,130 @@
+"""pairwise_recovery: how much does training on x_i lower the loss on x_j? (paper Sec. 4.1, Fig. 8b, App. C.2)
+
+From one checkpoint, for every document i: restore the checkpoint's weights (kept in memory,
+so the store is read once), take M steps on x_i, evaluate every x_j. Recovery[i, j] is the
+loss of x_j before minus after; positive means training on x_i helped x_j.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.errors import MissingDataError
+from arprobe.probes.analysis import binned_means, cyclic_distance, mean_by_cyclic_distance, symmetry
+from arprobe.probes.base import Probe, new_figure, save_figure
+
+
+def default_checkpoint(checkpoints: np.ndarray, last_episode: int) -> int:
+    """The latest checkpoint before the last episode (the end of the second-to-last epoch when
+    checkpoints are taken per epoch), or the last one if it is the only one."""
+    earlier = checkpoints[(checkpoints < last_episode) & (checkpoints > 0)]
+    return int(earlier.max()) if len(earlier) else int(checkpoints.max())
+
+
+def neighbour_recovery(recovery: np.ndarray) -> np.ndarray:
+    """[T]: for each target x_j, the mean recovery from training on its two cycle neighbours x_{j±1}."""
+    T = recovery.shape[0]
+    j = np.arange(T)
+    return (recovery[(j - 1) % T, j] + recovery[(j + 1) % T, j]) / 2
+
+
+class PairwiseRecovery(Probe):
+    name = "pairwise_recovery"
+    description = ("From a checkpoint, train M steps on each x_i and record the loss change on every x_j: "
+                   "T×T recovery matrix (Fig. 8b), its symmetry and the distance b where recovery peaks.")
+    requires = ["checkpoints"]
+    options = {"episode": -1, "steps": 0, "device": "auto", "seed": 0}
+    option_help = {
+        "episode": "checkpoint episode; -1: the latest before the last episode (end of the second-to-last epoch)",
+        "steps": "gradient steps on each x_i; 0: the run's M (steps_per_doc)",
+        "device": "torch device for the training: auto, cpu, cuda, ...",
+        "seed": "seed of the training windows (only matters with max_shift or mask_prob > 0)",
+    }
+    headline_keys = ["checkpoint_episode", "symmetry", "neighbour_recovery_mean", "b_since_trained", "by_distance"]
+
+    def run(self, store, out: Path, episode: int = -1, steps: int = 0, device: str = "auto", seed: int = 0) -> dict:
+        from tqdm.auto import tqdm
+
+        from arprobe.trainer.api import evaluate, model_from_checkpoint, restore_params, snapshot_params, train_on_document
+
+        checkpoints = store.checkpoint_episodes()
+        schedule_doc, schedule_epoch = store.schedule()
+        episode = default_checkpoint(checkpoints, len(schedule_doc)) if episode < 0 else episode
+        if episode not in checkpoints:
+            raise MissingDataError(
+                f"Run '{store.path.parent.name}' has no checkpoint at episode {episode} "
+                f"(have: {', '.join(map(str, checkpoints))}); pick one of those or set record.checkpoints."
+            )
+        model, ctx = model_from_checkpoint(store, episode, device=device)
+        steps = steps or ctx.cfg.schedule.steps_per_doc
+        snapshot = snapshot_params(model)  # restored before every i: no file reads inside the loop
+        before = evaluate(model, ctx).astype(np.float64)  # [T]
+        T = len(before)
+        recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
+        for i in tqdm(range(T), desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False):
+            restore_params(model, snapshot)
+            train_on_document(model, ctx, i, n_steps=steps, seed=seed)
+            recovery[i] = before - evaluate(model, ctx)
+        restore_params(model, snapshot)
+
+        # Where is the checkpoint in the cycle? Documents trained s episodes before it: s = 0 is
+        # the document just trained. The paper reads b from how far the strongest neighbour
+        # recovery sits from the checkpoint's position ("b documents before or after x_j").
+        since = np.full(T, -1)
+        for s, k in enumerate(range(episode, 0, -1)):
+            doc = int(schedule_doc[k - 1])
+            if since[doc] < 0:
+                since[doc] = s
+        neighbour = neighbour_recovery(recovery)  # [T]
+        by_since = binned_means(neighbour, since, T)  # [T], index s
+        off = ~np.eye(T, dtype=bool)
+        by_distance = mean_by_cyclic_distance(np.where(off, recovery, np.nan))  # d = 0..T//2, d=0 NaN
+        b_since = int(np.nanargmax(by_since)) if np.isfinite(by_since).any() else None
+
+        self._plot(recovery, by_distance, by_since, episode, steps, out)
+        return {
+            "checkpoint_episode": episode,
+            "checkpoint_epoch": int(schedule_epoch[episode - 1]) if episode >= 1 else 0,
+            "steps": steps,
+            "loss_before": before,
+            "recovery": recovery,
+            "diagonal_mean": float(np.mean(np.diag(recovery))),
+            "offdiagonal_mean": float(recovery[off].mean()),
+            "fraction_offdiagonal_positive": float(np.mean(recovery[off] > 0)),
+            "symmetry": symmetry(recovery),  # correlation of off-diagonal A with Aᵀ
+            "by_distance": by_distance[1:],  # mean off-diagonal recovery at cyclic distance d = 1..T//2
+            "peak_distance": int(np.nanargmax(by_distance[1:]) + 1) if T > 2 else None,
+            "neighbour_recovery": neighbour,  # [j] mean recovery of x_j from x_{j-1} and x_{j+1}
+            "neighbour_recovery_mean": float(neighbour.mean()),
+            "docs_since_trained": since,  # [j] episodes between x_j's last training and the checkpoint
+            "neighbour_recovery_by_since": by_since,  # [s]
+            # b: how many documents after its own training a document gains most from its neighbours
+            "b_since_trained": b_since,
+            "b_cyclic": int(min(b_since, T - b_since)) if b_since is not None else None,
+            "optimizer": "fresh per document, as in an episode with optimizer reset",
+        }
+
+    @staticmethod
+    def _plot(recovery, by_distance, by_since, episode, steps, out):
+        T = recovery.shape[0]
+        fig, (ax, ax2) = new_figure(2, width=5.6)
+        off = recovery[~np.eye(T, dtype=bool)]
+        # The diagonal (training on x_j itself) dwarfs the rest; scale by the off-diagonal.
+        lim = float(np.abs(off).max()) or 1.0
+        im = ax.imshow(recovery, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(0.5, T + 0.5, T + 0.5, 0.5))
+        fig.colorbar(im, ax=ax, label="loss before − after on x_j (diagonal off the scale)")
+        ax.set_xlabel("evaluated document j")
+        ax.set_ylabel("trained document i")
+        ax.set_title(f"Pairwise recovery from the checkpoint at episode {episode}, {steps} steps\n(cf. paper Fig. 8b)")
+        d = np.arange(1, len(by_distance))
+        ax2.plot(d, by_distance[1:], "o-", label="all pairs at cyclic distance |i − j|")
+        s = np.arange(T)
+        ax2.plot(s, by_since, "s--", label="x_j from x_{j±1}, by episodes since x_j was trained")
+        ax2.axhline(0, color="0.6", lw=0.8)
+        ax2.set_xlabel("distance (documents)")
+        ax2.set_ylabel("mean recovery (loss decrease)")
+        ax2.set_title("Where recovery peaks")
+        ax2.legend(fontsize=8)
+        save_figure(fig, out / "pairwise_recovery.png")

@@ -1,0 +1,66 @@
+"""recovery_score: how much of the forgetting is recovered before a document returns? (Sec. 3.1)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.errors import MissingDataError
+from arprobe.probes.base import Probe, new_figure, save_figure
+
+
+class RecoveryScore(Probe):
+    name = "recovery_score"
+    description = "Recovery score RS(n) per epoch (Sec. 3.1) with its terms l_max, l_before, l_after."
+    requires = ["eval"]
+    headline_keys = ["recovery_score"]
+
+    def run(self, store, out: Path) -> dict:
+        from arprobe.recovery import recovery_components, recovery_scores
+
+        loss_eval = store.eval_matrix()
+        schedule_doc, _ = store.schedule()
+        scores = recovery_scores(loss_eval, schedule_doc)  # [N]
+        if not len(scores):
+            raise MissingDataError(
+                f"Run '{store.path.parent.name}' trained no document twice, and the recovery score compares "
+                "two trainings; run at least 2 epochs (schedule.epochs)."
+            )
+        c = recovery_components(loss_eval, schedule_doc)
+        means = {k: np.nanmean(getattr(c, k), axis=1) for k in ("l_max", "l_before", "l_after")}
+        n = np.arange(1, len(scores) + 1)
+        order = store.config.get("schedule", {}).get("order", "?")
+
+        fig, (ax, ax2) = new_figure(2, width=5.2)
+        ax.plot(n, scores, "o-", color="tab:blue")
+        for x, y in zip(n, scores):
+            if np.isfinite(y):
+                ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xticks(n)
+        ax.set_xlabel("epoch n (between the n-th and (n+1)-th training)")
+        ax.set_ylabel("RS(n) = (l_max − l_before) / (l_max − l_after)")
+        ax.set_title(f"Recovery score per epoch ({order} order)")
+        width = 0.27
+        for i, (key, label, color) in enumerate((("l_after", "l_after (just after training)", "tab:green"),
+                                                 ("l_max", "l_max (peak)", "tab:red"),
+                                                 ("l_before", "l_before (just before next)", "tab:orange"))):
+            ax2.bar(n + (i - 1) * width, means[key], width, label=label, color=color)
+        ax2.set_xticks(n)
+        lo = np.nanmin(means["l_after"])
+        hi = np.nanmax(means["l_max"])
+        ax2.set_ylim(max(0.0, lo - 0.15 * (hi - lo)), hi + 0.1 * (hi - lo))
+        ax2.set_xlabel("epoch n")
+        ax2.set_ylabel("loss, mean over documents")
+        ax2.set_title("Terms of the recovery score")
+        ax2.legend(fontsize=8)
+        save_figure(fig, out / "recovery_score.png")
+        return {
+            "epoch": n,
+            "recovery_score": scores,
+            "l_max": means["l_max"],
+            "l_before": means["l_before"],
+            "l_after": means["l_after"],
+            "order": order,
+        }

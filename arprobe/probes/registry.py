@@ -1,0 +1,144 @@
+"""Which probes exist: a lazy registry fed by the ``arprobe.probes`` entry-point group.
+
+Built-in probes are declared in arprobe's own pyproject.toml exactly as a third-party package
+declares its own, so there is one way in::
+
+    [project.entry-points."arprobe.probes"]
+    my_probe = "my_package.probes:MyProbe"
+
+Only the names are read at start-up; a probe's module is imported the first time it is used,
+and a plugin that fails to import or is not a ``Probe`` is reported by name without hiding
+the others.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+from arprobe.errors import UserError
+from arprobe.probes.base import Probe
+
+GROUP = "arprobe.probes"
+
+
+@dataclass
+class Entry:
+    name: str
+    target: str | type  # "module:Class", or the class itself for in-memory registration
+    source: str  # who declared it: the distribution name, or "in-memory"
+
+
+class Registry:
+    """Probe name -> class, loaded on first use.
+
+    ``Registry()`` reads the entry-point group; ``Registry(discover=False)`` starts empty, for
+    tests that register in-memory entries with ``register``.
+    """
+
+    def __init__(self, group: str = GROUP, *, discover: bool = True):
+        self.group = group
+        self._discover = discover
+        self._entries: dict[str, Entry] | None = None
+        self._extra: dict[str, Entry] = {}
+        self._loaded: dict[str, type[Probe]] = {}
+        self.conflicts: list[str] = []  # one line per name declared twice
+
+    # --- declaring ----------------------------------------------------------------------------
+
+    def register(self, name: str, target: str | type, source: str = "in-memory") -> None:
+        """Add a probe by "module:Class" string or by class; replaces an entry of the same name."""
+        self._extra[name] = Entry(name, target, source)
+        self._loaded.pop(name, None)
+
+    def _all_entries(self) -> dict[str, Entry]:
+        if self._entries is None:
+            self._entries = {}
+            if self._discover:
+                for ep in entry_points(group=self.group):
+                    dist = getattr(ep, "dist", None)
+                    source = dist.name if dist is not None else "unknown distribution"
+                    if ep.name in self._entries and self._entries[ep.name].target != ep.value:
+                        self.conflicts.append(
+                            f"Probe '{ep.name}' is declared by both {self._entries[ep.name].source} and {source}; "
+                            f"using {self._entries[ep.name].source}'s."
+                        )
+                        continue
+                    self._entries.setdefault(ep.name, Entry(ep.name, ep.value, source))
+        return {**self._entries, **self._extra}
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._all_entries())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._all_entries()
+
+    def source(self, name: str) -> str:
+        return self._entries_or_error(name).source
+
+    def _entries_or_error(self, name: str) -> Entry:
+        entries = self._all_entries()
+        if name not in entries:
+            close = difflib.get_close_matches(name, list(entries), n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            available = ", ".join(sorted(entries)) or "none"
+            raise UserError(f"Unknown probe '{name}'.{hint} Available: {available}.")
+        return entries[name]
+
+    def load(self, name: str) -> type[Probe]:
+        """The probe class registered as ``name``; imports its module on first use."""
+        if name in self._loaded:
+            return self._loaded[name]
+        entry = self._entries_or_error(name)
+        where = f"probe plugin '{name}' ({entry.target if isinstance(entry.target, str) else entry.target.__qualname__}, from {entry.source})"
+        if isinstance(entry.target, str):
+            module_name, _, attr = entry.target.partition(":")
+            try:
+                obj = importlib.import_module(module_name.strip())
+                for part in attr.strip().split("."):
+                    obj = getattr(obj, part)
+            except Exception as exc:  # a third-party import can fail in any way
+                raise UserError(f"Could not load {where}: {type(exc).__name__}: {exc}".rstrip(": ") + ".") from exc
+        else:
+            obj = entry.target
+        if not (isinstance(obj, type) and issubclass(obj, Probe)):
+            raise UserError(f"Could not load {where}: it is not a subclass of arprobe.probes.Probe.")
+        self._loaded[name] = obj
+        return obj
+
+    def get(self, name: str) -> Probe:
+        """A fresh instance of the probe ``name``."""
+        probe = self.load(name)()
+        probe.name = name  # the entry-point name is what users type, whatever the class says
+        return probe
+
+    def describe(self) -> list[dict]:
+        """Every probe as {"name", "description", "requires", "source", "error"}; a plugin that
+        fails to load gets its error and an empty description instead of stopping the list."""
+        rows = []
+        for name in self.names():
+            try:
+                cls = self.load(name)
+                rows.append({"name": name, "description": cls.description, "requires": cls().requirements(cls.options),
+                             "needs_store": cls.needs_store, "source": self.source(name), "error": ""})
+            except Exception as exc:  # a plugin's constructor or bad requires must not hide the others
+                if not isinstance(exc, UserError):
+                    exc = UserError(f"Could not load probe plugin '{name}' (from {self.source(name)}): {type(exc).__name__}: {exc}")
+                rows.append({"name": name, "description": "", "requires": [], "needs_store": True,
+                             "source": self.source(name), "error": str(exc)})
+        return rows
+
+
+_default: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The registry of installed probes, built once per process."""
+    global _default
+    if _default is None:
+        _default = Registry()
+    return _default

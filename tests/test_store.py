@@ -1,0 +1,103 @@
+"""The run store's schema after a tiny real run, and the reader's guarantees."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from arprobe.errors import MissingDataError, UserError
+from arprobe.recovery import recovery_scores
+from arprobe.storage import RunStore
+from arprobe.storage.schema import FORMAT_VERSION
+
+T, C, M, E = 5, 32, 3, 3
+K = T * E
+
+
+def test_schema_of_a_tiny_run(tiny_run):
+    with h5py.File(tiny_run / "run.h5", "r") as h5:
+        attrs = dict(h5.attrs)
+        assert attrs["format"] == "arprobe-run" and attrs["format_version"] == FORMAT_VERSION
+        assert attrs["status"] == "complete" and attrs["completed_episodes"] == K and attrs["seed"] == 0
+        config = json.loads(attrs["config"])
+        assert config["data"]["n_docs"] == T and config["schedule"]["steps_per_doc"] == M
+        shapes = {name: h5[name].shape for name in
+                  ["docs/tokens", "docs/lengths", "docs/text", "schedule/doc", "schedule/epoch", "loss/eval",
+                   "loss/train", "stats/grad_norm", "weights/unembed/values", "weights/unembed/episodes",
+                   "grads/blocks.1.attn/values", "activations/ln_final.hook_normalized/values", "checkpoints/episodes"]}
+        L = len(json.loads(h5["stats/grad_norm"].attrs["layers"]))
+        vocab = json.loads(h5["model"].attrs["info"])["vocab_size"]
+        n_attn = h5["grads/blocks.1.attn/values"].shape[-1]
+        for name in ("loss/eval", "loss/train", "schedule/doc"):
+            assert h5[name].maxshape[0] is None and h5[name].chunks is not None
+    assert shapes == {
+        "docs/tokens": (T, C), "docs/lengths": (T,), "docs/text": (T,),
+        "schedule/doc": (K,), "schedule/epoch": (K,), "loss/eval": (K + 1, T), "loss/train": (K, M),
+        "stats/grad_norm": (K, M, L),
+        "weights/unembed/values": (K + 1, vocab * 64), "weights/unembed/episodes": (K + 1,),
+        "grads/blocks.1.attn/values": (E, T, n_attn),  # middle block of 2 is blocks.1
+        "activations/ln_final.hook_normalized/values": (K + 1, 1, C, 64),
+        "checkpoints/episodes": (E,),
+    }
+    # attention of a d64 block: fused qkv (3*64*64 + 3*64) and the output projection (64*64 + 64)
+    assert n_attn == 3 * 64 * 64 + 3 * 64 + 64 * 64 + 64
+
+
+def test_reader_accessors_agree_with_the_schedule(tiny_run):
+    with RunStore(tiny_run) as store:
+        doc, epoch = store.schedule()
+        np.testing.assert_array_equal(doc, np.tile(np.arange(T), E))
+        np.testing.assert_array_equal(epoch, np.repeat(np.arange(1, E + 1), T))
+        loss = store.eval_matrix()
+        assert loss.shape == (K + 1, T) and np.isfinite(loss).all()
+        # the document trained in an episode is the one whose loss dropped most in it
+        drops = loss[:-1] - loss[1:]
+        assert (drops.argmax(axis=1) == doc).mean() >= 0.8
+        np.testing.assert_array_equal(store.checkpoint_episodes(), [5, 10, 15])
+        episodes, values = store.weights("unembed")
+        np.testing.assert_array_equal(episodes, np.arange(K + 1))
+        assert store.layer_names[0] == "embed" and "unembed" in store.layer_names
+        assert np.all(store.grad_norm() > 0)
+        assert len(recovery_scores(loss, doc)) == E - 1
+
+
+def test_missing_recording_names_the_option(tiny_run):
+    with RunStore(tiny_run) as store:
+        with pytest.raises(MissingDataError, match=r"no weight snapshots of 'blocks.0.mlp' \(recorded: unembed\); record it with record.weights"):
+            store.weights("blocks.0.mlp")
+        with pytest.raises(MissingDataError, match=r"no checkpoint at episode 7 \(have: 5, 10, 15\); record it with record.checkpoints"):
+            store.checkpoint(7)
+
+
+def test_reader_shows_only_committed_episodes(tiny_run, tmp_path):
+    # Simulate a crash after episode 4: the counter says 4 while more rows exist.
+    copy = tmp_path / "run.h5"
+    copy.write_bytes((tiny_run / "run.h5").read_bytes())
+    with h5py.File(copy, "r+") as h5:
+        h5["progress"][0] = 4
+        h5.attrs["status"] = "running"
+    with RunStore(copy) as store:
+        assert store.completed_episodes == 4 and store.status == "running"
+        assert store.eval_matrix().shape == (5, T) and store.train_loss().shape == (4, M)
+        assert len(store.weights("unembed")[0]) == 5  # episodes 0..4
+        assert store.recorded("grads") == []  # first gradients come at the end of epoch 1 (episode 5)
+
+
+def test_refuses_files_that_are_not_stores(tmp_path):
+    not_h5 = tmp_path / "run.h5"
+    not_h5.write_bytes(b"not an hdf5 file")
+    with pytest.raises(UserError, match="not a readable HDF5 file"):
+        RunStore(not_h5)
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5:
+        h5["x"] = 1
+    with pytest.raises(UserError, match="not an arprobe run store"):
+        RunStore(other)
+    newer = tmp_path / "newer.h5"
+    with h5py.File(newer, "w") as h5:
+        h5.attrs.update({"format": "arprobe-run", "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(UserError, match="newer than this arprobe understands"):
+        RunStore(newer)
+    with pytest.raises(UserError, match="No run store at"):
+        RunStore(tmp_path / "nowhere")
