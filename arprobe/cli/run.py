@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from arprobe.errors import UserError
 
@@ -10,7 +11,8 @@ from arprobe.errors import UserError
 def command_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "run",
-        usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--no-progress] [--help-config]",
+        usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--dry-run] [--no-progress] [--help-config]\n"
+        "       arprobe run --resume RUN",
         help="train on T documents in order, record into runs/<name>/run.h5",
         description="Train on T documents in a fixed (or shuffled) order, M steps each, for E epochs, "
         "recording the eval matrix and more into one HDF5 store. Any config key can be given as "
@@ -20,6 +22,8 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     # The optional CONFIG.toml is taken from the free arguments (see split_arguments): as an
     # argparse positional it would swallow the value of an unknown "--key value" pair.
     p.add_argument("--overwrite", action="store_true", help="replace an existing store of the same name")
+    p.add_argument("--resume", metavar="RUN", help="continue an unfinished run (its folder or run.h5) from its newest resume checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the run plan and the store-size estimate, train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
     p.set_defaults(func=run_command, accepts_extra=True)
@@ -65,11 +69,20 @@ def run_command(args, extra: list[str]) -> int:
         print("Configuration keys (--key value, or in a TOML file by section):")
         print(describe_keys())
         return 0
-    config_path, overrides = split_arguments(extra)
-    cfg = load_config(config_path, overrides)
+    from arprobe.trainer.loop import dry_run, format_summary, resume, run
 
-    from arprobe.trainer.loop import format_summary, run
-
-    result = run(cfg, progress=not args.no_progress, overwrite=args.overwrite)
-    print(format_summary(result, cfg.schedule.epochs))
+    if args.resume:
+        if extra:
+            raise UserError("--resume continues a run with its stored config; give no other options.")
+        result = resume(args.resume, progress=not args.no_progress)
+    else:
+        config_path, overrides = split_arguments(extra)
+        cfg = load_config(config_path, overrides)
+        if args.dry_run:
+            print(dry_run(cfg))
+            return 0
+        result = run(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    print(format_summary(result))
+    if result.status == "diverged":
+        print(f"arprobe run: error: the run diverged: {result.stop_reason}.", file=sys.stderr)
     return 0 if result.status == "complete" else 1

@@ -15,7 +15,7 @@ import numpy as np
 
 from arprobe.errors import MissingDataError
 from arprobe.probes.analysis import binned_means, cosine_matrix, step_norms, trend
-from arprobe.probes.base import Probe, new_figure, pick_recording, save_figure
+from arprobe.probes.base import Probe, epoch_extent, new_figure, pick_recording, save_figure
 from arprobe.probes.pca_weights import snapshot_epochs
 
 
@@ -106,17 +106,17 @@ class ActivationDrift(Probe):
                 "weight_change_fraction_decreasing": float(np.mean(np.diff(w_change) < 0)) if len(w_change) > 1 else None,
             })
             weight_note = f"{weights} (the recorded parameter group; the paper measures all weights)"
-            weight_data = (w_episodes[1:], w_change)
+            weight_data = (w_episodes[1:], w_change, weights)
         result["weight_change_of"] = weight_note
 
         self._plot_similarity(cos, episodes, T, hook, doc, out)
-        self._plot_changes(change_episode, change, on_doc, weight_data, weight_note, T, doc, out)
+        self._plot_changes(change_episode, change, on_doc, weight_data, T, doc, out)
         return result
 
     @staticmethod
     def _plot_similarity(cos, episodes, T, hook, doc, out):
         fig, (ax,) = new_figure(1, width=6.2, height=5.0)
-        lo, hi = episodes[0] / T, episodes[-1] / T
+        lo, hi = epoch_extent(episodes, T)
         im = ax.imshow(cos, cmap="viridis", extent=(lo, hi, hi, lo), interpolation="nearest")
         fig.colorbar(im, ax=ax, label="cosine similarity")
         ax.set_xlabel("epoch")
@@ -125,7 +125,7 @@ class ActivationDrift(Probe):
         save_figure(fig, out / "activation_similarity.png")
 
     @staticmethod
-    def _plot_changes(episodes, change, on_doc, weight_data, weight_note, T, doc, out):
+    def _plot_changes(episodes, change, on_doc, weight_data, T, doc, out):
         n = 2 if weight_data else 1
         fig, axes = new_figure(n, width=5.6)
         ax = axes[0]
@@ -139,12 +139,12 @@ class ActivationDrift(Probe):
         ax.set_title(f"Activation change of document {doc + 1} per episode (cf. Fig. 22a)")
         ax.legend(fontsize=8)
         if weight_data:
-            w_ep, w_change = weight_data
+            w_ep, w_change, weight_name = weight_data
             ax2 = axes[1]
             ax2.plot(w_ep / T, w_change, "-", color="tab:purple", lw=1.2)
             for e in range(1, int(np.ceil(w_ep[-1] / T)) + 1):
                 ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
             ax2.set_xlabel("epoch")
             ax2.set_ylabel("‖w_k − w_(k−1)‖")
-            ax2.set_title(f"Weight change per episode (cf. Fig. 22b)\n{weight_note}", fontsize=10)
+            ax2.set_title(f"Weight change of {weight_name} per episode (cf. Fig. 22b)")
         save_figure(fig, out / "activation_change.png")

@@ -104,7 +104,11 @@ def missing_requirement(store, item: str) -> None:
                 f"record it with {RECORDING_OPTION[kind]}."
             )
     elif kind == "checkpoints":
-        if not len(store.checkpoint_episodes()):
+        try:
+            episodes = store.checkpoint_episodes()
+        except KeyError:  # a store written without the checkpoints group at all
+            episodes = []
+        if not len(episodes):
             raise MissingDataError(f"Run '{run}' has no checkpoints; record them with {RECORDING_OPTION['checkpoints']}.")
     elif kind in ("eval", "train_loss", "schedule"):
         if store.completed_episodes < 1:
@@ -200,12 +204,9 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def epoch_ticks(ax, n_docs: int, n_episodes: int, axis: str = "x") -> None:
-    """Tick an episode axis at epoch boundaries, labelled in epochs (the paper's x-axes)."""
-    n_epochs = int(math.ceil(n_episodes / n_docs))
-    ticks = [e * n_docs for e in range(n_epochs + 1)]
-    labels = [str(e) for e in range(n_epochs + 1)]
-    if axis == "x":
-        ax.set_xticks(ticks, labels)
-    else:
-        ax.set_yticks(ticks, labels)
+def epoch_extent(episodes, n_docs: int) -> tuple[float, float]:
+    """Edges, in epochs, of an image whose rows are evenly spaced ``episodes``: each pixel is
+    centred on its episode / T, so a heat map's axes read in epochs like the paper's."""
+    episodes = np.asarray(episodes, dtype=np.float64)
+    half = (episodes[1] - episodes[0]) / 2 if len(episodes) > 1 else 0.5
+    return (episodes[0] - half) / n_docs, (episodes[-1] + half) / n_docs

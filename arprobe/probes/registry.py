@@ -106,7 +106,7 @@ class Registry:
         else:
             obj = entry.target
         if not (isinstance(obj, type) and issubclass(obj, Probe)):
-            raise UserError(f"Could not load {where}: it is not a subclass of arprobe.probes.Probe.")
+            raise UserError(f"Could not load {where}: it is not a subclass of arprobe.probes.base.Probe.")
         self._loaded[name] = obj
         return obj
 

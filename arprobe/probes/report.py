@@ -138,7 +138,9 @@ def write_report(
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome)
-    write_index(report_dir, title or ", ".join(_run_label(s) for s in stores) or "arprobe report")
+    if not title and len(stores) == 1:  # a report of a run still training should say so
+        title = f"{_run_label(stores[0])} ({stores[0].status}, {stores[0].completed_episodes} episodes)"
+    write_index(report_dir, title or ", ".join(_run_label(s) for s in stores) or "toy model")
     return outcomes
 
 

@@ -85,9 +85,9 @@ class ToyModel(Probe):
         for ax, kind in zip(axes[:2], KINDS):
             loss = toys[kind].loss[:, 0]
             ax.plot(np.arange(len(loss)) / T, loss, lw=1.0)
-            ax.set_yscale("log")
+            _clip_first_epoch(ax, loss, T)
             ax.set_xlabel("epoch")
-            ax.set_ylabel("loss on task 1 (log scale)")
+            ax.set_ylabel("loss on task 1")
             ax.set_title(f"Toy model, {TITLES[kind]}: task-1 loss (cf. Fig. 10)", fontsize=10)
         ax = axes[2]
         for kind in KINDS:
@@ -135,9 +135,9 @@ class ToyModel(Probe):
         target = toys["target"]
         toy_curve = shift_averaged_curve(target.loss, target.schedule)
         axes[1].plot(toy_curve.offset / T, toy_curve.mean, color="tab:orange")
-        axes[1].set_yscale("log")
+        _clip_first_epoch(axes[1], toy_curve.mean, T)
         axes[1].set_title(f"Toy model {TITLES['target']}: shift-averaged loss", fontsize=10)
-        axes[1].set_ylabel("loss (log scale)")
+        axes[1].set_ylabel("loss")
         for ax in axes[:2]:
             ax.set_xlabel("epochs since just before first training")
         run_rs = np.asarray(result["run_rs"], dtype=float)
@@ -150,3 +150,15 @@ class ToyModel(Probe):
         axes[2].set_title("Recovery score: run vs toy model", fontsize=10)
         axes[2].legend(fontsize=8)
         save_figure(fig, out / "toy_vs_run.png")
+
+
+def _clip_first_epoch(ax, loss: np.ndarray, T: int) -> None:
+    """Linear y-axis up to the highest loss after the first epoch: the untrained start can be
+    100x larger and would flatten every later cycle (a log axis instead turns the exact
+    solves of Eq. 2, loss ~1e-30, into spikes)."""
+    later = loss[T + 1 :]
+    if len(later) and later.max() > 0:
+        top = float(later.max()) * 1.1
+        ax.set_ylim(0, top)
+        if loss.max() > top:
+            ax.text(0.01, 0.98, "first epoch clipped", transform=ax.transAxes, va="top", fontsize=7, color="0.4")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
+from arprobe.storage.recover import clear_write_flags
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
 
 
@@ -32,10 +35,32 @@ class StoreLayout:
     grads: dict[str, int] = field(default_factory=dict)  # name -> D
     activations: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # hook -> (n docs, C, d)
     activation_docs: list[int] = field(default_factory=list)
-    checkpoint_params: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
-    checkpoint_optim: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" -> shape
+    param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
+    optim_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" -> shape (kept Adam state)
     rng_bytes: int = 0  # size of the saved RNG state
+    checkpoints: bool = True  # keep full checkpoints at chosen episodes (checkpoints/)
+    resume: bool = True  # keep the rolling two-slot resume checkpoint (resume/)
     sketches: dict[str, dict] = field(default_factory=dict)  # "weights/<name>" -> {"dim", "seed", "full_dim"}
+
+
+def _writer_identity() -> dict:
+    return {"writer_host": socket.gethostname(), "writer_pid": os.getpid()}
+
+
+def _refuse_if_writer_alive(path: Path) -> None:
+    """A store whose writer process still runs on this host must not get a second writer."""
+    from arprobe.errors import UserError
+
+    with h5py.File(path, "r", libver="latest", swmr=True) as h5:
+        host, pid = str(h5.attrs.get("writer_host", "")), int(h5.attrs.get("writer_pid", -1))
+    if host == socket.gethostname() and pid > 0 and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        raise UserError(f"'{path}' is still being written by process {pid}; stop it before resuming.")
 
 
 def _grow(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype, fill=None) -> h5py.Dataset:
@@ -99,6 +124,7 @@ class RunWriter:
                     "n_docs": layout.n_docs,
                     "steps_per_doc": layout.steps_per_doc,
                     "stop_reason": "",
+                    **_writer_identity(),
                 }
             )
             h5["docs/tokens"] = tokens.astype(np.int32)
@@ -139,14 +165,23 @@ class RunWriter:
                     g.attrs.update({f"sketch_{k}": v for k, v in sketch.items()})
                 if kind == "activations":
                     g.attrs["docs"] = json.dumps(lay.activation_docs)
-        ck = h5.require_group("checkpoints")
-        _grow(ck, "episodes", (), np.int32, fill=EPISODE_FILL)
-        for name, shape in lay.checkpoint_params.items():
-            _grow(ck.require_group("model"), name, shape, np.float32)
-        for name, shape in lay.checkpoint_optim.items():
-            _grow(ck.require_group("optim"), name, shape, np.float32)
-        if lay.rng_bytes:
+        if lay.checkpoints:
+            ck = h5.require_group("checkpoints")
+            _grow(ck, "episodes", (), np.int32, fill=EPISODE_FILL)
+            for name, shape in lay.param_shapes.items():
+                _grow(ck.require_group("model"), name, shape, np.float32)
+            for name, shape in lay.optim_shapes.items():
+                _grow(ck.require_group("optim"), name, shape, np.float32)
             _grow(ck, "rng", (lay.rng_bytes,), np.uint8)
+        if lay.resume:
+            # Two fixed slots written in turn, so a crash while writing one leaves the other.
+            rs = h5.require_group("resume")
+            rs.create_dataset("episodes", data=np.full(2, EPISODE_FILL, dtype=np.int64))
+            for name, shape in lay.param_shapes.items():
+                rs.require_group("model").create_dataset(name, shape=(2, *shape), dtype=np.float32)
+            for name, shape in lay.optim_shapes.items():
+                rs.require_group("optim").create_dataset(name, shape=(2, *shape), dtype=np.float32)
+            rs.create_dataset("rng", shape=(2, lay.rng_bytes), dtype=np.uint8)
 
     # --- per episode ----------------------------------------------------------------------
 
@@ -183,6 +218,80 @@ class RunWriter:
         if rng is not None:
             _append(ck["rng"], rng)
         _append(ck["episodes"], episode)
+
+    def write_resume(self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray) -> None:
+        """Overwrite the older resume slot; its episode number is written last, after a flush."""
+        rs = self.h5["resume"]
+        slot = int(np.argmin(rs["episodes"][:]))
+        for name, value in params.items():
+            rs["model"][name][slot] = value
+        for name, value in optim.items():
+            rs["optim"][name][slot] = value
+        rs["rng"][slot] = rng
+        self.h5.flush()
+        rs["episodes"][slot] = episode
+        rs["episodes"].flush()
+
+    @classmethod
+    def reopen_for_resume(cls, path: Path, layout: StoreLayout) -> tuple["RunWriter", int, dict]:
+        """Open an unfinished store, cut it back to its newest resume checkpoint and continue.
+
+        Returns the writer, the episode to continue after, and the saved state
+        {"model": {param: array}, "optim": {key: array}, "rng": uint8 array}.
+        """
+        _refuse_if_writer_alive(path)
+        try:
+            h5 = h5py.File(path, "r+", libver="latest")
+        except OSError:
+            # A killed writer leaves the superblock marked "open for SWMR write".
+            clear_write_flags(path)
+            h5 = h5py.File(path, "r+", libver="latest")
+        try:
+            completed = int(h5["progress"][0])
+            slots = h5["resume/episodes"][:] if "resume" in h5 else np.full(2, EPISODE_FILL)
+            usable = [(int(e), i) for i, e in enumerate(slots) if 0 <= e <= completed]
+            if not usable:
+                from arprobe.errors import UserError
+
+                raise UserError(f"'{path}' has no resume checkpoint (record.resume_every was 0); start the run again.")
+            episode, slot = max(usable)
+            rs = h5["resume"]
+            state = {
+                "model": {n: rs["model"][n][slot] for n in rs.get("model", {})},
+                "optim": {},
+                "rng": rs["rng"][slot],
+            }
+            if "optim" in rs:
+                rs["optim"].visititems(lambda n, o: state["optim"].__setitem__(n, o[slot]) if isinstance(o, h5py.Dataset) else None)
+            cls._truncate(h5, episode)
+            h5.attrs["status"] = "running"
+            h5.attrs["stop_reason"] = ""
+            h5.attrs.update(_writer_identity())
+            h5.flush()
+            h5.swmr_mode = True
+        except BaseException:
+            h5.close()
+            raise
+        writer = cls(Path(path), h5, layout)
+        writer.completed = episode
+        return writer, episode, state
+
+    @staticmethod
+    def _truncate(h5: h5py.File, episode: int) -> None:
+        """Drop everything recorded after ``episode``: it will be recomputed."""
+        for name in ("schedule/doc", "schedule/epoch", "loss/train", "stats/grad_norm", "stats/lr"):
+            h5[name].resize(episode, axis=0)
+        h5["loss/eval"].resize(episode + 1, axis=0)
+        groups = [h5[kind][name] for kind in ("weights", "grads", "activations") if kind in h5 for name in h5[kind]]
+        if "checkpoints" in h5:
+            groups.append(h5["checkpoints"])
+        for group in groups:
+            episodes = group["episodes"][:]
+            keep = 0
+            while keep < len(episodes) and 0 <= episodes[keep] <= episode:
+                keep += 1
+            group.visititems(lambda n, o: o.resize(keep, axis=0) if isinstance(o, h5py.Dataset) else None)
+        h5["progress"][0] = episode
 
     def commit(self, episode: int) -> None:
         """Make everything appended so far visible: flush the rows, then bump the counter."""

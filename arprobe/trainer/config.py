@@ -80,6 +80,7 @@ class RecordConfig:
     activation_docs: list[int] = field(default_factory=lambda: [0])  # documents (0-based) whose activations are captured
     activations_every: int = 1  # capture activations every N episodes (0: never)
     checkpoints: str = "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
+    resume_every: int = 1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
     sketch_dim: int = 0  # store weights/grads larger than sketch_dim as a seeded sketch of that size (0: exact)
 
 
@@ -258,7 +259,7 @@ def validate(cfg: RunConfig) -> None:
         (r.checkpoints in ("epoch", "none") or r.checkpoints.isdigit(),
          f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'."),
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
-        (min(r.weights_every, r.activations_every, r.sketch_dim) >= 0, "record.*_every and record.sketch_dim must be non-negative."),
+        (min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every) >= 0, "record.*_every and record.sketch_dim must be non-negative."),
         (0 <= s.insert_min <= s.insert_max, f"schedule.insert_min must be in [0, insert_max], got {s.insert_min}."),
         (all(0 <= i < d.n_docs for i in r.activation_docs), f"record.activation_docs must be in [0, {d.n_docs - 1}]."),
     ]

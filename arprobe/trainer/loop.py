@@ -23,7 +23,8 @@ from arprobe.errors import UserError
 from arprobe.storage import RunWriter, StoreLayout
 from arprobe.trainer import steps
 from arprobe.trainer.config import RunConfig
-from arprobe.trainer.naming import ModelNames, bridge_names, capture
+from arprobe.trainer.naming import ModelNames, bridge_names
+from arprobe.trainer.plan import check_disk_space, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import make_schedule
 
@@ -58,6 +59,8 @@ class RunResult:
     seconds: float
     recovery_scores: np.ndarray  # RS(n), n = 1..E-1
     online_loss: float  # mean over epochs 2..E
+    stop_reason: str = ""
+    data_note: str = ""  # documents dropped as too short / padded
 
 
 def prepare(cfg: RunConfig) -> Setup:
@@ -108,25 +111,77 @@ def prepare(cfg: RunConfig) -> Setup:
 
 def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:
     """Train, record and write ``<out>/<name>/run.h5``; returns the headline numbers."""
-    from arprobe.recovery import online_loss, recovery_scores
-
     run_dir = cfg.run_dir
     store_path = run_dir / "run.h5"
     if store_path.exists() and not overwrite:
-        raise UserError(f"'{store_path}' already exists; choose another --name or pass --overwrite.")
+        raise UserError(f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it.")
     setup = prepare(cfg)
+    recorder = Recorder(setup)
+    layout = _layout(setup, recorder)
+    check_disk_space(run_dir, estimate_store_bytes(layout, setup))
     created_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        writer, recorder = _open_store(setup, store_path)
+        writer = _create_store(setup, recorder, layout, store_path)
     except BaseException:
         if created_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    optimizer, generator = _fresh_state(setup)
+    recorder.after_commit(writer, 0, generator, optimizer)
+    return _drive(setup, writer, recorder, optimizer, generator, start=0, progress=progress)
+
+
+def dry_run(cfg: RunConfig) -> str:
+    """The plan and the store-size estimate, without training or writing anything."""
+    from arprobe.trainer.plan import format_plan
+
+    setup = prepare(cfg)
+    recorder = Recorder(setup)
+    layout = _layout(setup, recorder)
+    return format_plan(setup, layout, estimate_store_bytes(layout, setup))
+
+
+def resume(run: str | Path, *, progress: bool = True) -> RunResult:
+    """Continue an unfinished run from its newest resume checkpoint, with its stored config.
+
+    The finished store is the one an uninterrupted run would have written (bit for bit on CPU):
+    the schedule is redrawn from the seed, and model, optimizer and RNG state come from the store.
+    """
+    from arprobe.storage import RunStore, resolve_store_path
+    from arprobe.trainer.config import config_from_dict
+
+    store_path = resolve_store_path(run)
+    with RunStore(store_path) as store:
+        status, stored = store.status, store.config
+    if status == "complete":
+        raise UserError(f"'{store_path}' is already complete; nothing to resume.")
+    cfg = config_from_dict(stored)
+    setup = prepare(cfg)
+    recorder = Recorder(setup)
+    writer, episode, state = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
+    optimizer, generator = _fresh_state(setup)
+    recorder.restore(state, optimizer, generator)
+    recorder.loss_eval.extend(writer.h5["loss/eval"][: episode + 1])
+    recorder.loss_train.extend(writer.h5["loss/train"][:episode])
+    return _drive(setup, writer, recorder, optimizer, generator, start=episode, progress=progress)
+
+
+def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
+    cfg = setup.cfg
+    trainable = [p for p in setup.model.parameters() if p.requires_grad]
+    optimizer = steps.make_optimizer(trainable, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
+    return optimizer, torch.Generator().manual_seed(cfg.seed)
+
+
+def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, generator, *, start: int, progress: bool) -> RunResult:
+    """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
+    from arprobe.recovery import online_loss, recovery_scores
+
     started = time.perf_counter()
     status, reason = "failed", ""
     try:
-        status, reason = _train(setup, writer, recorder, progress=progress)
+        status, reason = _train(setup, writer, recorder, optimizer, generator, start=start, progress=progress)
     except KeyboardInterrupt:
         status, reason = "failed", "interrupted"
         raise
@@ -135,27 +190,32 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
         raise
     finally:
         writer.close(status, reason)
-    loss_eval = np.asarray(recorder.loss_eval)
     k = writer.completed
-    scores = recovery_scores(loss_eval[: k + 1], setup.schedule_doc[:k])
+    scores = recovery_scores(np.asarray(recorder.loss_eval)[: k + 1], setup.schedule_doc[:k])
     train = np.asarray(recorder.loss_train)
     online = online_loss(train[:k], setup.schedule_epoch[:k]).mean_after_first_epoch if k else float("nan")
-    return RunResult(path=store_path, status=status, completed_episodes=k, seconds=time.perf_counter() - started,
-                     recovery_scores=scores, online_loss=online)
+    from arprobe.trainer.plan import data_note
+
+    return RunResult(path=writer.path, status=status, completed_episodes=k, seconds=time.perf_counter() - started,
+                     recovery_scores=scores, online_loss=online, stop_reason=reason, data_note=data_note(setup))
 
 
-def _open_store(setup: Setup, store_path: Path) -> tuple[RunWriter, Recorder]:
+def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
     cfg = setup.cfg
-    recorder = Recorder(setup)
-    initial_eval = steps.evaluate_docs(setup.model, setup.tokens[:, : cfg.data.context_length], setup.lengths.clamp(max=cfg.data.context_length),
-                                       steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)).cpu().numpy()
-    layout = StoreLayout(
+    return StoreLayout(
         n_docs=cfg.data.n_docs,
         token_width=setup.tokens.shape[1],
         steps_per_doc=cfg.schedule.steps_per_doc,
         layer_names=recorder.layer_names,
         **recorder.layout_fields(),
     )
+
+
+def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_path: Path) -> RunWriter:
+    cfg = setup.cfg
+    C = cfg.data.context_length
+    initial_eval = steps.evaluate_docs(setup.model, setup.tokens[:, :C], setup.lengths.clamp(max=C),
+                                       steps.eval_batch_size(cfg.eval_batch_size, C)).cpu().numpy()
     writer = RunWriter.create(
         store_path, layout=layout, config_json=cfg.to_json(), seed=cfg.seed,
         tokens=setup.tokens.cpu().numpy(), lengths=setup.lengths.cpu().numpy(), texts=setup.texts,
@@ -164,26 +224,27 @@ def _open_store(setup: Setup, store_path: Path) -> tuple[RunWriter, Recorder]:
     recorder.loss_eval.append(initial_eval)
     recorder.record_initial(writer)
     writer.commit(0)
-    return writer, recorder
+    return writer
 
 
-def _train(setup: Setup, writer: RunWriter, recorder: Recorder, *, progress: bool) -> tuple[str, str]:
-    """The episode loop. Returns (status, reason)."""
+def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch.optim.Optimizer,
+           generator: torch.Generator, *, start: int, progress: bool) -> tuple[str, str]:
+    """The episode loop from episode ``start`` + 1. Returns (status, reason)."""
     from tqdm.auto import tqdm
 
     cfg, model = setup.cfg, setup.model
     C, M = cfg.data.context_length, cfg.schedule.steps_per_doc
     eval_tokens, eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
-    batch = steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = steps.make_optimizer(trainable, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    total_steps = len(setup.schedule_doc) * M
+    batch = steps.eval_batch_size(cfg.eval_batch_size, C)
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    n_episodes = len(setup.schedule_doc)
+    total_steps = n_episodes * M
     model.train()
 
-    bar = tqdm(total=len(setup.schedule_doc), desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=n_episodes, initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
     try:
-        for k, (doc, epoch) in enumerate(zip(setup.schedule_doc, setup.schedule_epoch), start=1):
+        for k in range(start + 1, n_episodes + 1):
+            doc, epoch = int(setup.schedule_doc[k - 1]), int(setup.schedule_epoch[k - 1])
             # train: M steps on one document, batch size 1
             if cfg.optim.reset_per_doc:
                 steps.reset_optimizer(optimizer)
@@ -210,35 +271,39 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, *, progress: boo
             eval_row = steps.evaluate_docs(model, eval_tokens, eval_lengths, batch).cpu().numpy()
 
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
-                bar.close()
-                last = recorder.last_checkpoint
                 return "diverged", (
-                    f"loss became {train_loss[~np.isfinite(train_loss)][:1].tolist() or eval_row[~np.isfinite(eval_row)][:1].tolist()} "
-                    f"in episode {k}; last good checkpoint: episode {last}; try a lower optim.lr"
+                    f"the loss became NaN or infinite in episode {k} (epoch {epoch}); the last good checkpoint "
+                    f"is episode {recorder.last_checkpoint if recorder.last_checkpoint is not None else 'none'} "
+                    f"and the store holds episodes up to {k - 1}; try a lower optim.lr (now {cfg.optim.lr:g})"
                 )
 
-            # record and commit
-            writer.append_episode(doc=int(doc), epoch=int(epoch), eval_row=eval_row, train_loss=train_loss,
+            # record, then commit: readers and crashes only ever see whole episodes
+            writer.append_episode(doc=doc, epoch=epoch, eval_row=eval_row, train_loss=train_loss,
                                   grad_norm=torch.stack(grad_norms).cpu().numpy(), lr=np.asarray(lrs, dtype=np.float32))
             recorder.loss_eval.append(eval_row)
             recorder.loss_train.append(train_loss)
             recorder.after_episode(writer, k, generator, optimizer)
             writer.commit(k)
+            recorder.after_commit(writer, k, generator, optimizer)
             bar.update(1)
-            bar.set_postfix(epoch=int(epoch), doc=int(doc), loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}")
+            bar.set_postfix(epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}")
     finally:
         bar.close()
     return "complete", ""
 
 
-def format_summary(result: RunResult, epochs: int) -> str:
+def format_summary(result: RunResult) -> str:
     """The headline numbers a person reads after `arprobe run`."""
     lines = [f"status: {result.status} ({result.completed_episodes} episodes, {result.seconds:.1f} s)"]
+    if result.data_note:
+        lines.append(f"documents: {result.data_note}")
     if len(result.recovery_scores):
         scores = "  ".join(f"RS({n})={s:.3f}" if not math.isnan(s) else f"RS({n})=n/a"
                            for n, s in enumerate(result.recovery_scores, start=1))
         lines.append(f"recovery score per epoch: {scores}")
     if not math.isnan(result.online_loss):
-        lines.append(f"mean online loss, epochs 2..{epochs}: {result.online_loss:.4f}")
+        lines.append(f"mean online loss, epochs 2..E: {result.online_loss:.4f}")
+    if result.stop_reason:
+        lines.append(f"stopped: {result.stop_reason}")
     lines.append(f"store: {result.path}")
     return "\n".join(lines)

@@ -33,7 +33,7 @@ class Recorder:
         self.grads = {names.expand(n): self._component_params(n) for n in (rec.grads if rec.grads_at != "never" else [])}
         self.hooks = [names.expand(h) for h in (rec.activations if rec.activations_every else [])]
         self.activation_docs = list(rec.activation_docs)
-        self.checkpoint_params = {n: p for n, p in model.named_parameters()}
+        self.params = dict(model.named_parameters())
         self.keep_optimizer_state = not cfg.optim.reset_per_doc and cfg.optim.name == "adam"
         self.epoch_ends = self._epoch_ends(setup.schedule_epoch)
 
@@ -55,7 +55,7 @@ class Recorder:
                 activations[hook] = tuple(value.shape)
         optim = {}
         if self.keep_optimizer_state:
-            for name, p in self.checkpoint_params.items():
+            for name, p in self.params.items():
                 if p.requires_grad:
                     optim[f"{name}/exp_avg"] = tuple(p.shape)
                     optim[f"{name}/exp_avg_sq"] = tuple(p.shape)
@@ -65,13 +65,12 @@ class Recorder:
             "grads": {n: sum(p.numel() for p in ps) for n, ps in self.grads.items()},
             "activations": activations,
             "activation_docs": self.activation_docs,
-            "checkpoint_params": {n: tuple(p.shape) for n, p in self.checkpoint_params.items()} if self._checkpoints_on() else {},
-            "checkpoint_optim": optim if self._checkpoints_on() else {},
-            "rng_bytes": len(torch.Generator().get_state()) if self._checkpoints_on() else 0,
+            "param_shapes": {n: tuple(p.shape) for n, p in self.params.items()},
+            "optim_shapes": optim,
+            "rng_bytes": len(torch.Generator().get_state()),
+            "checkpoints": self.record.checkpoints != "none",
+            "resume": self.record.resume_every > 0,
         }
-
-    def _checkpoints_on(self) -> bool:
-        return self.record.checkpoints != "none"
 
     # --- the recordings ---------------------------------------------------------------------
 
@@ -133,9 +132,15 @@ class Recorder:
             for name, params in self.grads.items():
                 writer.append_recording("grads", name, episode, self._per_document_grads(params))
         if self._checkpoint_due(episode):
-            writer.append_checkpoint(episode, self._param_state(), self._optimizer_state(optimizer),
+            writer.append_checkpoint(episode, self.param_state(), self.optimizer_state(optimizer),
                                      generator.get_state().numpy())
             self.last_checkpoint = episode
+
+    def after_commit(self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer) -> None:
+        """The rolling resume checkpoint, written only for committed episodes."""
+        every = self.record.resume_every
+        if every and (episode % every == 0 or episode == len(self.setup.schedule_doc)):
+            writer.write_resume(episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy())
 
     def _checkpoint_due(self, episode: int) -> bool:
         policy = self.record.checkpoints
@@ -145,14 +150,15 @@ class Recorder:
             return episode in self.epoch_ends
         return episode % int(policy) == 0 or episode == len(self.setup.schedule_doc)
 
-    def _param_state(self) -> dict[str, np.ndarray]:
-        return {n: p.detach().float().cpu().numpy() for n, p in self.checkpoint_params.items()}
+    def param_state(self) -> dict[str, np.ndarray]:
+        return {n: p.detach().float().cpu().numpy() for n, p in self.params.items()}
 
-    def _optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+        """Adam's moments and step per parameter, when they carry over between episodes."""
         if not self.keep_optimizer_state:
             return {}
         out = {}
-        for name, p in self.checkpoint_params.items():
+        for name, p in self.params.items():
             if not p.requires_grad:
                 continue
             state = optimizer.state.get(p, {})
@@ -160,3 +166,18 @@ class Recorder:
             out[f"{name}/exp_avg_sq"] = state["exp_avg_sq"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
             out[f"{name}/step"] = np.float32(float(state["step"])) if state else np.float32(0)
         return out
+
+    @torch.no_grad()
+    def restore(self, state: dict, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+        """Load a saved {"model", "optim", "rng"} state into the live model, optimizer and RNG."""
+        for name, p in self.params.items():
+            p.copy_(torch.from_numpy(np.asarray(state["model"][name])).to(p.dtype))
+        if self.keep_optimizer_state:
+            for name, p in self.params.items():
+                if p.requires_grad and float(state["optim"][f"{name}/step"]) > 0:
+                    optimizer.state[p] = {
+                        "step": torch.tensor(float(state["optim"][f"{name}/step"]), dtype=torch.float32, device=p.device),
+                        "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(p.device, p.dtype),
+                        "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(p.device, p.dtype),
+                    }
+        generator.set_state(torch.from_numpy(np.asarray(state["rng"], dtype=np.uint8)))

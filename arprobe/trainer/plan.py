@@ -1,0 +1,103 @@
+"""What a run will do and how much disk it needs, before it starts (``arprobe run --dry-run``)."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+from arprobe.errors import UserError
+from arprobe.storage import StoreLayout
+
+
+def _snapshots(n_episodes: int, every: int) -> int:
+    """Snapshots taken at episode 0 and every ``every`` episodes after it."""
+    return 1 + n_episodes // every if every else 0
+
+
+def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
+    """Bytes per part of the finished store, from the recording policy and the shapes."""
+    cfg = setup.cfg
+    rec = cfg.record
+    K = len(setup.schedule_doc)
+    E = int(setup.schedule_epoch.max())
+    T, M, L = layout.n_docs, layout.steps_per_doc, len(layout.layer_names)
+    f4 = 4
+    params = sum(math.prod(s) for s in layout.param_shapes.values()) * f4
+    optim = sum(math.prod(s) for s in layout.optim_shapes.values()) * f4
+    if rec.checkpoints == "none":
+        n_checkpoints = 0
+    elif rec.checkpoints == "epoch":
+        n_checkpoints = E
+    else:
+        n_checkpoints = math.ceil(K / int(rec.checkpoints))
+    n_grads = {"epoch": E, "end": 1, "never": 0}[rec.grads_at]
+    parts = {
+        "losses and stats": K * (f4 * (T + 2 * M + M * L) + 8) + f4 * T,
+        "docs": layout.n_docs * layout.token_width * 4 + sum(len(t.encode()) for t in setup.texts),
+        "weights": sum(d * f4 for d in layout.weights.values()) * _snapshots(K, rec.weights_every),
+        "activations": sum(math.prod(s) * f4 for s in layout.activations.values()) * _snapshots(K, rec.activations_every),
+        "grads": sum(T * d * f4 for d in layout.grads.values()) * n_grads,
+        "checkpoints": (params + optim) * n_checkpoints,
+        "resume": 2 * (params + optim) if layout.resume else 0,
+    }
+    parts["total"] = sum(parts.values())
+    parts["per_episode"] = parts["total"] // max(K, 1)
+    return parts
+
+
+def check_disk_space(run_dir: Path, estimate: dict[str, int]) -> None:
+    """Refuse to start a run whose store cannot fit on the disk (with 5% to spare)."""
+    folder = Path(run_dir)
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    existing = (Path(run_dir) / "run.h5").stat().st_size if (Path(run_dir) / "run.h5").exists() else 0
+    need = int(estimate["total"] * 1.05)
+    if need > free + existing:
+        raise UserError(
+            f"The store needs about {human_bytes(need)} but only {human_bytes(free)} is free under '{folder}'; "
+            f"free space, record less (record.weights_every, record.checkpoints, record.sketch_dim) or use another --out."
+        )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def data_note(setup) -> str:
+    """How many documents were dropped as too short and how many are padded to C."""
+    C = setup.cfg.data.context_length
+    padded = int((setup.lengths.cpu().numpy() < C).sum())
+    return (f"{setup.n_dropped} candidate(s) under data.min_tokens={setup.cfg.data.min_tokens} tokens dropped, "
+            f"{padded} of {len(setup.texts)} chosen document(s) shorter than C and padded")
+
+
+def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
+    """The run plan a person checks before spending GPU hours."""
+    cfg = setup.cfg
+    K = len(setup.schedule_doc)
+    E = int(setup.schedule_epoch.max())
+    info = setup.model_info
+    order = setup.schedule_doc[: min(K, 12)].tolist()
+    lines = [
+        f"run:      {cfg.run_dir / 'run.h5'}",
+        f"model:    {info.get('kind')} {info.get('name')} ({info.get('n_params', 0) / 1e6:.2f}M params, "
+        f"{info.get('n_trainable', 0) / 1e6:.2f}M trainable, init {info.get('init')}) on {setup.device}",
+        f"data:     {setup.data_provenance}; T={cfg.data.n_docs}, C={cfg.data.context_length}; {data_note(setup)}",
+        f"schedule: {cfg.schedule.order}, E={E}, M={cfg.schedule.steps_per_doc}: {K} episodes, "
+        f"{K * cfg.schedule.steps_per_doc} gradient steps, {K + 1} eval rows of {cfg.data.context_length * cfg.data.n_docs} tokens; "
+        f"first episodes train docs {order}{' ...' if K > 12 else ''}",
+        f"optim:    {cfg.optim.name} lr {cfg.optim.lr:g} ({cfg.optim.lr_schedule}), state "
+        f"{'reset per document' if cfg.optim.reset_per_doc else 'kept'}",
+        "store estimate:",
+    ]
+    for part, size in estimate.items():
+        if part not in ("total", "per_episode") and size:
+            lines.append(f"  {part:<17} {human_bytes(size)}")
+    lines.append(f"  {'total':<17} {human_bytes(estimate['total'])} ({human_bytes(estimate['per_episode'])} per episode)")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""A third-party probe package (tests/fixtures/plugin_pkg) found through the `arprobe.probes`
+entry-point group, exactly as pip would install it, without touching this environment.
+
+Installing writes a ``*.dist-info`` folder with ``entry_points.txt`` next to the package on
+sys.path; importlib.metadata finds it there. The test writes that folder into a temporary
+directory from the fixture's own pyproject.toml and puts it, with the package, on the
+PYTHONPATH of a real `arprobe` process.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.store_factory import cyclic, make_store
+
+PLUGIN = Path(__file__).parent / "fixtures" / "plugin_pkg"
+
+
+def install_dist_info(site: Path, name: str, version: str, entry_points: dict[str, str]) -> None:
+    """What `pip install` leaves for importlib.metadata: METADATA and entry_points.txt."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = ["[arprobe.probes]"] + [f"{k} = {v}" for k, v in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def plugin_env(tmp_path):
+    """Environment for a subprocess in which the fixture package is 'installed'."""
+    project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    site = tmp_path / "site"
+    install_dist_info(site, project["name"], project["version"], project["entry-points"]["arprobe.probes"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(PLUGIN), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env, site
+
+
+def arprobe(env, *args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "arprobe", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300)
+
+
+def test_fixture_declares_its_probe():
+    project = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    assert project["entry-points"]["arprobe.probes"] == {"demo_final_loss": "arprobe_demo_probe:FinalLoss"}
+
+
+def test_plugin_is_listed_and_runs(plugin_env, tmp_path):
+    env, _ = plugin_env
+    listing = arprobe(env, "probes")
+    assert listing.returncode == 0, listing.stderr
+    assert "demo_final_loss" in listing.stdout
+    assert "Mean loss over documents after the last episode" in listing.stdout
+    assert "pca_weights" in listing.stdout  # the built-ins are still there
+
+    doc, epoch = cyclic(3, 2)
+    eval_ = np.arange(21, dtype=float).reshape(7, 3)  # last row 18, 19, 20
+    run = make_store(tmp_path / "runs" / "r", loss_eval=eval_, schedule_doc=doc, schedule_epoch=epoch)
+    result = arprobe(env, "analyze", str(run), "--probe", "demo_final_loss", "--option", "demo_final_loss.scale=2")
+    assert result.returncode == 0, result.stderr
+    assert "final_mean_loss: 38" in result.stdout
+    record = json.loads((run / "report/demo_final_loss/result.json").read_text())
+    assert record["status"] == "ok" and record["options"] == {"scale": 2.0}
+    assert record["result"] == {"final_mean_loss": 38.0, "final_loss": [36.0, 38.0, 40.0]}
+    assert (run / "report/demo_final_loss/final_loss.png").exists()
+    assert "demo_final_loss/final_loss.png" in (run / "report/index.html").read_text()
+
+
+def test_a_broken_plugin_is_named_and_hides_nothing(plugin_env, tmp_path):
+    env, site = plugin_env
+    install_dist_info(site, "arprobe-broken", "0.0.1", {"broken_probe": "arprobe_broken_nowhere:Probe"})
+    listing = arprobe(env, "probes")
+    assert listing.returncode == 1
+    assert "demo_final_loss" in listing.stdout and "loss_curves" in listing.stdout
+    assert ("Could not load probe plugin 'broken_probe' (arprobe_broken_nowhere:Probe, from arprobe-broken): "
+            "ModuleNotFoundError") in listing.stderr
+    assert "Traceback" not in listing.stderr
+
+    doc, epoch = cyclic(3, 2)
+    run = make_store(tmp_path / "r", loss_eval=np.ones((7, 3)), schedule_doc=doc, schedule_epoch=epoch)
+    result = arprobe(env, "analyze", str(run), "--probe", "broken_probe,recovery_score,demo_final_loss")
+    assert result.returncode == 1  # the broken plugin failed ...
+    assert "broken_probe" in result.stderr and "Traceback" not in result.stderr
+    for name in ("recovery_score", "demo_final_loss"):  # ... and the others still ran
+        assert json.loads((run / f"report/{name}/result.json").read_text())["status"] in ("ok", "skipped")
+    assert json.loads((run / "report/broken_probe/result.json").read_text())["status"] == "failed"
