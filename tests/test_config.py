@@ -59,3 +59,19 @@ def test_lists_and_bools_parse_from_flags():
     cfg = load_config(None, {"record.weights": "unembed,blocks.0.attn", "reset_per_doc": "false"})
     assert cfg.record.weights == ["unembed", "blocks.0.attn"]
     assert cfg.optim.reset_per_doc is False
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).parent.parent.joinpath("configs").rglob("*.toml"))
+    assert len(configs) >= 10
+    for path in configs:
+        load_config(path)  # raises on an unknown key or an out-of-range value
+
+
+def test_trust_remote_code_is_off_unless_asked():
+    from arprobe.cli.run import parse_overrides
+
+    assert load_config(None).model.trust_remote_code is False
+    assert load_config(None, parse_overrides(["--trust-remote-code"])).model.trust_remote_code is True
