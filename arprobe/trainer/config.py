@@ -28,7 +28,7 @@ class DataConfig:
     hf_config: str = ""  # dataset config name for hub datasets ("3.0.0", "wikitext-103-raw-v1")
     split: str = "train"  # dataset split
     min_tokens: int = 16  # documents with fewer real tokens are dropped before sampling
-    tokenizer: str = "auto"  # "auto": the model's own if pretrained, else "bpe"; "bpe": trained on the docs; or a hub id / path
+    tokenizer: str = "auto"  # "auto": the model's own (hub id / path), "bpe" for a size preset; "bpe": trained on the docs; or a hub id / path
     vocab_size: int = 4096  # vocabulary of the trained BPE tokenizer
     mask_prob: float = 0.0  # p: probability of replacing each input token with the mask token (Sec. 3.3)
     max_shift: int = 0  # s: the C-token training window starts at a random offset in [0, s] (Sec. 3.3)

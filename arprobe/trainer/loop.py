@@ -66,7 +66,7 @@ class RunResult:
 def prepare(cfg: RunConfig) -> Setup:
     """Data, tokenizer, model and names: everything before the first episode."""
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
-    from arprobe.trainer.models import build_model, freeze_first_blocks, resolve_device
+    from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
     from arprobe.trainer.tokenizer import default_cache_dir, ensure_pad_token, load_tokenizer, train_bpe_tokenizer
 
     d, m = cfg.data, cfg.model
@@ -76,7 +76,9 @@ def prepare(cfg: RunConfig) -> Setup:
     texts, provenance = load_texts(d)
     tokenizer_name = d.tokenizer
     if tokenizer_name == "auto":
-        tokenizer_name = m.name if m.init == "pretrained" else "bpe"
+        # A hub id or path brings its own tokenizer (also for random init of its architecture);
+        # a size preset has none, so one is trained on the documents.
+        tokenizer_name = "bpe" if m.name in PYTHIA_PRESETS else m.name
     if tokenizer_name == "bpe":
         tokenizer = train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir())
     else:
@@ -86,8 +88,6 @@ def prepare(cfg: RunConfig) -> Setup:
     docs = select_documents(texts, tokenizer, n_docs=d.n_docs, context_length=d.context_length, max_shift=d.max_shift,
                             min_tokens=d.min_tokens, seed=cfg.seed, pad_id=pad_id)
     loaded = build_model(m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length)
-    if m.freeze_blocks:
-        freeze_first_blocks(loaded.model, m.freeze_blocks)
     device = resolve_device(m.device)
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
     schedule_doc, schedule_epoch = make_schedule(
