@@ -52,7 +52,7 @@ def test_run_then_info(tmp_path):
     assert "weights/unembed: 11 snapshot(s) at episodes 0..10" in info.stdout
     assert "checkpoints at episodes: 5, 10" in info.stdout
     again = arprobe("run", "--out", str(out), "--name", "cli", "--no-progress", *tiny_flags(epochs=2))
-    assert again.returncode == 2 and "already exists; choose another --name or pass --overwrite" in again.stderr
+    assert again.returncode == 2 and "already exists; choose another --name, pass --overwrite, or --resume it" in again.stderr
 
 
 def test_help_is_instant_and_lists_keys():

@@ -306,6 +306,12 @@ def test_analyze_cli_unknown_probe_is_one_line_exit_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
+def test_analyze_cli_bad_run_path_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"arprobe analyze: error: No run store at '{tmp_path / 'nowhere'}'") and "\n" not in err
+
+
 def test_analyze_cli_explicit_probe_lacking_data_exits_1(tmp_path, capsys):
     doc, epoch = cyclic(3, 2)
     run = make_store(tmp_path / "r", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch)

@@ -132,7 +132,7 @@ class ActivationDrift(Probe):
         x = episodes / T
         ax.plot(x, change, "-", color="tab:blue", lw=1.2)
         ax.plot(x[on_doc], change[on_doc], "o", color="tab:red", ms=5, label=f"episodes training document {doc + 1}")
-        for e in range(1, int(np.ceil(x[-1])) + 1):
+        for e in range(1, int(np.floor(x[-1])) + 1):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel("‖a_k − a_(k−1)‖")
@@ -142,7 +142,7 @@ class ActivationDrift(Probe):
             w_ep, w_change, weight_name = weight_data
             ax2 = axes[1]
             ax2.plot(w_ep / T, w_change, "-", color="tab:purple", lw=1.2)
-            for e in range(1, int(np.ceil(w_ep[-1] / T)) + 1):
+            for e in range(1, int(np.floor(w_ep[-1] / T)) + 1):
                 ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
             ax2.set_xlabel("epoch")
             ax2.set_ylabel("‖w_k − w_(k−1)‖")

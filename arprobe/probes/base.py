@@ -33,7 +33,7 @@ import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
 
-# What records each kind of data, for the skip reason (kept in step with storage.schema).
+# How the skip reason names each kind of recording (the reader's words, storage/reader.py).
 _KIND_WORDS = {
     "weights": "weight snapshots of",
     "grads": "per-document gradients of",
@@ -113,8 +113,9 @@ def missing_requirement(store, item: str) -> None:
     elif kind in ("eval", "train_loss", "schedule"):
         if store.completed_episodes < 1:
             raise MissingDataError(f"Run '{run}' has no completed episode yet; let it train at least one.")
-    else:
-        raise AssertionError(f"unknown requirement {item!r}")
+    else:  # a plugin author's mistake, so say what is allowed
+        raise UserError(f"Unknown requirement '{item}'; a probe may require eval, train_loss, checkpoints, "
+                        "weights:<name>, grads:<name> or activations:<hook>.")
 
 
 def pick_recording(store, kind: str, name: str) -> str:

@@ -77,7 +77,7 @@ class LossCurves(Probe):
         ax.fill_between(x, shifted.mean - shifted.std, shifted.mean + shifted.std, color="tab:blue", alpha=0.2,
                         label="±1 std over documents")
         ax.plot(x, shifted.mean, color="tab:blue", lw=1.5, label=f"mean over {len(shifted.docs)} documents")
-        for e in range(1, int(np.ceil(x[-1])) + 1):
+        for e in range(1, int(np.floor(x[-1])) + 1):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("epochs since just before each document's first training")
         ax.set_ylabel("loss")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.analysis import binned_means, cyclic_distance, mean_by_cyclic_distance, symmetry
+from arprobe.probes.analysis import binned_means, mean_by_cyclic_distance, symmetry
 from arprobe.probes.base import Probe, new_figure, save_figure
 
 

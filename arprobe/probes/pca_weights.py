@@ -139,7 +139,7 @@ class PcaWeights(Probe):
         x = episodes / T
         for k in range(min(4, scores.shape[1])):
             ax2.plot(x, scores[:, k] / (np.abs(scores[:, k]).max() or 1), label=f"PC{k + 1} ({ratio[k]:.1%})")
-        for e in range(1, int(np.ceil(x[-1])) + 1):
+        for e in range(1, int(np.floor(x[-1])) + 1):
             ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("PC score (scaled to ±1)")

@@ -187,7 +187,9 @@ class RunStore:
     # --- checkpoints ----------------------------------------------------------------------
 
     def checkpoint_episodes(self) -> np.ndarray:
-        """Episodes with a full checkpoint (0: the model before training)."""
+        """Episodes with a full checkpoint."""
+        if "checkpoints" not in self.h5:  # record.checkpoints = none
+            return np.zeros(0, dtype=np.int32)
         return self._committed("checkpoints/episodes")
 
     def checkpoint(self, episode: int) -> dict:
