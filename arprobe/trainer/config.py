@@ -81,7 +81,7 @@ class RecordConfig:
     activations_every: int = 1  # capture activations every N episodes (0: never)
     checkpoints: str = "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
     resume_every: int = 1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
-    sketch_dim: int = 0  # store weights/grads larger than sketch_dim as a seeded sketch of that size (0: exact)
+    sketch_dim: int = 524288  # weights/grads with over 2*sketch_dim values are stored as a seeded count-sketch of this size (0: exact)
 
 
 @dataclass

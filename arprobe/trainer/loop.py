@@ -100,8 +100,13 @@ def prepare(cfg: RunConfig) -> Setup:
     model_info["vocab_size"] = len(tokenizer)
     model_info["data"] = provenance
     model_info["mask_id"] = int(mask_id)
+    attn = loaded.model.config._attn_implementation
+    names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
+    # The bridge forces eager attention on the config it boots from, which its skeleton shares with
+    # our model; keep the model's own (sdpa: faster, and what model_info says).
+    loaded.model.config._attn_implementation = attn
     return Setup(
-        cfg=cfg, model=loaded.model, tokenizer=tokenizer, names=bridge_names(loaded.model, tokenizer, loaded.bridge_name),
+        cfg=cfg, model=loaded.model, tokenizer=tokenizer, names=names,
         tokens=torch.as_tensor(docs.tokens, dtype=torch.long, device=device),
         lengths=torch.as_tensor(docs.lengths, dtype=torch.long, device=device),
         texts=docs.texts, schedule_doc=schedule_doc, schedule_epoch=schedule_epoch, model_info=model_info,
@@ -235,6 +240,7 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
     cfg, model = setup.cfg, setup.model
     C, M = cfg.data.context_length, cfg.schedule.steps_per_doc
     eval_tokens, eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
+    doc_lengths = setup.lengths.tolist()  # once: reading a device tensor every step would sync the GPU
     batch = steps.eval_batch_size(cfg.eval_batch_size, C)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     n_episodes = len(setup.schedule_doc)
@@ -254,7 +260,7 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 inputs, labels = steps.training_window(
-                    setup.tokens[doc], int(setup.lengths[doc]), C, max_shift=cfg.data.max_shift,
+                    setup.tokens[doc], doc_lengths[doc], C, max_shift=cfg.data.max_shift,
                     mask_prob=cfg.data.mask_prob, mask_id=setup.mask_id, generator=generator)
                 loss = steps.step_loss(model, inputs, labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -267,8 +273,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
                 lrs.append(lr)
             train_loss = torch.stack(losses).float().cpu().numpy()
 
-            # evaluate: the loss of every document after this episode
-            eval_row = steps.evaluate_docs(model, eval_tokens, eval_lengths, batch).cpu().numpy()
+            # evaluate: the loss of every document after this episode (recorded activations come from this forward)
+            with recorder.activations_from_eval(k) as after_batch:
+                eval_row = steps.evaluate_docs(model, eval_tokens, eval_lengths, batch, after_batch).cpu().numpy()
 
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
                 return "diverged", (

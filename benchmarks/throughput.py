@@ -1,0 +1,172 @@
+"""How close the training step and the eval matrix come to the machine's matmul peak.
+
+FLOPs are counted the usual way (Kaplan et al. 2020): 6·N per token for a training step
+(forward + backward) and 2·N per token for an evaluation forward, where N is every parameter
+except the input embedding (a table lookup, no FLOPs): the transformer blocks, the final layer
+norm and the unembedding. Attention's score and value products (about 12·L·C·d per token more
+for a training step: 8% of 6N at width 512, C = 256) and the optimizer are not counted, so MFU is
+a slight underestimate of the work done. Tokens are all C positions of every sequence fed, padding
+included (the forward computes them).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from arprobe.trainer import steps
+from benchmarks.timing import median_seconds, sync
+
+
+def measure_peak(device: torch.device, *, size: int, repeats: int) -> dict:
+    """FLOP/s of a square float32 matmul: the best of ``repeats`` is the peak MFU divides by."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    median, times = median_seconds(lambda: a @ b, device, repeats=repeats, warmup=2)
+    flops = 2 * size**3
+    return {"size": size, "gflops": flops / min(times) / 1e9, "median_gflops": flops / median / 1e9}
+
+
+def model_flop_params(model: torch.nn.Module) -> int:
+    """N: parameters that cost FLOPs per token (all but the input embedding)."""
+    embedding = model.get_input_embeddings().weight
+    return sum(p.numel() for p in model.parameters() if p is not embedding)
+
+
+def train_step_fn(setup, recorder, optimizer, doc: int):
+    """One training step exactly as ``arprobe.trainer.loop._train`` takes it, on document ``doc``."""
+    cfg = setup.cfg
+    C = cfg.data.context_length
+    generator = torch.Generator().manual_seed(cfg.seed)
+    length = int(setup.lengths[doc])
+
+    def step():
+        inputs, labels = steps.training_window(setup.tokens[doc], length, C, max_shift=cfg.data.max_shift,
+                                               mask_prob=cfg.data.mask_prob, mask_id=setup.mask_id, generator=generator)
+        loss = steps.step_loss(setup.model, inputs, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        recorder.group_grad_norms()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def fresh_optimizer(setup) -> torch.optim.Optimizer:
+    cfg = setup.cfg
+    params = [p for p in setup.model.parameters() if p.requires_grad]
+    return steps.make_optimizer(params, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
+
+
+def eval_fn(setup, n_docs: int, batch: int):
+    """The eval-matrix row of ``n_docs`` documents; beyond the setup's T they repeat (same work)."""
+    C = setup.cfg.data.context_length
+    reps = -(-n_docs // setup.tokens.shape[0])
+    tokens, lengths = setup.tokens[:, :C].repeat(reps, 1)[:n_docs], setup.lengths.clamp(max=C).repeat(reps)[:n_docs]
+    return lambda: steps.evaluate_docs(setup.model, tokens, lengths, batch)
+
+
+def mfu_of(setup, peak_gflops: float, *, train_repeats: int, eval_repeats: int) -> dict:
+    """Train-step and eval-matrix MFU of one prepared run setup."""
+    from arprobe.trainer.recorders import Recorder
+
+    cfg, model = setup.cfg, setup.model
+    C, T = cfg.data.context_length, cfg.data.n_docs
+    N = model_flop_params(model)
+    recorder = Recorder(setup)
+    doc = int(torch.argmax(setup.lengths))  # a full-length document (FLOPs are the same either way)
+    train_s, _ = median_seconds(train_step_fn(setup, recorder, fresh_optimizer(setup), doc), setup.device,
+                                repeats=train_repeats, warmup=2)
+    batch = steps.eval_batch_size(cfg.eval_batch_size, C)
+    eval_s, _ = median_seconds(eval_fn(setup, T, batch), setup.device, repeats=eval_repeats)
+    train_gflops = 6 * N * C / train_s / 1e9
+    eval_gflops = 2 * N * C * T / eval_s / 1e9
+    return {
+        "width": model.config.hidden_size, "depth": model.config.num_hidden_layers, "C": C, "T": T,
+        "vocab": model.config.vocab_size, "N": N, "eval_batch": batch,
+        "train_step_s": train_s, "train_gflops": train_gflops, "train_mfu": train_gflops / peak_gflops,
+        "eval_matrix_row_s": eval_s, "eval_gflops": eval_gflops, "eval_mfu": eval_gflops / peak_gflops,
+    }
+
+
+def eval_batch_sweep(setup, peak_gflops: float, batches: list[int], *, repeats: int) -> list[dict]:
+    """Eval-matrix row time per documents-per-forward, interleaved so drift hits every size alike."""
+    C, T = setup.cfg.data.context_length, setup.cfg.data.n_docs
+    N = model_flop_params(setup.model)
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    for b in batches:  # warm-up
+        eval_fn(setup, T, b)()
+    for _ in range(repeats):
+        for b in batches:
+            _, t = median_seconds(eval_fn(setup, T, b), setup.device, repeats=1, warmup=0)
+            times[b] += t
+    import statistics
+
+    out = []
+    for b in batches:
+        s = statistics.median(times[b])
+        out.append({"batch": b, "tokens_per_forward": b * C, "s": s, "mfu": 2 * N * C * T / s / 1e9 / peak_gflops})
+    return out
+
+
+def per_document_grads_methods(setup, n_docs: int, *, repeats: int) -> dict:
+    """Seconds for the per-document gradients of the recorded layer: vmap vs one backward per document."""
+    import statistics
+    import warnings
+
+    from arprobe.trainer.recorders import Recorder
+
+    C = setup.cfg.data.context_length
+    recorder = Recorder(setup)
+    name, params = next(iter(recorder.grads.items()))
+    tokens, lengths = setup.tokens[:n_docs, :C], setup.lengths[:n_docs].clamp(max=C)
+
+    def run(method):
+        def go():
+            for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=recorder._grad_chunk, method=method):
+                sync(setup.device)
+        return go
+
+    times: dict[str, list[float]] = {"loop": [], "vmap": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # vmap's "no batching rule, falling back" notes
+        for method in times:
+            run(method)()
+        for _ in range(repeats):
+            for method in times:
+                times[method] += median_seconds(run(method), setup.device, repeats=1, warmup=0)[1]
+    loop_s, vmap_s = statistics.median(times["loop"]), statistics.median(times["vmap"])
+    return {"layer": name, "D": sum(p.numel() for p in params.values()), "T": n_docs, "C": C,
+            "width": setup.model.config.hidden_size, "loop_s": loop_s, "vmap_s": vmap_s, "vmap_speedup": loop_s / vmap_s}
+
+
+def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dict]:
+    """Per-episode seconds of the M training steps and of the eval-matrix row, as T grows.
+
+    Each "episode" is M steps on one document followed by the eval of T documents, as in the
+    loop (per-document gradients, at epoch ends, are left out). The embedded pydoc source has 79
+    documents, so for larger T they repeat: the work is the same.
+    """
+    from arprobe.trainer.recorders import Recorder
+
+    import statistics
+
+    cfg = setup.cfg
+    M = cfg.schedule.steps_per_doc
+    recorder = Recorder(setup)
+    optimizer = fresh_optimizer(setup)
+    batch = steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)
+    out = []
+    for T in doc_counts:
+        train, evaluate = [], []
+        step_on = [train_step_fn(setup, recorder, optimizer, doc) for doc in range(min(T, episodes + 1))]
+        step_on[0]()  # warm-up
+        for k in range(episodes):
+            step = step_on[k % len(step_on)]
+            steps.reset_optimizer(optimizer)
+            train.append(median_seconds(lambda: [step() for _ in range(M)], setup.device, repeats=1, warmup=0)[0])
+            evaluate.append(median_seconds(eval_fn(setup, T, batch), setup.device, repeats=1, warmup=0)[0])
+        tr, ev = statistics.median(train), statistics.median(evaluate)
+        out.append({"T": T, "M": M, "C": cfg.data.context_length, "train_s_per_episode": tr, "eval_s_per_episode": ev,
+                    "eval_fraction": ev / (tr + ev)})
+    return out

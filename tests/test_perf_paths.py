@@ -1,0 +1,145 @@
+"""The fast paths compute what the plain ones did, and the benchmark's code path runs (not timed)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from arprobe.trainer import steps
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from arprobe.trainer.loop import prepare
+
+    return prepare(tiny_config(tmp_path_factory.mktemp("perf"), device="cpu"))
+
+
+def _reference_doc_losses(logits, tokens, lengths):
+    """The loss as first written: slice off the last position, cross-entropy over a transposed axis."""
+    targets = tokens[:, 1:]
+    valid = torch.arange(targets.shape[1])[None, :] < (lengths[:, None] - 1)
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, reduction="none")
+    return (nll * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
+def test_losses_from_logits_match_the_reference():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 9, 13, generator=g)
+    tokens = torch.randint(0, 13, (4, 9), generator=g)
+    lengths = torch.tensor([9, 5, 2, 1])  # full, padded, one target, no target (loss 0)
+    got = steps.losses_from_logits(logits, tokens, lengths)
+    torch.testing.assert_close(got, _reference_doc_losses(logits, tokens, lengths))
+    assert got[3] == 0
+    # one document by hand: mean over its 4 real targets of -log softmax(logits[j])[token j+1]
+    by_hand = -torch.stack([torch.log_softmax(logits[1, j], -1)[tokens[1, j + 1]] for j in range(4)]).mean()
+    torch.testing.assert_close(got[1], by_hand)
+
+
+def test_step_loss_ignores_masked_labels(setup):
+    inputs = setup.tokens[:1, :32]
+    labels = inputs.clone()
+    labels[:, 20:] = steps.IGNORE
+    logits = setup.model(input_ids=inputs).logits
+    expected = F.cross_entropy(logits[0, :19], labels[0, 1:20])  # positions 0..18 predict labels 1..19
+    torch.testing.assert_close(steps.step_loss(setup.model, inputs, labels), expected)
+
+
+def test_vmap_and_loop_per_document_grads_agree(setup):
+    from arprobe.trainer.recorders import Recorder
+
+    recorder = Recorder(setup)
+    (name, params), = recorder.grads.items()
+    tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
+    by = {m: [torch.cat([g.reshape(g.shape[0], -1) for g in chunk], 1)
+              for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=2, method=m)]
+          for m in ("vmap", "loop")}
+    vmap, loop = torch.cat(by["vmap"]), torch.cat(by["loop"])
+    assert vmap.shape == (5, sum(p.numel() for p in params.values()))
+    torch.testing.assert_close(vmap, loop, rtol=1e-4, atol=1e-6)
+    # and the loop is the gradient of doc_losses, document by document
+    loss = steps.doc_losses(setup.model, tokens[3:4], lengths[3:4])[0]
+    first = torch.autograd.grad(loss, list(params.values()))
+    torch.testing.assert_close(loop[3], torch.cat([g.reshape(-1) for g in first]))
+
+
+def test_group_grad_norms_are_the_norms_of_each_group(setup):
+    from arprobe.trainer.recorders import Recorder
+
+    recorder = Recorder(setup)
+    setup.model.zero_grad(set_to_none=True)
+    steps.step_loss(setup.model, setup.tokens[:1, :32], setup.tokens[:1, :32]).backward()
+    params = dict(setup.model.named_parameters())
+    groups = setup.names.parameter_groups(setup.model)
+    expected = torch.stack([torch.sqrt(sum(params[n].grad.double().square().sum() for n in names)).float()
+                            for names in groups.values()])
+    torch.testing.assert_close(recorder.group_grad_norms(), expected, rtol=1e-5, atol=1e-7)
+    setup.model.zero_grad(set_to_none=True)
+
+
+def test_pythia_1b_store_from_shapes():
+    from arprobe.trainer.config import load_config
+    from benchmarks.runs import store_from_shapes
+
+    cfg = load_config(None, {"model.name": "pythia-1b", "n_docs": 25, "context_length": 256, "epochs": 5})
+    b = store_from_shapes(cfg, 50304)
+    assert b["n_params"] == 1_011_781_632  # Pythia-1B's published size
+    assert b["unembed_values"] == 50304 * 2048 and b["unembed_stored"] == 1 << 19
+    assert b["attn_values"] == 4 * 2048 * 2048 + 4 * 2048 and b["attn_stored"] == 1 << 19
+    # per episode: unembed sketch + ln_final activations of one document + the attn sketches of
+    # T documents once per T episodes, 4 bytes each, plus a few KB of losses and stats
+    per_episode = 4 * ((1 << 19) * (126 / 125) + 256 * 2048 * (126 / 125) + (1 << 19))
+    assert per_episode <= b["recordings_per_episode"] <= per_episode + 10_000
+    assert b["recordings_per_episode"] <= 10_000_000  # issue 5's target
+    assert b["naive_per_episode"] == 4 * 1_011_781_632
+
+
+def test_benchmark_quick_produces_every_number(tmp_path):
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "quick.json"
+    returned = main(["--quick", "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path / "work")])
+    r = json.loads(out.read_text())
+    assert set(r) >= {"machine", "peak", "peak_end", "mfu", "eval_batch", "per_document_grads", "short_run",
+                      "store_from_shapes", "train_eval_split", "load_average_start", "benchmark_seconds"}
+    assert r["quick"] and returned["short_run"]["episodes"] == r["short_run"]["episodes"] == 10
+    assert r["peak"]["gflops"] > 0
+    (m,) = r["mfu"]
+    assert m["width"] == 64 and m["depth"] == 2 and 0 < m["train_mfu"] and 0 < m["eval_mfu"]
+    assert [e["batch"] for e in r["eval_batch"]] == [1, 5]
+    s = r["short_run"]
+    assert set(s["seconds"]) == {"naive", "arprobe", "arprobe_recording_off"}
+    assert s["speedup_vs_naive"] > 0 and np.isfinite(s["recording_overhead"])
+    assert 0 < s["recording_seconds_in_run"] < s["seconds"]["arprobe"] and s["recording_overhead"] > 0
+    assert np.isfinite(s["recording_overhead_run_vs_run"]) and s["speedup_vs_naive_min"] > 0
+    # the naive loop and arprobe evaluate the same model on the same documents
+    assert s["eval_row0_max_abs_diff"] < 1e-4
+    assert s["store"]["bytes_per_episode"] > 0 and s["naive_bytes_per_episode"] > 0
+    assert [x["T"] for x in r["train_eval_split"]] == [5, 10]
+    assert all(0 < x["eval_fraction"] < 1 for x in r["train_eval_split"])
+    assert r["per_document_grads"][0]["loop_s"] > 0 and r["per_document_grads"][0]["vmap_s"] > 0
+    assert r["store_from_shapes"]["pythia_1b"]["recordings_per_episode"] <= 10_000_000
+    assert not (tmp_path / "work" / "naive").exists()  # the naive loop's model files are removed
+
+
+def test_activations_from_the_eval_pass_equal_a_separate_forward(setup):
+    from arprobe.trainer.recorders import Recorder
+
+    recorder = Recorder(setup)
+    recorder.activation_docs = [3, 0]  # out of order, in different eval batches of 2
+    tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
+    with recorder.activations_from_eval(1) as after_batch:
+        steps.evaluate_docs(setup.model, tokens, lengths, 2, after_batch)
+    (hook, from_eval), = recorder._eval_activations[1].items()
+    assert hook == "ln_final.hook_normalized" and from_eval.shape == (2, 32, 64)
+    torch.testing.assert_close(from_eval, recorder._capture_activations()[hook], rtol=1e-4, atol=1e-5)
+    with recorder.activations_from_eval(2) as after_batch:  # activations_every=1: due every episode
+        assert after_batch is not None  # but no eval ran: nothing kept, the snapshot will run its own forward
+    assert 2 not in recorder._eval_activations
+    recorder.record.activations_every = 0
+    with recorder.activations_from_eval(3) as after_batch:
+        assert after_batch is None
+    recorder.record.activations_every = 1
