@@ -17,6 +17,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from arprobe.trainer.plan import human_bytes
+
 # Recording off: only losses, learning rates and per-layer gradient norms are written.
 RECORDING_OFF = dict(weights_every=0, activations_every=0, grads_at="never", checkpoints="none", resume_every=0)
 
@@ -189,9 +191,4 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     }
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+human = human_bytes  # one formatter for the CLI's estimates and the benchmark's table
