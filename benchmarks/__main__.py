@@ -178,7 +178,9 @@ def format_table(r: dict) -> str:
     lines = [
         f"arprobe benchmark on {m.get('gpu') or m['processor']} ({m['device']}, {m['threads']} threads, torch {m['torch']})"
         f"{'  [--quick]' if r['quick'] else ''}",
-        f"load average before/after: {r['load_average_start']} / {r['load_average_end']}; took {r['benchmark_seconds']:.0f} s",
+        f"load average before/after: {r['load_average_start']} / {r['load_average_end']}; took {r['benchmark_seconds']:.0f} s"
+        + (f"\nnote: the machine was busy (load above its {m['cpu_count']} cores): timings include other work; run again"
+           if max([*r['load_average_start'][:1], *r['load_average_end'][:1]], default=0) > (m["cpu_count"] or 1) + 0.5 else ""),
         f"float32 matmul peak ({r['peak']['size']}^2): {r['peak']['gflops']:.0f} GFLOP/s at start, "
         f"{r['peak_end']['gflops']:.0f} at end (median {r['peak']['median_gflops']:.0f})",
         "",
