@@ -145,8 +145,8 @@ def per_document_grads(
     documents at a time: yields one [n, *shape] tensor per parameter, in ``params`` order.
 
     ``vmap``: per-sample gradients in one vectorised pass per chunk (``torch.func``: functional_call
-    + vmap(grad)); 1.7-2.6x faster than ``loop`` for short documents on CPU and never slower in
-    benchmarks/ (docs/performance.md). ``loop``: one forward and backward per document with
+    + vmap(grad)); on CPU 1.9x faster than ``loop`` at C = 64 and 1.0-1.25x at C = 256, never
+    slower (docs/performance.md). ``loop``: one forward and backward per document with
     ``torch.autograd.grad``, for models whose forward vmap cannot batch.
     """
     names, T = list(params), tokens.shape[0]
