@@ -1,4 +1,4 @@
-"""The probes' pure math (arprobe.probes.analysis) on hand-made arrays with answers known by hand."""
+"""The probes' pure math (arprobe.science.geometry) on hand-made arrays with answers known by hand."""
 
 import numpy as np
 import pytest

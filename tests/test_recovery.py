@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from arprobe.recovery import online_loss, recovery_components, recovery_scores, shift_averaged_curve
+from arprobe.science.recovery import (
+    online_loss,
+    recovery_components,
+    recovery_score_notes,
+    recovery_scores,
+    shift_averaged_curve,
+)
 
 # T = 3 documents, E = 2 epochs, cyclic. Row k is the loss after episode k.
 EVAL = np.array(
@@ -77,11 +83,29 @@ def test_shift_averaged_curve_follows_first_training_when_shuffled():
     np.testing.assert_array_equal(curve.curves[2], EVAL[0:5, 2])
 
 
-def test_online_loss_mean_over_epochs_two_to_e():
-    train = np.array([[4, 3], [5, 2], [5, 1], [2, 1], [2, 0], [3, 1]], dtype=float)
+def test_online_loss_reads_the_eval_matrix_just_before_each_episode():
+    # Episode k's online loss is EVAL[k - 1, doc(k)]: cyclic 0, 1, 2, 0, 1, 2.
     epoch = np.array([1, 1, 1, 2, 2, 2])
-    summary = online_loss(train, epoch)
-    np.testing.assert_array_equal(summary.per_episode, [4, 5, 5, 2, 2, 3])
-    np.testing.assert_allclose(summary.per_epoch, [14 / 3, 7 / 3])
-    assert summary.mean_after_first_epoch == pytest.approx(7 / 3)
-    assert np.isnan(online_loss(train[:3], epoch[:3]).mean_after_first_epoch)
+    summary = online_loss(EVAL, CYCLIC, epoch)
+    np.testing.assert_array_equal(summary.per_episode, [4, 5, 5, 2, 2, 2])
+    np.testing.assert_allclose(summary.per_epoch, [14 / 3, 2])
+    assert summary.mean_after_first_epoch == pytest.approx(2)
+    assert np.isnan(online_loss(EVAL[:4], CYCLIC[:3], epoch[:3]).mean_after_first_epoch)
+
+
+def test_online_loss_follows_a_shuffled_order():
+    # Epoch 2 trains 0, 2, 1: EVAL[3, 0] = 2, EVAL[4, 2] = 3, EVAL[5, 1] = 0.5.
+    summary = online_loss(EVAL, SHUFFLED, np.array([1, 1, 1, 2, 2, 2]))
+    np.testing.assert_array_equal(summary.per_episode[3:], [2, 3, 0.5])
+
+
+def test_degenerate_recovery_score_is_undefined_with_a_reason():
+    # Doc 0 (the only one trained twice): after 3.00, max 3.01, before 2.5: forgetting 0.01 is
+    # under 1% of l_after = 3, while the raw ratio (3.01 - 2.5) / 0.01 would read 51.
+    falling = np.array([[4, 4, 4], [3.0, 4, 4], [3.01, 3, 4], [2.5, 3, 3], [2, 3, 3]])
+    doc = np.array([0, 1, 2, 0])
+    assert np.isnan(recovery_scores(falling, doc)).all()
+    (note,) = recovery_score_notes(falling, doc)
+    assert note.startswith("RS(1) is undefined: the mean forgetting l_max − l_after = 0.01 is under 1% of l_after = 3")
+    assert note.endswith("the raw ratio would be 51).")
+    assert recovery_score_notes(EVAL, CYCLIC) == [""]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from arprobe.errors import MissingDataError, UserError
-from arprobe.recovery import recovery_scores
+from arprobe.science.recovery import recovery_scores
 from arprobe.storage import RunStore
 from arprobe.storage.schema import FORMAT_VERSION
 

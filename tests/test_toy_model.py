@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from arprobe.errors import UserError
-from arprobe.probes.toy_model import (
+from arprobe.science.toy import (
     DEFAULT_EPOCHS,
     circularity,
     pca_2d,

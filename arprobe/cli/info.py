@@ -17,7 +17,8 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 def summarize(store) -> dict:
     """What a person wants to know about a store, as plain data."""
     cfg = store.config
-    doc, epoch = store.schedule()
+    schedule = store.schedule()
+    doc, epoch = schedule.doc, schedule.epoch
     recordings = {}
     for kind in ("weights", "grads", "activations"):
         for name in store.recorded(kind):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.analysis import binned_means, cosine_matrix, step_norms, trend
+from arprobe.science.geometry import binned_means, cosine_matrix, step_norms, trend
 from arprobe.probes.base import Probe, epoch_extent, new_figure, pick_recording, save_figure
 from arprobe.probes.pca_weights import snapshot_epochs
 
@@ -55,7 +55,8 @@ class ActivationDrift(Probe):
                 f"record it with record.activation_docs."
             )
         _, lengths, _ = store.docs()
-        schedule_doc, schedule_epoch = store.schedule()
+        schedule = store.schedule()
+        schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
         T = store.n_docs
         # Pad positions carry no text, so only the document's real tokens are compared.
         n_real = int(min(lengths[doc], values.shape[2]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.analysis import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
+from arprobe.science.geometry import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
 from arprobe.probes.base import Probe, new_figure, pick_recording, save_figure
 
 
@@ -37,7 +37,8 @@ class GradientSimilarity(Probe):
                 )
             g = int(hits[-1])
         T = grads.shape[1]
-        schedule_doc, schedule_epoch = store.schedule()
+        schedule = store.schedule()
+        schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
         ep = int(episodes[g])
         cos = cosine_matrix(grads[g])  # [T, T]
         offdiag = cos[~np.eye(T, dtype=bool)]

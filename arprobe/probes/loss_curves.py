@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.probes.analysis import interval_peaks, intervals_between
+from arprobe.science.geometry import interval_peaks, intervals_between
 from arprobe.probes.base import Probe, new_figure, save_figure
 
 
@@ -20,10 +20,11 @@ class LossCurves(Probe):
     headline_keys = ["doc_loss_before_training", "doc_recovered", "shift_avg_peak_position", "shift_avg_recovered"]
 
     def run(self, store, out: Path, doc: int = 0) -> dict:
-        from arprobe.recovery import shift_averaged_curve, training_episodes
+        from arprobe.science.recovery import shift_averaged_curve, training_episodes
 
         loss_eval = store.eval_matrix()  # [K+1, T]
-        schedule_doc, _ = store.schedule()
+        schedule = store.schedule()
+        schedule_doc, _ = schedule.doc, schedule.epoch
         T = store.n_docs
         if not 0 <= doc < T:
             raise UserError(f"loss_curves option doc={doc} is out of range: the run has documents 0..{T - 1}.")

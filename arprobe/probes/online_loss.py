@@ -75,15 +75,16 @@ class OnlineLoss(Probe):
     multi_run = True
 
     def run(self, store, out: Path) -> dict:
-        from arprobe.recovery import online_loss
+        from arprobe.science.recovery import online_loss
 
         stores = store if isinstance(store, (list, tuple)) else [store]
         configs = [s.config for s in stores]
         groups, labels = group_runs(configs)
         per_run = []
         for s in stores:
-            _, epoch = s.schedule()
-            ol = online_loss(s.train_loss(), epoch)
+            schedule = s.schedule()
+            _, epoch = schedule.doc, schedule.epoch
+            ol = online_loss(s.eval_matrix(), schedule.doc, epoch)
             per_run.append({"run": str(s.path.parent), "seed": s.seed, "n_docs": s.n_docs, "online": ol})
 
         results = []

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.analysis import binned_means, mean_by_cyclic_distance, symmetry
+from arprobe.science.geometry import binned_means, mean_by_cyclic_distance, symmetry
 from arprobe.probes.base import Probe, new_figure, save_figure
 
 
@@ -66,7 +66,8 @@ class PairwiseRecovery(Probe):
         from arprobe.trainer.api import evaluate, model_from_checkpoint, restore_params, snapshot_params, train_on_document
 
         checkpoints = store.checkpoint_episodes()
-        schedule_doc, schedule_epoch = store.schedule()
+        schedule = store.schedule()
+        schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
         episode = default_checkpoint(checkpoints, len(schedule_doc)) if episode < 0 else episode
         if episode not in checkpoints:
             raise MissingDataError(

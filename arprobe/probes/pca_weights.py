@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.probes.analysis import dominant_period, gram_matrix, helix_per_epoch, pca_from_gram, residual_operator, trend
+from arprobe.science.geometry import dominant_period, gram_matrix, helix_per_epoch, pca_from_gram, residual_operator, trend
 from arprobe.probes.base import Probe, new_figure, save_figure
 from arprobe.probes.weight_residual_similarity import snapshot_spacing
 
@@ -47,7 +47,8 @@ class PcaWeights(Probe):
             raise UserError(f"pca_weights option detrend must be one of {', '.join(DETRENDS)}, got '{detrend}'.")
         episodes, values = store.weights(weights)  # [S], [S, D]
         T = store.n_docs
-        _, schedule_epoch = store.schedule()
+        schedule = store.schedule()
+        _, schedule_epoch = schedule.doc, schedule.epoch
         if len(episodes) < 4:
             raise UserError(f"pca_weights needs at least 4 snapshots of '{weights}', the run has {len(episodes)}.")
         every = snapshot_spacing(episodes)

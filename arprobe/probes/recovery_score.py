@@ -17,10 +17,11 @@ class RecoveryScore(Probe):
     headline_keys = ["recovery_score"]
 
     def run(self, store, out: Path) -> dict:
-        from arprobe.recovery import recovery_components, recovery_scores
+        from arprobe.science.recovery import recovery_components, recovery_scores
 
         loss_eval = store.eval_matrix()
-        schedule_doc, _ = store.schedule()
+        schedule = store.schedule()
+        schedule_doc, _ = schedule.doc, schedule.epoch
         scores = recovery_scores(loss_eval, schedule_doc)  # [N]
         if not len(scores):
             raise MissingDataError(

@@ -3,7 +3,7 @@
 Runs both task maps, f_i(w) = w (N = M = 1000) and f_i(w) = y_i − w (N = M = 100), T = 25,
 with the initialisations of App. A.5. The learning rate of f_i(w) = w is 0.001, not the
 paper's 0.01: with N = 1000 the paper's value makes Eq. 1 diverge (see
-arprobe.probes.toy_model.DEFAULT_LR).
+arprobe.science.toy.DEFAULT_LR).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.probes.base import Probe, new_figure, save_figure
-from arprobe.probes.toy_model import DEFAULT_EPOCHS, DEFAULT_LR, KINDS, circularity, pca_2d, simulate_toy_model
+from arprobe.science.toy import DEFAULT_EPOCHS, DEFAULT_LR, KINDS, circularity, pca_2d, simulate_toy_model
 
 TITLES = {"identity": "f_i(w) = w", "target": "f_i(w) = y_i − w"}
 
@@ -38,7 +38,7 @@ class ToyModel(Probe):
 
     def run(self, store, out: Path, epochs: int = DEFAULT_EPOCHS, n_tasks: int = 25, seed: int = 0,
             lr_identity: float = DEFAULT_LR["identity"], lr_target: float = DEFAULT_LR["target"]) -> dict:
-        from arprobe.recovery import recovery_scores, shift_averaged_curve
+        from arprobe.science.recovery import recovery_scores, shift_averaged_curve
 
         lrs = {"identity": lr_identity, "target": lr_target}
         result: dict = {"epochs": epochs, "n_tasks": n_tasks, "seed": seed, "lr": lrs}
@@ -66,7 +66,8 @@ class ToyModel(Probe):
         run_curve = None
         if store is not None:
             loss_eval = store.eval_matrix()
-            schedule_doc, _ = store.schedule()
+            schedule = store.schedule()
+            schedule_doc, _ = schedule.doc, schedule.epoch
             run_curve = shift_averaged_curve(loss_eval, schedule_doc)
             run_rs = recovery_scores(loss_eval, schedule_doc)
             result["run"] = str(store.path.parent)
@@ -124,7 +125,7 @@ class ToyModel(Probe):
 
     @staticmethod
     def _plot_side_by_side(toys, T, run_curve, run_T, result, out):
-        from arprobe.recovery import shift_averaged_curve
+        from arprobe.science.recovery import shift_averaged_curve
 
         fig, axes = new_figure(3, width=4.8)
         axes[0].plot(run_curve.offset / run_T, run_curve.mean, color="tab:blue")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
-from arprobe.probes.analysis import diagonal_means, gram_matrix, residual_cosines, stripe_period
+from arprobe.science.geometry import diagonal_means, gram_matrix, residual_cosines, stripe_period
 from arprobe.probes.base import Probe, epoch_extent, new_figure, save_figure
 
 RESIDUALS = ("window", "initial")
@@ -50,7 +50,8 @@ class WeightResidualSimilarity(Probe):
             raise UserError(f"weight_residual_similarity option residual must be one of {', '.join(RESIDUALS)}, got '{residual}'.")
         episodes, values = store.weights(weights)  # [S], [S, D]
         T = store.n_docs
-        _, schedule_epoch = store.schedule()
+        schedule = store.schedule()
+        _, schedule_epoch = schedule.doc, schedule.epoch
         every = snapshot_spacing(episodes)
         window = max(int(round(T / every)), 2)  # T episodes, in snapshots
         # Centring on the mean snapshot changes no residual (residual rows sum to zero) but keeps

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
+from arprobe.science.schedule import Schedule
 from arprobe.storage.schema import FORMAT, FORMAT_VERSION, RECORDING_OPTION
 
 
@@ -116,10 +117,17 @@ class RunStore:
         k = self.completed_episodes
         return self._dataset("loss/eval")[: k + 1]
 
-    def schedule(self) -> tuple[np.ndarray, np.ndarray]:
-        """(doc int32 [K] 0-based, epoch int32 [K] 1-based) of episodes 1..K."""
+    def schedule(self) -> Schedule:
+        """The schedule of the completed episodes 1..K: document, epoch, position, epoch bounds."""
         k = self.completed_episodes
-        return self._dataset("schedule/doc")[:k], self._dataset("schedule/epoch")[:k]
+        return Schedule(self._dataset("schedule/doc")[:k], self._dataset("schedule/epoch")[:k], self.n_docs)
+
+    def planned_schedule(self) -> Schedule:
+        """The whole schedule the run was set up to train (stored from format 2; before that, the
+        completed episodes)."""
+        if "schedule/planned_doc" not in self.h5:
+            return self.schedule()
+        return Schedule(self.h5["schedule/planned_doc"][:], self.h5["schedule/planned_epoch"][:], self.n_docs)
 
     def train_loss(self) -> np.ndarray:
         """float32 [K, M]: loss at every gradient step; column 0 is the online loss."""

@@ -181,7 +181,7 @@ def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
 
 def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, generator, *, start: int, progress: bool) -> RunResult:
     """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
-    from arprobe.recovery import online_loss, recovery_scores
+    from arprobe.science.recovery import online_loss, recovery_scores
 
     started = time.perf_counter()
     status, reason = "failed", ""
@@ -196,9 +196,9 @@ def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, gener
     finally:
         writer.close(status, reason)
     k = writer.completed
-    scores = recovery_scores(np.asarray(recorder.loss_eval)[: k + 1], setup.schedule_doc[:k])
-    train = np.asarray(recorder.loss_train)
-    online = online_loss(train[:k], setup.schedule_epoch[:k]).mean_after_first_epoch if k else float("nan")
+    loss_eval = np.asarray(recorder.loss_eval)[: k + 1]
+    scores = recovery_scores(loss_eval, setup.schedule_doc[:k])
+    online = online_loss(loss_eval, setup.schedule_doc[:k], setup.schedule_epoch[:k]).mean_after_first_epoch if k else float("nan")
     from arprobe.trainer.plan import data_note
 
     return RunResult(path=writer.path, status=status, completed_episodes=k, seconds=time.perf_counter() - started,

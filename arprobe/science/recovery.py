@@ -51,24 +51,53 @@ def recovery_components(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> Reco
     return RecoveryComponents(l_max=l_max, l_before=l_before, l_after=l_after)
 
 
+# Below this mean forgetting (l_max − l_after, as a fraction of l_after) the recovery score is
+# undefined: a ratio over almost nothing. It happens when the loss falls throughout an epoch
+# (the model generalises across documents, the paper's footnote 1; e.g. SGD at lr 1e-3 on a
+# random-init model), where the raw ratio reads 20 or more.
+MIN_FORGETTING = 0.01
+
+
 def recovery_scores(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> np.ndarray:
     """RS(n) for n = 1..N (index n - 1), N = most trainings of any document minus one.
 
     RS(n) = (mean_t l_max − mean_t l_before) / (mean_t l_max − mean_t l_after): the means are
     taken over documents first, then the ratio (paper Sec. 3.1), over the documents that were
-    trained at least n + 1 times. NaN where no document qualifies or nothing was forgotten.
+    trained at least n + 1 times. NaN where no document qualifies or where the forgetting
+    (the denominator) is under MIN_FORGETTING of l_after; ``recovery_score_notes`` says why.
     """
+    scores, _ = _scores_and_notes(loss_eval, schedule_doc)
+    return scores
+
+
+def recovery_score_notes(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> list[str]:
+    """One sentence per epoch n whose RS(n) is undefined (empty where it is defined)."""
+    _, notes = _scores_and_notes(loss_eval, schedule_doc)
+    return notes
+
+
+def _scores_and_notes(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> tuple[np.ndarray, list[str]]:
     c = recovery_components(loss_eval, schedule_doc)
     scores = np.full(c.l_max.shape[0], np.nan)
+    notes = []
     for i in range(c.l_max.shape[0]):
         valid = ~np.isnan(c.l_max[i])
         if not valid.any():
+            notes.append(f"RS({i + 1}) is undefined: no document was trained {i + 2} times.")
             continue
         l_max, l_before, l_after = (x[i, valid].mean() for x in (c.l_max, c.l_before, c.l_after))
         forgetting = l_max - l_after
-        if forgetting > 0:
-            scores[i] = (l_max - l_before) / forgetting
-    return scores
+        if forgetting <= MIN_FORGETTING * abs(l_after):
+            notes.append(
+                f"RS({i + 1}) is undefined: the mean forgetting l_max − l_after = {forgetting:.4g} is under "
+                f"{MIN_FORGETTING:.0%} of l_after = {l_after:.4g}, so there is nothing to recover from "
+                f"(the loss falls between trainings; the raw ratio would be "
+                f"{(l_max - l_before) / forgetting if forgetting else float('inf'):.3g})."
+            )
+            continue
+        scores[i] = (l_max - l_before) / forgetting
+        notes.append("")
+    return scores, notes
 
 
 @dataclass
@@ -80,31 +109,34 @@ class ShiftAveragedCurve:
     docs: np.ndarray  # [doc] which documents the rows of ``curves`` are
 
 
-def shift_averaged_curve(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> ShiftAveragedCurve:
+def shift_averaged_curve(loss_eval: np.ndarray, schedule_doc: np.ndarray, docs=None) -> ShiftAveragedCurve:
     """Re-align every document's loss curve so offset 0 is just before its first training (App. A.4).
 
     Document t first trained in episode k_t contributes rows k_t − 1, k_t, ... of column t. All
     curves are cut to the length every document has, so each offset averages the same documents.
-    Divide ``offset`` by the epoch length T to read it in epochs, as the paper's x-axis does.
+    ``docs``: the documents to align (default: every trained one); pass the schedule's
+    ``repeating_docs`` so one-off documents (insert order) do not cut the curve short.
+    Divide ``offset`` by the schedule's ``cycle_length`` to read it in epochs, as the paper does.
     """
     loss_eval = np.asarray(loss_eval, dtype=np.float64)
     n_rows = loss_eval.shape[0]
-    docs, starts = [], []
-    for t in range(loss_eval.shape[1]):
+    candidates = range(loss_eval.shape[1]) if docs is None else [int(t) for t in docs]
+    chosen, starts = [], []
+    for t in candidates:
         eps = training_episodes(schedule_doc, t)
         if len(eps):
-            docs.append(t)
+            chosen.append(t)
             starts.append(eps[0] - 1)
-    if not docs:
+    if not chosen:
         raise ValueError("no document was trained, so there is no curve to align")
     length = n_rows - max(starts)
-    curves = np.stack([loss_eval[s : s + length, t] for t, s in zip(docs, starts)])
+    curves = np.stack([loss_eval[s : s + length, t] for t, s in zip(chosen, starts)])
     return ShiftAveragedCurve(
         offset=np.arange(length),
         mean=curves.mean(axis=0),
         std=curves.std(axis=0),
         curves=curves,
-        docs=np.asarray(docs),
+        docs=np.asarray(chosen),
     )
 
 
@@ -115,12 +147,17 @@ class OnlineLoss:
     mean_after_first_epoch: float  # mean over the episodes of epochs 2..E (paper Table 1); NaN if E = 1
 
 
-def online_loss(loss_train: np.ndarray, schedule_epoch: np.ndarray) -> OnlineLoss:
-    """Prequential loss: column 0 of the per-step training loss, summarised per epoch (Sec. 3.5).
+def online_loss(loss_eval: np.ndarray, schedule_doc: np.ndarray, schedule_epoch: np.ndarray) -> OnlineLoss:
+    """Prequential loss (Sec. 3.5): the eval-matrix loss of each episode's document just before the
+    episode trains it, ``loss_eval[k − 1, doc(k)]``, summarised per epoch.
 
-    loss_train: [K, M]; schedule_epoch: [K], 1-based.
+    It is read from the eval matrix, the clean document, not from the first training step's
+    loss, which under masking or window shift is the loss of an augmented input (the two agree
+    when nothing is augmented). loss_eval: [K+1, T]; schedule_doc, schedule_epoch: [K].
     """
-    per_episode = np.asarray(loss_train, dtype=np.float64)[:, 0]
+    loss_eval = np.asarray(loss_eval, dtype=np.float64)
+    doc = np.asarray(schedule_doc, dtype=int)
+    per_episode = loss_eval[np.arange(len(doc)), doc]
     epoch = np.asarray(schedule_epoch)
     n_epochs = int(epoch.max()) if len(epoch) else 0
     per_epoch = np.array([per_episode[epoch == e].mean() if (epoch == e).any() else np.nan for e in range(1, n_epochs + 1)])
