@@ -32,15 +32,27 @@ def main() -> None:
             cfg = load_config(None, {"order": order, "seed": seed, "out": args.out, **extra})
             started = time.perf_counter()
             result = run(cfg, progress=False, overwrite=True)
-            rows.append({"order": order, "seed": seed, "seconds": time.perf_counter() - started,
-                         "final_rs": float(result.recovery_scores[-1]), "online_loss": result.online_loss})
+            rows.append(
+                {
+                    "order": order,
+                    "seed": seed,
+                    "seconds": time.perf_counter() - started,
+                    "final_rs": float(result.recovery_scores[-1]),
+                    "online_loss": result.online_loss,
+                }
+            )
             r = rows[-1]
-            print(f"{order:8s} seed {seed}: {r['seconds']:5.1f} s  RS(E-1) {r['final_rs']:.3f}  online loss {r['online_loss']:.4f}", flush=True)
+            print(
+                f"{order:8s} seed {seed}: {r['seconds']:5.1f} s  RS(E-1) {r['final_rs']:.3f}  online loss {r['online_loss']:.4f}",
+                flush=True,
+            )
     print("\norder     mean RS(E-1)        mean online loss   mean time")
     for order in ("cyclic", "shuffle"):
         sel = [r for r in rows if r["order"] == order]
         rs, ol, t = (np.array([r[k] for r in sel]) for k in ("final_rs", "online_loss", "seconds"))
-        print(f"{order:8s}  {rs.mean():.3f} ± {rs.std():.3f}     {ol.mean():.4f} ± {ol.std():.4f}   {t.mean():.1f} s")
+        print(
+            f"{order:8s}  {rs.mean():.3f} ± {rs.std():.3f}     {ol.mean():.4f} ± {ol.std():.4f}   {t.mean():.1f} s"
+        )
     print(json.dumps(rows))
 
 

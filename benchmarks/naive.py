@@ -48,9 +48,19 @@ def naive_run(cfg, save_dir: Path) -> dict:
     texts, _ = load_texts(d)
     tokenizer = train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir())
     pad_id = ensure_pad_token(tokenizer)
-    docs = select_documents(texts, tokenizer, n_docs=d.n_docs, context_length=d.context_length, max_shift=0,
-                            min_tokens=d.min_tokens, seed=cfg.seed, pad_id=pad_id)
-    model = build_model(cfg.model, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length).model
+    docs = select_documents(
+        texts,
+        tokenizer,
+        n_docs=d.n_docs,
+        context_length=d.context_length,
+        max_shift=0,
+        min_tokens=d.min_tokens,
+        seed=cfg.seed,
+        pad_id=pad_id,
+    )
+    model = build_model(
+        cfg.model, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length
+    ).model
     tokens = torch.as_tensor(docs.tokens, dtype=torch.long)
     datasets = [OneDocument(tokens[t], int(docs.lengths[t])) for t in range(d.n_docs)]
     order, _ = make_schedule("cyclic", d.n_docs, cfg.schedule.epochs, cfg.seed)
@@ -81,4 +91,7 @@ def naive_run(cfg, save_dir: Path) -> dict:
         path = save_dir / f"model_episode{k}.pt"
         torch.save(model.state_dict(), path)
         written += path.stat().st_size
-    return {"eval": np.asarray(eval_rows, dtype=np.float32), "bytes_per_episode": written // max(len(order), 1)}
+    return {
+        "eval": np.asarray(eval_rows, dtype=np.float32),
+        "bytes_per_episode": written // max(len(order), 1),
+    }

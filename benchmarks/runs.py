@@ -20,7 +20,9 @@ import torch
 from arprobe.trainer.plan import human_bytes
 
 # Recording off: only losses, learning rates and per-layer gradient norms are written.
-RECORDING_OFF = dict(weights_every=0, activations_every=0, grads_at="never", checkpoints="none", resume_every=0)
+RECORDING_OFF = dict(
+    weights_every=0, activations_every=0, grads_at="never", checkpoints="none", resume_every=0
+)
 
 
 def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
@@ -77,7 +79,8 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
         # over the rest of that run: the number to read on a shared machine
         "recording_seconds_in_run": statistics.median(recorder_seconds),
         "recording_overhead": statistics.median(
-            [spent / (total - spent) for spent, total in zip(recorder_seconds, times["arprobe"])]),
+            [spent / (total - spent) for spent, total in zip(recorder_seconds, times["arprobe"])]
+        ),
         # the same from whole runs, default vs recording off: what the issue asks, noisier
         "recording_overhead_run_vs_run": seconds["arprobe"] / seconds["arprobe_recording_off"] - 1,
         "recording_overhead_run_vs_run_min": fastest["arprobe"] / fastest["arprobe_recording_off"] - 1,
@@ -98,8 +101,15 @@ def _timed_recorder():
     from arprobe.trainer.recorders import Recorder
 
     spent = [0.0]
-    originals = {(cls, name): getattr(cls, name) for cls, name in
-                 ((Recorder, "record_initial"), (Recorder, "after_episode"), (Recorder, "after_commit"), (RunWriter, "commit"))}
+    originals = {
+        (cls, name): getattr(cls, name)
+        for cls, name in (
+            (Recorder, "record_initial"),
+            (Recorder, "after_episode"),
+            (Recorder, "after_commit"),
+            (RunWriter, "commit"),
+        )
+    }
 
     def timed(fn):
         def wrapper(*args, **kwargs):
@@ -108,6 +118,7 @@ def _timed_recorder():
                 return fn(*args, **kwargs)
             finally:
                 spent[0] += time.perf_counter() - started
+
         return wrapper
 
     for (cls, name), fn in originals.items():
@@ -125,10 +136,12 @@ def store_parts(path: Path, episodes: int) -> dict:
 
     parts: dict[str, int] = {}
     with h5py.File(path, "r") as h5:
+
         def add(name, obj):
             if isinstance(obj, h5py.Dataset):
                 top = name.split("/")[0]
                 parts[top] = parts.get(top, 0) + obj.id.get_storage_size()
+
         h5.visititems(add)
     file_bytes = path.stat().st_size
     return {"file_bytes": file_bytes, "bytes_per_episode": file_bytes // max(episodes, 1), "parts": parts}
@@ -150,7 +163,11 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     from arprobe.trainer.plan import estimate_store_bytes
 
     rec, d = cfg.record, cfg.data
-    assert (rec.weights, rec.grads, rec.activations) == (["unembed"], ["blocks.mid.attn"], ["ln_final.hook_normalized"])
+    assert (rec.weights, rec.grads, rec.activations) == (
+        ["unembed"],
+        ["blocks.mid.attn"],
+        ["ln_final.hook_normalized"],
+    )
     config, _ = build_config(cfg.model, vocab_size, d.context_length)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
@@ -161,26 +178,45 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     attn = sum(p.numel() for p in model.gpt_neox.layers[depth // 2].attention.parameters())
     n_params = sum(p.numel() for p in model.parameters())
     layout = StoreLayout(
-        n_docs=T, token_width=C + d.max_shift, steps_per_doc=M,
+        n_docs=T,
+        token_width=C + d.max_shift,
+        steps_per_doc=M,
         layer_names=[""] * (4 * depth + 3),  # embed, ln1/ln2/attn/mlp of every block, ln_final, unembed
         weights={"unembed": stored_dim(unembed, rec.sketch_dim)} if rec.weights_every else {},
         grads={"blocks.mid.attn": stored_dim(attn, rec.sketch_dim)} if rec.grads_at != "never" else {},
-        activations={"ln_final.hook_normalized": (len(rec.activation_docs), C, width)} if rec.activations_every else {},
+        activations={"ln_final.hook_normalized": (len(rec.activation_docs), C, width)}
+        if rec.activations_every
+        else {},
         param_shapes={n: tuple(p.shape) for n, p in model.named_parameters()},
         optim_shapes={},  # optim.reset_per_doc (the default): no Adam state to keep
         rng_bytes=len(torch.Generator().get_state()),
         checkpoints=rec.checkpoints != "none",
         resume=rec.resume_every > 0,
     )
-    setup = SimpleNamespace(cfg=cfg, schedule_doc=np.zeros(K, np.int32),
-                            schedule_epoch=np.repeat(np.arange(1, E + 1, dtype=np.int32), T), texts=["x" * 4 * C] * T)
+    setup = SimpleNamespace(
+        cfg=cfg,
+        schedule_doc=np.zeros(K, np.int32),
+        schedule_epoch=np.repeat(np.arange(1, E + 1, dtype=np.int32), T),
+        texts=["x" * 4 * C] * T,
+    )
     parts = estimate_store_bytes(layout, setup)
     recordings = sum(parts[k] for k in ("losses and stats", "docs", "weights", "activations", "grads"))
     return {
-        "model": cfg.model.name, "n_params": n_params, "width": width, "depth": depth, "vocab": vocab_size,
-        "T": T, "C": C, "M": M, "E": E, "episodes": K, "sketch_dim": rec.sketch_dim,
-        "unembed_values": unembed, "unembed_stored": layout.weights.get("unembed"),
-        "attn_values": attn, "attn_stored": layout.grads.get("blocks.mid.attn"),
+        "model": cfg.model.name,
+        "n_params": n_params,
+        "width": width,
+        "depth": depth,
+        "vocab": vocab_size,
+        "T": T,
+        "C": C,
+        "M": M,
+        "E": E,
+        "episodes": K,
+        "sketch_dim": rec.sketch_dim,
+        "unembed_values": unembed,
+        "unembed_stored": layout.weights.get("unembed"),
+        "attn_values": attn,
+        "attn_stored": layout.grads.get("blocks.mid.attn"),
         "parts": parts,
         # what grows with every episode: losses, weights, activations, gradients (amortised over epochs)
         "recordings_per_episode": recordings // K,

@@ -40,8 +40,15 @@ def train_step_fn(setup, recorder, optimizer, doc: int):
     length = int(setup.lengths[doc])
 
     def step():
-        inputs, labels = steps.training_window(setup.tokens[doc], length, C, max_shift=cfg.data.max_shift,
-                                               mask_prob=cfg.data.mask_prob, mask_id=setup.mask_id, generator=generator)
+        inputs, labels = steps.training_window(
+            setup.tokens[doc],
+            length,
+            C,
+            max_shift=cfg.data.max_shift,
+            mask_prob=cfg.data.mask_prob,
+            mask_id=setup.mask_id,
+            generator=generator,
+        )
         loss = steps.step_loss(setup.model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -62,7 +69,10 @@ def eval_fn(setup, n_docs: int, batch: int):
     """The eval-matrix row of ``n_docs`` documents; beyond the setup's T they repeat (same work)."""
     C = setup.cfg.data.context_length
     reps = -(-n_docs // setup.tokens.shape[0])
-    tokens, lengths = setup.tokens[:, :C].repeat(reps, 1)[:n_docs], setup.lengths.clamp(max=C).repeat(reps)[:n_docs]
+    tokens, lengths = (
+        setup.tokens[:, :C].repeat(reps, 1)[:n_docs],
+        setup.lengths.clamp(max=C).repeat(reps)[:n_docs],
+    )
     return lambda: steps.evaluate_docs(setup.model, tokens, lengths, batch)
 
 
@@ -75,17 +85,30 @@ def mfu_of(setup, peak_gflops: float, *, train_repeats: int, eval_repeats: int) 
     N = model_flop_params(model)
     recorder = Recorder(setup)
     doc = int(torch.argmax(setup.lengths))  # a full-length document (FLOPs are the same either way)
-    train_s, _ = median_seconds(train_step_fn(setup, recorder, fresh_optimizer(setup), doc), setup.device,
-                                repeats=train_repeats, warmup=2)
+    train_s, _ = median_seconds(
+        train_step_fn(setup, recorder, fresh_optimizer(setup), doc),
+        setup.device,
+        repeats=train_repeats,
+        warmup=2,
+    )
     batch = steps.eval_batch_size(cfg.eval_batch_size, C)
     eval_s, _ = median_seconds(eval_fn(setup, T, batch), setup.device, repeats=eval_repeats)
     train_gflops = 6 * N * C / train_s / 1e9
     eval_gflops = 2 * N * C * T / eval_s / 1e9
     return {
-        "width": model.config.hidden_size, "depth": model.config.num_hidden_layers, "C": C, "T": T,
-        "vocab": model.config.vocab_size, "N": N, "eval_batch": batch,
-        "train_step_s": train_s, "train_gflops": train_gflops, "train_mfu": train_gflops / peak_gflops,
-        "eval_matrix_row_s": eval_s, "eval_gflops": eval_gflops, "eval_mfu": eval_gflops / peak_gflops,
+        "width": model.config.hidden_size,
+        "depth": model.config.num_hidden_layers,
+        "C": C,
+        "T": T,
+        "vocab": model.config.vocab_size,
+        "N": N,
+        "eval_batch": batch,
+        "train_step_s": train_s,
+        "train_gflops": train_gflops,
+        "train_mfu": train_gflops / peak_gflops,
+        "eval_matrix_row_s": eval_s,
+        "eval_gflops": eval_gflops,
+        "eval_mfu": eval_gflops / peak_gflops,
     }
 
 
@@ -105,7 +128,9 @@ def eval_batch_sweep(setup, peak_gflops: float, batches: list[int], *, repeats: 
     out = []
     for b in batches:
         s = statistics.median(times[b])
-        out.append({"batch": b, "tokens_per_forward": b * C, "s": s, "mfu": 2 * N * C * T / s / 1e9 / peak_gflops})
+        out.append(
+            {"batch": b, "tokens_per_forward": b * C, "s": s, "mfu": 2 * N * C * T / s / 1e9 / peak_gflops}
+        )
     return out
 
 
@@ -123,8 +148,11 @@ def per_document_grads_methods(setup, n_docs: int, *, repeats: int) -> dict:
 
     def run(method):
         def go():
-            for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=recorder._grad_chunk, method=method):
+            for chunk in steps.per_document_grads(
+                setup.model, params, tokens, lengths, chunk=recorder._grad_chunk, method=method
+            ):
                 sync(setup.device)
+
         return go
 
     times: dict[str, list[float]] = {"loop": [], "vmap": []}
@@ -136,8 +164,16 @@ def per_document_grads_methods(setup, n_docs: int, *, repeats: int) -> dict:
             for method in times:
                 times[method] += median_seconds(run(method), setup.device, repeats=1, warmup=0)[1]
     loop_s, vmap_s = statistics.median(times["loop"]), statistics.median(times["vmap"])
-    return {"layer": name, "D": sum(p.numel() for p in params.values()), "T": n_docs, "C": C,
-            "width": setup.model.config.hidden_size, "loop_s": loop_s, "vmap_s": vmap_s, "vmap_speedup": loop_s / vmap_s}
+    return {
+        "layer": name,
+        "D": sum(p.numel() for p in params.values()),
+        "T": n_docs,
+        "C": C,
+        "width": setup.model.config.hidden_size,
+        "loop_s": loop_s,
+        "vmap_s": vmap_s,
+        "vmap_speedup": loop_s / vmap_s,
+    }
 
 
 def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dict]:
@@ -147,9 +183,9 @@ def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dic
     loop (per-document gradients, at epoch ends, are left out). The embedded pydoc source has 79
     documents, so for larger T they repeat: the work is the same.
     """
-    from arprobe.trainer.recorders import Recorder
-
     import statistics
+
+    from arprobe.trainer.recorders import Recorder
 
     cfg = setup.cfg
     M = cfg.schedule.steps_per_doc
@@ -164,9 +200,19 @@ def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dic
         for k in range(episodes):
             step = step_on[k % len(step_on)]
             steps.reset_optimizer(optimizer)
-            train.append(median_seconds(lambda: [step() for _ in range(M)], setup.device, repeats=1, warmup=0)[0])
+            train.append(
+                median_seconds(lambda: [step() for _ in range(M)], setup.device, repeats=1, warmup=0)[0]
+            )
             evaluate.append(median_seconds(eval_fn(setup, T, batch), setup.device, repeats=1, warmup=0)[0])
         tr, ev = statistics.median(train), statistics.median(evaluate)
-        out.append({"T": T, "M": M, "C": cfg.data.context_length, "train_s_per_episode": tr, "eval_s_per_episode": ev,
-                    "eval_fraction": ev / (tr + ev)})
+        out.append(
+            {
+                "T": T,
+                "M": M,
+                "C": cfg.data.context_length,
+                "train_s_per_episode": tr,
+                "eval_s_per_episode": ev,
+                "eval_fraction": ev / (tr + ev),
+            }
+        )
     return out

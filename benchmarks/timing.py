@@ -17,7 +17,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+def median_seconds(
+    fn: Callable[[], object], device: torch.device, *, repeats: int, warmup: int = 1
+) -> tuple[float, list[float]]:
     """(median, all) wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()

@@ -11,8 +11,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-TINY = {"n_docs": 5, "context_length": 32, "steps_per_doc": 3, "epochs": 3, "vocab_size": 512,
-        "d_model": 64, "n_layers": 2, "n_heads": 2}
+TINY = {
+    "n_docs": 5,
+    "context_length": 32,
+    "steps_per_doc": 3,
+    "epochs": 3,
+    "vocab_size": 512,
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+}
 
 
 def tiny_config(tmp_path, **overrides):

@@ -18,11 +18,13 @@ def make_store(
     loss_train: np.ndarray | None = None,  # [K, M]; default: column 0 = loss_eval before the episode
     weights: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,  # name -> (episodes [S], values [S, D])
     grads: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,  # name -> (episodes [G], values [G, T, D])
-    activations: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,  # hook -> (episodes [A], values [A, n, C, d])
+    activations: dict[str, tuple[np.ndarray, np.ndarray]]
+    | None = None,  # hook -> (episodes [A], values [A, n, C, d])
     activation_docs: list[int] | None = None,
     context_length: int = 4,
     seed: int = 0,
-    config: dict | None = None,  # overrides of the stored config, by section: {"schedule": {"order": "shuffle"}}
+    config: dict
+    | None = None,  # overrides of the stored config, by section: {"schedule": {"order": "shuffle"}}
 ) -> Path:
     """Write ``run_dir/run.h5`` with exactly the given data; returns run_dir."""
     from arprobe.storage import RunWriter, StoreLayout
@@ -51,7 +53,10 @@ def make_store(
 
     fields = {f.name for f in dataclasses.fields(StoreLayout)}
     layout_args = dict(
-        n_docs=T, token_width=context_length, steps_per_doc=M, layer_names=["embed"],
+        n_docs=T,
+        token_width=context_length,
+        steps_per_doc=M,
+        layer_names=["embed"],
         weights={n: v.shape[1] for n, (_, v) in weights.items()},
         grads={n: v.shape[2] for n, (_, v) in grads.items()},
         activations={n: tuple(v.shape[1:]) for n, (_, v) in activations.items()},
@@ -66,9 +71,15 @@ def make_store(
     import json
 
     writer = RunWriter.create(
-        run_dir / "run.h5", layout=layout, config_json=json.dumps(cfg_dict), seed=seed,
-        tokens=np.zeros((T, context_length), np.int32), lengths=np.full(T, context_length, np.int32),
-        texts=[f"document {t}" for t in range(T)], model_info={"kind": "hand-made"}, initial_eval=loss_eval[0],
+        run_dir / "run.h5",
+        layout=layout,
+        config_json=json.dumps(cfg_dict),
+        seed=seed,
+        tokens=np.zeros((T, context_length), np.int32),
+        lengths=np.full(T, context_length, np.int32),
+        texts=[f"document {t}" for t in range(T)],
+        model_info={"kind": "hand-made"},
+        initial_eval=loss_eval[0],
     )
 
     def record(episode: int) -> None:
@@ -80,9 +91,14 @@ def make_store(
     record(0)
     writer.commit(0)
     for k in range(1, K + 1):
-        writer.append_episode(doc=int(schedule_doc[k - 1]), epoch=int(schedule_epoch[k - 1]), eval_row=loss_eval[k],
-                              train_loss=np.asarray(loss_train[k - 1], np.float32),
-                              grad_norm=np.zeros((M, 1), np.float32), lr=np.full(M, 1e-3, np.float32))
+        writer.append_episode(
+            doc=int(schedule_doc[k - 1]),
+            epoch=int(schedule_epoch[k - 1]),
+            eval_row=loss_eval[k],
+            train_loss=np.asarray(loss_train[k - 1], np.float32),
+            grad_norm=np.zeros((M, 1), np.float32),
+            lr=np.full(M, 1e-3, np.float32),
+        )
         record(k)
         writer.commit(k)
     writer.close("complete")
@@ -103,7 +119,14 @@ def helix(T: int, E: int, *, dim: int = 12, drift: float = 5.0, radii=None, seed
     u, v, axis = basis.T
     radii = np.ones(E) if radii is None else np.asarray(radii, dtype=float)
     k = np.arange(T * E + 1)
-    epoch = np.clip((k - 1) // T, 0, E - 1)  # episode k belongs to epoch (k − 1) // T; snapshot 0 to the first
+    epoch = np.clip(
+        (k - 1) // T, 0, E - 1
+    )  # episode k belongs to epoch (k − 1) // T; snapshot 0 to the first
     angle = 2 * np.pi * k / T
     r = radii[epoch]
-    return (r * np.cos(angle))[:, None] * u + (r * np.sin(angle))[:, None] * v + (drift * k / (T * E))[:, None] * axis + 3.0
+    return (
+        (r * np.cos(angle))[:, None] * u
+        + (r * np.sin(angle))[:, None] * v
+        + (drift * k / (T * E))[:, None] * axis
+        + 3.0
+    )

@@ -9,7 +9,9 @@ from tests.conftest import TINY
 
 
 def arprobe(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "arprobe", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "arprobe", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def tiny_flags(**extra):
@@ -25,7 +27,10 @@ def tiny_flags(**extra):
         (["--n_doc", "5"], "Unknown option 'n_doc'. Did you mean 'n_docs'?"),
         (["--context_length", "1"], "data.context_length (C) must be at least 2, got 1."),
         (["--n_docs", "500"], "Only 7"),  # the pydoc topics hold fewer documents
-        (["--model.name", "/nonexistent/model", "--init", "pretrained"], "Model path '/nonexistent/model' does not exist."),
+        (
+            ["--model.name", "/nonexistent/model", "--init", "pretrained"],
+            "Model path '/nonexistent/model' does not exist.",
+        ),
         (["--data.source", "/nonexistent/docs.jsonl"], "does not exist"),
     ],
 )
@@ -52,7 +57,10 @@ def test_run_then_info(tmp_path):
     assert "weights/unembed: 11 snapshot(s) at episodes 0..10" in info.stdout
     assert "checkpoints at episodes: 5, 10" in info.stdout
     again = arprobe("run", "--out", str(out), "--name", "cli", "--no-progress", *tiny_flags(epochs=2))
-    assert again.returncode == 2 and "already exists; choose another --name, pass --overwrite, or --resume it" in again.stderr
+    assert (
+        again.returncode == 2
+        and "already exists; choose another --name, pass --overwrite, or --resume it" in again.stderr
+    )
 
 
 def test_help_is_instant_and_lists_keys():

@@ -55,6 +55,7 @@ def words(start: int, count: int) -> str:
 
 # --- load_texts ---------------------------------------------------------------------------
 
+
 def test_pydoc_source_gives_stripped_topics():
     texts, provenance = load_texts(DataConfig(source="pydoc"))
     assert len(texts) > 50
@@ -108,7 +109,9 @@ def test_jsonl_missing_field_names_field_and_keys(tmp_path):
 def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
     import datasets
 
-    train = datasets.Dataset.from_dict({"article": ["a one", "", "a two", None, "a three"], "n": [1, 2, 3, 4, 5]})
+    train = datasets.Dataset.from_dict(
+        {"article": ["a one", "", "a two", None, "a three"], "n": [1, 2, 3, 4, 5]}
+    )
     test = datasets.Dataset.from_dict({"article": ["t one"], "n": [6]})
     train.save_to_disk(str(tmp_path / "single"))
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "dict"))
@@ -126,7 +129,12 @@ def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
 
 
 def test_nonexistent_path_is_a_user_error(tmp_path):
-    for source in ["./no-such-file.txt", str(tmp_path / "missing" / "docs"), "docs.jsonl", "~/no/such/folder"]:
+    for source in [
+        "./no-such-file.txt",
+        str(tmp_path / "missing" / "docs"),
+        "docs.jsonl",
+        "~/no/such/folder",
+    ]:
         with pytest.raises(UserError) as err:
             load_texts(DataConfig(source=source))
         assert str(err.value) == f"Data source '{source}' does not exist."
@@ -147,6 +155,7 @@ def test_hub_ids_are_not_paths():
 
 
 # --- select_documents ---------------------------------------------------------------------
+
 
 def select(texts, tokenizer, **overrides):
     options = dict(n_docs=3, context_length=8, max_shift=2, min_tokens=6, seed=0, pad_id=-1)
@@ -210,6 +219,7 @@ def test_min_tokens_drops_short_documents():
 
 
 # --- tokenizers ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def pydoc_texts():
@@ -277,7 +287,10 @@ def test_load_tokenizer_from_save_pretrained_folder(bpe, tmp_path):
     bpe.save_pretrained(str(tmp_path / "tok"))
     loaded = load_tokenizer(str(tmp_path / "tok"))
     assert loaded.get_vocab() == bpe.get_vocab()
-    assert loaded(PROSE, add_special_tokens=False)["input_ids"] == bpe(PROSE, add_special_tokens=False)["input_ids"]
+    assert (
+        loaded(PROSE, add_special_tokens=False)["input_ids"]
+        == bpe(PROSE, add_special_tokens=False)["input_ids"]
+    )
     assert ensure_pad_token(loaded) == 1
 
 

@@ -4,8 +4,20 @@ from arprobe.trainer.loop import run
 from tests.conftest import tiny_config
 
 # Losses only: recording is not what this test is about.
-SMALL = dict(n_docs=6, context_length=32, steps_per_doc=8, epochs=3, vocab_size=1024, d_model=256, n_layers=4,
-             n_heads=4, weights_every=0, activations_every=0, grads_at="never", checkpoints="none")
+SMALL = dict(
+    n_docs=6,
+    context_length=32,
+    steps_per_doc=8,
+    epochs=3,
+    vocab_size=1024,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    weights_every=0,
+    activations_every=0,
+    grads_at="never",
+    checkpoints="none",
+)
 
 
 def test_cyclic_recovers_more_than_shuffled(tmp_path):

@@ -55,11 +55,20 @@ def meta_param_count(config) -> int:
 
 # --- presets and overrides ----------------------------------------------------------------
 
-@pytest.mark.parametrize("name, d, layers, heads", [
-    ("pythia-14m", 128, 6, 4), ("pythia-31m", 256, 6, 8), ("pythia-70m", 512, 6, 8),
-    ("pythia-160m", 768, 12, 12), ("pythia-410m", 1024, 24, 16), ("pythia-1b", 2048, 16, 8),
-    ("pythia-1.4b", 2048, 24, 16), ("pythia-2.8b", 2560, 32, 32),
-])
+
+@pytest.mark.parametrize(
+    "name, d, layers, heads",
+    [
+        ("pythia-14m", 128, 6, 4),
+        ("pythia-31m", 256, 6, 8),
+        ("pythia-70m", 512, 6, 8),
+        ("pythia-160m", 768, 12, 12),
+        ("pythia-410m", 1024, 24, 16),
+        ("pythia-1b", 2048, 16, 8),
+        ("pythia-1.4b", 2048, 24, 16),
+        ("pythia-2.8b", 2560, 32, 32),
+    ],
+)
 def test_presets_have_the_pythia_suite_shapes(name, d, layers, heads):
     p = PYTHIA_PRESETS[name]
     assert (p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"]) == (d, layers, heads)
@@ -113,6 +122,7 @@ def test_model_trains_with_dropout_off_and_is_deterministic():
 
 # --- initialisation -----------------------------------------------------------------------
 
+
 def test_pythia_init_uses_small_init_and_wang_init():
     d, layers = 256, 2
     model = build_model(tiny(d_model=d, n_layers=layers), vocab_size=VOCAB, seed=0, max_positions=64).model
@@ -127,7 +137,9 @@ def test_pythia_init_uses_small_init_and_wang_init():
         (block.mlp.dense_4h_to_h.weight, wang),
     ]:
         assert abs(weight.std().item() / expected - 1) < 0.1
-    assert torch.all(block.attention.query_key_value.bias == 0) and torch.all(block.mlp.dense_4h_to_h.bias == 0)
+    assert torch.all(block.attention.query_key_value.bias == 0) and torch.all(
+        block.mlp.dense_4h_to_h.bias == 0
+    )
     assert torch.all(block.input_layernorm.weight == 1) and torch.all(block.input_layernorm.bias == 0)
     assert torch.all(model.gpt_neox.final_layer_norm.weight == 1)
 
@@ -144,11 +156,18 @@ def test_init_pythia_overwrites_every_parameter():
 def test_normal_init_is_n0_002():
     model = build_model(tiny(init="normal", d_model=128), vocab_size=VOCAB, seed=0, max_positions=64).model
     block = model.gpt_neox.layers[0]
-    for weight in [block.attention.query_key_value.weight, block.attention.dense.weight,
-                   block.mlp.dense_4h_to_h.weight, model.gpt_neox.embed_in.weight, model.get_output_embeddings().weight]:
+    for weight in [
+        block.attention.query_key_value.weight,
+        block.attention.dense.weight,
+        block.mlp.dense_4h_to_h.weight,
+        model.gpt_neox.embed_in.weight,
+        model.get_output_embeddings().weight,
+    ]:
         assert abs(weight.std().item() / 0.02 - 1) < 0.1
         assert abs(weight.mean().item()) < 0.002
-    assert torch.all(block.attention.dense.bias == 0) and torch.all(block.post_attention_layernorm.weight == 1)
+    assert torch.all(block.attention.dense.bias == 0) and torch.all(
+        block.post_attention_layernorm.weight == 1
+    )
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
@@ -173,10 +192,13 @@ def test_bfloat16_dtype():
     assert lm.provenance["dtype"] == "bfloat16"
     f32 = build_model(tiny(), vocab_size=VOCAB, seed=0, max_positions=64).model
     # Initialised in float32, then rounded: the same weights up to bfloat16 precision.
-    assert torch.equal(lm.model.get_output_embeddings().weight, f32.get_output_embeddings().weight.to(torch.bfloat16))
+    assert torch.equal(
+        lm.model.get_output_embeddings().weight, f32.get_output_embeddings().weight.to(torch.bfloat16)
+    )
 
 
 # --- freezing -----------------------------------------------------------------------------
+
 
 def test_freeze_first_blocks_freezes_embedding_and_first_blocks():
     model = build_model(tiny(n_layers=3), vocab_size=VOCAB, seed=0, max_positions=64).model
@@ -184,10 +206,15 @@ def test_freeze_first_blocks_freezes_embedding_and_first_blocks():
     freeze_first_blocks(model, 2)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     assert "gpt_neox.embed_in.weight" in frozen
-    assert all(any(n.startswith(f"gpt_neox.layers.{i}.") for i in (0, 1)) or n == "gpt_neox.embed_in.weight"
-               for n in frozen)
+    assert all(
+        any(n.startswith(f"gpt_neox.layers.{i}.") for i in (0, 1)) or n == "gpt_neox.embed_in.weight"
+        for n in frozen
+    )
     assert all(p.requires_grad for p in model.gpt_neox.layers[2].parameters())
-    assert model.get_output_embeddings().weight.requires_grad and model.gpt_neox.final_layer_norm.weight.requires_grad
+    assert (
+        model.get_output_embeddings().weight.requires_grad
+        and model.gpt_neox.final_layer_norm.weight.requires_grad
+    )
     with pytest.raises(UserError, match=r"model.freeze_blocks must be in \[0, 3\] .* got 4"):
         freeze_first_blocks(model, 4)
 
@@ -202,6 +229,7 @@ def test_build_model_applies_freeze_blocks_and_counts_trainable():
 
 # --- pretrained (the hub path, exercised on local folders) --------------------------------
 
+
 @pytest.fixture(scope="module")
 def saved_neox(tmp_path_factory):
     model = build_model(tiny(), vocab_size=VOCAB, seed=5, max_positions=64).model
@@ -215,8 +243,16 @@ def saved_gpt2(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=64, n_layer=2, n_head=4,
-                        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    config = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=128,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+    )
     model = GPT2LMHeadModel(config)
     path = tmp_path_factory.mktemp("gpt2")
     model.save_pretrained(path)
@@ -225,7 +261,9 @@ def saved_gpt2(tmp_path_factory):
 
 def test_pretrained_gpt_neox_from_a_folder_loads_identical_weights(saved_neox):
     path, weights = saved_neox
-    lm = build_model(ModelConfig(name=str(path), init="pretrained", device="cpu"), VOCAB, seed=99, max_positions=64)
+    lm = build_model(
+        ModelConfig(name=str(path), init="pretrained", device="cpu"), VOCAB, seed=99, max_positions=64
+    )
     loaded = state(lm.model)
     assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
     assert lm.model.training and lm.bridge_name == str(path)
@@ -235,7 +273,9 @@ def test_pretrained_gpt_neox_from_a_folder_loads_identical_weights(saved_neox):
 
 def test_pretrained_gpt2_loads_identical_weights_with_dropout_off(saved_gpt2):
     path, weights = saved_gpt2
-    lm = build_model(ModelConfig(name=str(path), init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=128)
+    lm = build_model(
+        ModelConfig(name=str(path), init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=128
+    )
     loaded = state(lm.model)
     assert all(torch.equal(loaded[k], weights[k]) for k in weights)
     c = lm.model.config
@@ -248,8 +288,12 @@ def test_pretrained_gpt2_loads_identical_weights_with_dropout_off(saved_gpt2):
 
 def test_freezing_gpt2_freezes_token_and_position_embeddings(saved_gpt2):
     path, _ = saved_gpt2
-    model = build_model(ModelConfig(name=str(path), init="pretrained", device="cpu", freeze_blocks=1),
-                        VOCAB, seed=0, max_positions=128).model
+    model = build_model(
+        ModelConfig(name=str(path), init="pretrained", device="cpu", freeze_blocks=1),
+        VOCAB,
+        seed=0,
+        max_positions=128,
+    ).model
     t = model.transformer
     assert not t.wte.weight.requires_grad and not t.wpe.weight.requires_grad
     assert not any(p.requires_grad for p in t.h[0].parameters())
@@ -284,12 +328,17 @@ def test_random_init_of_another_architecture(saved_gpt2):
     assert (c.n_embd, c.n_layer, c.n_head) == (128, 3, 4)
     assert abs(lm.model.transformer.h[0].attn.c_attn.weight.std().item() / 0.02 - 1) < 0.1  # GPT-2's Conv1D
     with pytest.warns(UserWarning, match="GPT-NeoX only"):
-        lm = build_model(ModelConfig(name=str(path), init="pythia", d_model=0, n_layers=0, n_heads=0, device="cpu"),
-                         vocab_size=VOCAB, seed=0, max_positions=64)
+        lm = build_model(
+            ModelConfig(name=str(path), init="pythia", d_model=0, n_layers=0, n_heads=0, device="cpu"),
+            vocab_size=VOCAB,
+            seed=0,
+            max_positions=64,
+        )
     assert "GPT-NeoX only" in lm.provenance["init_scheme"]
 
 
 # --- errors -------------------------------------------------------------------------------
+
 
 def test_missing_path_is_a_user_error(tmp_path):
     missing = str(tmp_path / "nowhere")
@@ -300,12 +349,18 @@ def test_missing_path_is_a_user_error(tmp_path):
 
 def test_folder_without_config_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="has no config.json"):
-        build_model(ModelConfig(name=str(tmp_path), init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=64)
+        build_model(
+            ModelConfig(name=str(tmp_path), init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=64
+        )
 
 
 def test_preset_with_pretrained_init_asks_for_a_hub_id():
-    with pytest.raises(UserError, match=r"'pythia-1b' is a size preset .* hub id \(e.g. EleutherAI/pythia-1b\)"):
-        build_model(ModelConfig(name="pythia-1b", init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=64)
+    with pytest.raises(
+        UserError, match=r"'pythia-1b' is a size preset .* hub id \(e.g. EleutherAI/pythia-1b\)"
+    ):
+        build_model(
+            ModelConfig(name="pythia-1b", init="pretrained", device="cpu"), VOCAB, seed=0, max_positions=64
+        )
 
 
 def test_width_not_divisible_by_heads():
@@ -317,12 +372,23 @@ def test_width_not_divisible_by_heads():
 
 def test_unknown_hub_id_offline_is_a_quick_user_error():
     start = time.perf_counter()
-    with pytest.raises(UserError, match=r"^Model 'nobody/no-such-model-xyz' at revision 'step1' was not found locally; "
-                                        r"a hub id needs network access"):
-        build_model(ModelConfig(name="nobody/no-such-model-xyz", init="pretrained", revision="step1", device="cpu"),
-                    VOCAB, seed=0, max_positions=64)
-    with pytest.raises(UserError, match=r"'pythia-15m' was not found locally and is not a size preset \(pythia-14m, "):
-        build_model(ModelConfig(name="pythia-15m", init="pythia", device="cpu"), VOCAB, seed=0, max_positions=64)
+    with pytest.raises(
+        UserError,
+        match=r"^Model 'nobody/no-such-model-xyz' at revision 'step1' was not found locally; "
+        r"a hub id needs network access",
+    ):
+        build_model(
+            ModelConfig(name="nobody/no-such-model-xyz", init="pretrained", revision="step1", device="cpu"),
+            VOCAB,
+            seed=0,
+            max_positions=64,
+        )
+    with pytest.raises(
+        UserError, match=r"'pythia-15m' was not found locally and is not a size preset \(pythia-14m, "
+    ):
+        build_model(
+            ModelConfig(name="pythia-15m", init="pythia", device="cpu"), VOCAB, seed=0, max_positions=64
+        )
     assert time.perf_counter() - start < 5
 
 

@@ -20,8 +20,16 @@ def tokenizer(tmp_path_factory):
 
 def neox():
     torch.manual_seed(0)
-    return GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-                                            intermediate_size=64, max_position_embeddings=64))
+    return GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=300,
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
 
 
 def test_gpt_neox_components_map_to_hf_modules(tokenizer):
@@ -43,8 +51,16 @@ def test_parameter_groups_cover_every_parameter_once(tokenizer):
     assert list(groups)[-2:] == ["ln_final", "unembed"]
 
 
-@pytest.mark.parametrize("hook", ["ln_final.hook_normalized", "blocks.1.hook_resid_post", "blocks.2.hook_resid_pre",
-                                  "blocks.0.attn.hook_out", "blocks.2.mlp.hook_out"])
+@pytest.mark.parametrize(
+    "hook",
+    [
+        "ln_final.hook_normalized",
+        "blocks.1.hook_resid_post",
+        "blocks.2.hook_resid_pre",
+        "blocks.0.attn.hook_out",
+        "blocks.2.mlp.hook_out",
+    ],
+)
 def test_forward_hook_capture_equals_the_bridge(tokenizer, hook):
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -53,7 +69,9 @@ def test_forward_hook_capture_equals_the_bridge(tokenizer, hook):
     tokens = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), capture(model, names, [hook]) as cache:
         model(input_ids=tokens)
-    bridge = TransformerBridge.boot_transformers("EleutherAI/pythia-14m", hf_model=copy.deepcopy(model), tokenizer=tokenizer)
+    bridge = TransformerBridge.boot_transformers(
+        "EleutherAI/pythia-14m", hf_model=copy.deepcopy(model), tokenizer=tokenizer
+    )
     with torch.no_grad():
         _, expected = bridge.run_with_cache(tokens, names_filter=[hook])
     assert cache[hook].shape == expected[hook].shape == (2, 16, 32)

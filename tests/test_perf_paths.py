@@ -52,11 +52,15 @@ def test_vmap_and_loop_per_document_grads_agree(setup):
     from arprobe.trainer.recorders import Recorder
 
     recorder = Recorder(setup)
-    (name, params), = recorder.grads.items()
+    ((name, params),) = recorder.grads.items()
     tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
-    by = {m: [torch.cat([g.reshape(g.shape[0], -1) for g in chunk], 1)
-              for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=2, method=m)]
-          for m in ("vmap", "loop")}
+    by = {
+        m: [
+            torch.cat([g.reshape(g.shape[0], -1) for g in chunk], 1)
+            for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=2, method=m)
+        ]
+        for m in ("vmap", "loop")
+    }
     vmap, loop = torch.cat(by["vmap"]), torch.cat(by["loop"])
     assert vmap.shape == (5, sum(p.numel() for p in params.values()))
     torch.testing.assert_close(vmap, loop, rtol=1e-4, atol=1e-6)
@@ -74,8 +78,12 @@ def test_group_grad_norms_are_the_norms_of_each_group(setup):
     steps.step_loss(setup.model, setup.tokens[:1, :32], setup.tokens[:1, :32]).backward()
     params = dict(setup.model.named_parameters())
     groups = setup.names.parameter_groups(setup.model)
-    expected = torch.stack([torch.sqrt(sum(params[n].grad.double().square().sum() for n in names)).float()
-                            for names in groups.values()])
+    expected = torch.stack(
+        [
+            torch.sqrt(sum(params[n].grad.double().square().sum() for n in names)).float()
+            for names in groups.values()
+        ]
+    )
     torch.testing.assert_close(recorder.group_grad_norms(), expected, rtol=1e-5, atol=1e-7)
     setup.model.zero_grad(set_to_none=True)
 
@@ -103,8 +111,19 @@ def test_benchmark_quick_produces_every_number(tmp_path):
     out = tmp_path / "quick.json"
     returned = main(["--quick", "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path / "work")])
     r = json.loads(out.read_text())
-    assert set(r) >= {"machine", "peak", "peak_end", "mfu", "eval_batch", "per_document_grads", "short_run",
-                      "store_from_shapes", "train_eval_split", "load_average_start", "benchmark_seconds"}
+    assert set(r) >= {
+        "machine",
+        "peak",
+        "peak_end",
+        "mfu",
+        "eval_batch",
+        "per_document_grads",
+        "short_run",
+        "store_from_shapes",
+        "train_eval_split",
+        "load_average_start",
+        "benchmark_seconds",
+    }
     assert r["quick"] and returned["short_run"]["episodes"] == r["short_run"]["episodes"] == 10
     assert r["peak"]["gflops"] > 0
     (m,) = r["mfu"]
@@ -133,7 +152,7 @@ def test_activations_from_the_eval_pass_equal_a_separate_forward(setup):
     tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
     with recorder.activations_from_eval(1) as after_batch:
         steps.evaluate_docs(setup.model, tokens, lengths, 2, after_batch)
-    (hook, from_eval), = recorder._eval_activations[1].items()
+    ((hook, from_eval),) = recorder._eval_activations[1].items()
     assert hook == "ln_final.hook_normalized" and from_eval.shape == (2, 32, 64)
     torch.testing.assert_close(from_eval, recorder._capture_activations()[hook], rtol=1e-4, atol=1e-5)
     with recorder.activations_from_eval(2) as after_batch:  # activations_every=1: due every episode

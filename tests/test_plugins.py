@@ -38,13 +38,21 @@ def plugin_env(tmp_path):
     site = tmp_path / "site"
     install_dist_info(site, project["name"], project["version"], project["entry-points"]["arprobe.probes"])
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(PLUGIN), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(PLUGIN), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     return env, site
 
 
 def arprobe(env, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "arprobe", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "arprobe", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def test_fixture_declares_its_probe():
@@ -63,7 +71,9 @@ def test_plugin_is_listed_and_runs(plugin_env, tmp_path):
     doc, epoch = cyclic(3, 2)
     eval_ = np.arange(21, dtype=float).reshape(7, 3)  # last row 18, 19, 20
     run = make_store(tmp_path / "runs" / "r", loss_eval=eval_, schedule_doc=doc, schedule_epoch=epoch)
-    result = arprobe(env, "analyze", str(run), "--probe", "demo_final_loss", "--option", "demo_final_loss.scale=2")
+    result = arprobe(
+        env, "analyze", str(run), "--probe", "demo_final_loss", "--option", "demo_final_loss.scale=2"
+    )
     assert result.returncode == 0, result.stderr
     assert "final_mean_loss: 38" in result.stdout
     record = json.loads((run / "report/demo_final_loss/result.json").read_text())
@@ -79,8 +89,10 @@ def test_a_broken_plugin_is_named_and_hides_nothing(plugin_env, tmp_path):
     listing = arprobe(env, "probes")
     assert listing.returncode == 1
     assert "demo_final_loss" in listing.stdout and "loss_curves" in listing.stdout
-    assert ("Could not load probe plugin 'broken_probe' (arprobe_broken_nowhere:Probe, from arprobe-broken): "
-            "ModuleNotFoundError") in listing.stderr
+    assert (
+        "Could not load probe plugin 'broken_probe' (arprobe_broken_nowhere:Probe, from arprobe-broken): "
+        "ModuleNotFoundError"
+    ) in listing.stderr
     assert "Traceback" not in listing.stderr
 
     doc, epoch = cyclic(3, 2)

@@ -15,8 +15,17 @@ from arprobe.probes.report import run_probe, write_report
 from arprobe.storage import RunStore
 from tests.store_factory import cyclic, helix, make_store
 
-BUILTINS = ["activation_drift", "gradient_similarity", "loss_curves", "online_loss", "pairwise_recovery",
-            "pca_weights", "recovery_score", "toy_model", "weight_residual_similarity"]
+BUILTINS = [
+    "activation_drift",
+    "gradient_similarity",
+    "loss_curves",
+    "online_loss",
+    "pairwise_recovery",
+    "pca_weights",
+    "recovery_score",
+    "toy_model",
+    "weight_residual_similarity",
+]
 
 # T = 3, E = 2, cyclic (same matrix as tests/test_recovery.py). Every document: right after its
 # training 1, then 3 (the peak), then 2 just before the next: RS(1) = (3 − 2) / (3 − 1) = 0.5.
@@ -43,6 +52,7 @@ def run_one(name: str, run_dir: Path, out: Path, **options) -> dict:
 
 # --- hand-made stores: numbers known by hand ----------------------------------------------------
 
+
 def test_recovery_score_and_loss_curves_by_hand(tmp_path):
     doc, epoch = cyclic(3, 2)
     run = make_store(tmp_path / "r", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch)
@@ -67,8 +77,10 @@ def test_recovery_score_needs_two_epochs(tmp_path):
     with RunStore(run) as store:
         outcome = run_probe(probe("recovery_score"), [store], tmp_path / "report")
     assert outcome.status == "skipped"
-    assert outcome.reason == ("Run 'one' trained no document twice, and the recovery score compares two trainings; "
-                              "run at least 2 epochs (schedule.epochs).")
+    assert outcome.reason == (
+        "Run 'one' trained no document twice, and the recovery score compares two trainings; "
+        "run at least 2 epochs (schedule.epochs)."
+    )
 
 
 def test_online_loss_groups_runs_by_config_without_seed(tmp_path):
@@ -77,11 +89,21 @@ def test_online_loss_groups_runs_by_config_without_seed(tmp_path):
 
     def online(values, name, seed, order):
         train = np.stack([values, np.zeros(6)], axis=1)  # [K, M=2], column 0 is the online loss
-        return make_store(tmp_path / name, loss_eval=eval_, schedule_doc=doc, schedule_epoch=epoch,
-                          loss_train=train, seed=seed, config={"schedule": {"order": order}})
+        return make_store(
+            tmp_path / name,
+            loss_eval=eval_,
+            schedule_doc=doc,
+            schedule_epoch=epoch,
+            loss_train=train,
+            seed=seed,
+            config={"schedule": {"order": order}},
+        )
 
-    runs = [online([5, 5, 5, 1, 2, 3], "c0", 0, "cyclic"), online([5, 5, 5, 3, 4, 5], "c1", 1, "cyclic"),
-            online([5, 5, 5, 6, 6, 6], "s0", 0, "shuffle")]
+    runs = [
+        online([5, 5, 5, 1, 2, 3], "c0", 0, "cyclic"),
+        online([5, 5, 5, 3, 4, 5], "c1", 1, "cyclic"),
+        online([5, 5, 5, 6, 6, 6], "s0", 0, "shuffle"),
+    ]
     stores = [RunStore(r) for r in runs]
     try:
         outcome = run_probe(probe("online_loss"), stores, tmp_path / "report")
@@ -98,9 +120,11 @@ def test_online_loss_groups_runs_by_config_without_seed(tmp_path):
     assert cyc["mean_after_first_epoch_std"] == pytest.approx(np.sqrt(2))
     assert cyc["per_episode_mean"] == pytest.approx([5, 5, 5, 2, 3, 4])
     assert shuf["mean_after_first_epoch"] == 6.0 and shuf["mean_after_first_epoch_std"] is None
-    assert outcome.headline == {"cyclic: mean online loss, epochs 2..2": 3.0,
-                                "cyclic: std over 2 runs": pytest.approx(np.sqrt(2)),
-                                "shuffle: mean online loss, epochs 2..2": 6.0}
+    assert outcome.headline == {
+        "cyclic: mean online loss, epochs 2..2": 3.0,
+        "cyclic: std over 2 runs": pytest.approx(np.sqrt(2)),
+        "shuffle: mean online loss, epochs 2..2": 6.0,
+    }
 
 
 def test_gradient_similarity_of_gradients_on_a_circle(tmp_path):
@@ -111,8 +135,13 @@ def test_gradient_similarity_of_gradients_on_a_circle(tmp_path):
     plane = np.linalg.qr(rng.normal(size=(20, 2)))[0].T  # [2, D] orthonormal
     g = (np.stack([np.cos(angle), np.sin(angle)], axis=1) @ plane)[None]  # [G=1, T, D]
     doc, epoch = cyclic(T, 2)
-    run = make_store(tmp_path / "g", loss_eval=np.ones((13, T)), schedule_doc=doc, schedule_epoch=epoch,
-                     grads={"blocks.1.attn": (np.array([12]), g.astype(np.float32))})
+    run = make_store(
+        tmp_path / "g",
+        loss_eval=np.ones((13, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        grads={"blocks.1.attn": (np.array([12]), g.astype(np.float32))},
+    )
     r = run_one("gradient_similarity", run, tmp_path / "report")["result"]
     assert r["layer"] == "blocks.1.attn" and r["episode"] == 12 and r["epoch"] == 2
     assert np.array(r["similarity"]).shape == (T, T)
@@ -128,8 +157,13 @@ def test_weight_residual_stripes_repeat_every_T(tmp_path):
     T, E = 8, 4
     doc, epoch = cyclic(T, E)
     w = helix(T, E, drift=20.0).astype(np.float32)
-    run = make_store(tmp_path / "w", loss_eval=np.ones((T * E + 1, T)), schedule_doc=doc, schedule_epoch=epoch,
-                     weights={"unembed": (np.arange(T * E + 1), w)})
+    run = make_store(
+        tmp_path / "w",
+        loss_eval=np.ones((T * E + 1, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        weights={"unembed": (np.arange(T * E + 1), w)},
+    )
     r = run_one("weight_residual_similarity", run, tmp_path / "report")["result"]
     assert r["residual"] == "window" and r["window_episodes"] == 8
     assert r["stripe_period_episodes"] == T and r["stripe_period_epochs"] == 1.0
@@ -145,8 +179,13 @@ def test_pca_weights_finds_one_revolution_per_epoch_and_the_shrinking_radius(tmp
     T, E = 10, 4
     doc, epoch = cyclic(T, E)
     w = helix(T, E, drift=30.0, radii=[4.0, 3.0, 2.0, 1.0]).astype(np.float32)
-    run = make_store(tmp_path / "h", loss_eval=np.ones((T * E + 1, T)), schedule_doc=doc, schedule_epoch=epoch,
-                     weights={"unembed": (np.arange(T * E + 1), w)})
+    run = make_store(
+        tmp_path / "h",
+        loss_eval=np.ones((T * E + 1, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        weights={"unembed": (np.arange(T * E + 1), w)},
+    )
     r = run_one("pca_weights", run, tmp_path / "report")["result"]
     assert r["detrend"] == "window"
     assert r["explained_variance"][0] > 0.9  # the drift dominates the raw PCs, as in small models
@@ -158,8 +197,13 @@ def test_pca_weights_finds_one_revolution_per_epoch_and_the_shrinking_radius(tmp
 
     # Without the drift the raw PC1–PC2 plane is the circle: every epoch is complete.
     flat = helix(T, E, drift=0.0, radii=[4.0, 3.0, 2.0, 1.0]).astype(np.float32)
-    run2 = make_store(tmp_path / "h2", loss_eval=np.ones((T * E + 1, T)), schedule_doc=doc, schedule_epoch=epoch,
-                      weights={"unembed": (np.arange(T * E + 1), flat)})
+    run2 = make_store(
+        tmp_path / "h2",
+        loss_eval=np.ones((T * E + 1, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        weights={"unembed": (np.arange(T * E + 1), flat)},
+    )
     r2 = run_one("pca_weights", run2, tmp_path / "report", detrend="none")["result"]
     assert r2["winding_epochs"] == [1, 2, 3, 4]
     np.testing.assert_allclose(np.abs(r2["winding_revolutions"]), 1.0, atol=0.01)
@@ -176,9 +220,15 @@ def test_activation_drift_by_hand(tmp_path):
     u, v = np.eye(C * d)[0], np.eye(C * d)[1]
     acts = (np.cos(theta)[:, None] * u + np.sin(theta)[:, None] * v).reshape(5, 1, C, d).astype(np.float32)
     weights = np.cumsum(np.arange(5.0))[:, None] * np.array([[1.0, 0.0]])  # steps 1, 2, 3, 4
-    run = make_store(tmp_path / "a", loss_eval=np.ones((5, T)), schedule_doc=doc, schedule_epoch=epoch,
-                     context_length=C, activations={"ln_final.hook_normalized": (np.arange(5), acts)},
-                     weights={"unembed": (np.arange(5), weights.astype(np.float32))})
+    run = make_store(
+        tmp_path / "a",
+        loss_eval=np.ones((5, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        context_length=C,
+        activations={"ln_final.hook_normalized": (np.arange(5), acts)},
+        weights={"unembed": (np.arange(5), weights.astype(np.float32))},
+    )
     r = run_one("activation_drift", run, tmp_path / "report")["result"]
     assert r["hook"] == "ln_final.hook_normalized" and r["doc"] == 0 and r["tokens_compared"] == C
     np.testing.assert_allclose(r["similarity"], np.cos(theta[:, None] - theta[None, :]), atol=1e-6)
@@ -190,6 +240,7 @@ def test_activation_drift_by_hand(tmp_path):
 
 
 # --- skipping, failing, unknown names -----------------------------------------------------------
+
 
 class Boom(Probe):
     name = "boom"
@@ -204,18 +255,31 @@ def test_missing_data_skips_with_the_readers_sentence_and_a_failure_stops_nothin
     run = make_store(tmp_path / "bare", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch)
     registry = Registry()
     registry.register("boom", Boom)
-    names = ["boom", "gradient_similarity", "pca_weights", "pairwise_recovery", "activation_drift", "recovery_score"]
+    names = [
+        "boom",
+        "gradient_similarity",
+        "pca_weights",
+        "pairwise_recovery",
+        "activation_drift",
+        "recovery_score",
+    ]
     report = tmp_path / "report"
     with RunStore(run) as store:
         outcomes = {o.probe: o for o in write_report([store], report, [registry.get(n) for n in names])}
     assert outcomes["recovery_score"].status == "ok"  # ran after the failure
-    assert outcomes["boom"].status == "failed" and outcomes["boom"].reason == "RuntimeError: boom went the probe"
+    assert (
+        outcomes["boom"].status == "failed" and outcomes["boom"].reason == "RuntimeError: boom went the probe"
+    )
     assert outcomes["gradient_similarity"].reason == (
-        "Run 'bare' recorded no grads; record them with record.grads (with record.grads_at = epoch or end).")
+        "Run 'bare' recorded no grads; record them with record.grads (with record.grads_at = epoch or end)."
+    )
     assert outcomes["pca_weights"].reason == (
         "Run 'bare' has no weight snapshots of 'unembed' (recorded: none); "
-        "record it with record.weights (with record.weights_every > 0).")
-    assert outcomes["pairwise_recovery"].reason.startswith("Run 'bare' has no checkpoints; record them with record.checkpoints")
+        "record it with record.weights (with record.weights_every > 0)."
+    )
+    assert outcomes["pairwise_recovery"].reason.startswith(
+        "Run 'bare' has no checkpoints; record them with record.checkpoints"
+    )
     assert outcomes["activation_drift"].status == "skipped"
     boom = json.loads((report / "boom/result.json").read_text())
     assert boom["status"] == "failed" and "Traceback" in boom["traceback"] and boom["result"] is None
@@ -228,8 +292,13 @@ def test_missing_data_skips_with_the_readers_sentence_and_a_failure_stops_nothin
 
 def test_a_probe_needing_a_missing_recording_by_option_names_it(tmp_path):
     doc, epoch = cyclic(3, 2)
-    run = make_store(tmp_path / "w", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch,
-                     weights={"unembed": (np.arange(7), np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32))})
+    run = make_store(
+        tmp_path / "w",
+        loss_eval=EVAL,
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        weights={"unembed": (np.arange(7), np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32))},
+    )
     with RunStore(run) as store:
         outcome = run_probe(probe("pca_weights"), [store], tmp_path / "report", {"weights": "blocks.0.attn"})
     assert outcome.status == "skipped"
@@ -242,7 +311,10 @@ def test_unknown_probe_lists_the_available_ones():
     registry.register("loss_curves", "arprobe.probes.loss_curves:LossCurves")
     with pytest.raises(UserError) as err:
         registry.load("pca_weight")
-    assert str(err.value) == "Unknown probe 'pca_weight'. Did you mean 'pca_weights'? Available: loss_curves, pca_weights."
+    assert (
+        str(err.value)
+        == "Unknown probe 'pca_weight'. Did you mean 'pca_weights'? Available: loss_curves, pca_weights."
+    )
 
 
 def test_registry_is_lazy_and_checks_the_base_class():
@@ -251,8 +323,11 @@ def test_registry_is_lazy_and_checks_the_base_class():
     registry.register("notaprobe", "json:JSONDecoder", source="some-dist")
     registry.register("ok", "arprobe.probes.recovery_score:RecoveryScore")
     assert registry.names() == ["ghost", "notaprobe", "ok"]  # listing names imports nothing
-    with pytest.raises(UserError, match=r"^Could not load probe plugin 'ghost' \(arprobe_no_such_module_xyz:Ghost, "
-                                        r"from ghost-dist\): ModuleNotFoundError"):
+    with pytest.raises(
+        UserError,
+        match=r"^Could not load probe plugin 'ghost' \(arprobe_no_such_module_xyz:Ghost, "
+        r"from ghost-dist\): ModuleNotFoundError",
+    ):
         registry.load("ghost")
     with pytest.raises(UserError, match="it is not a subclass of arprobe.probes.base.Probe"):
         registry.load("notaprobe")
@@ -270,21 +345,31 @@ def test_builtins_come_from_the_entry_point_group():
 def test_option_parsing_and_coercion(tmp_path):
     from arprobe.cli.analyze import merge_options, parse_option_flags, read_option_file
 
-    flags = parse_option_flags(["pairwise_recovery.episode=20", "pca_weights.detrend=none", "toy_model.lr_target=0.02"])
-    assert flags == {"pairwise_recovery": {"episode": "20"}, "pca_weights": {"detrend": "none"},
-                     "toy_model": {"lr_target": "0.02"}}
+    flags = parse_option_flags(
+        ["pairwise_recovery.episode=20", "pca_weights.detrend=none", "toy_model.lr_target=0.02"]
+    )
+    assert flags == {
+        "pairwise_recovery": {"episode": "20"},
+        "pca_weights": {"detrend": "none"},
+        "toy_model": {"lr_target": "0.02"},
+    }
     assert probe("pairwise_recovery").resolve_options(flags["pairwise_recovery"])["episode"] == 20
-    assert probe("toy_model").resolve_options({"lr_target": "0.02", "epochs": 4}) ["lr_target"] == 0.02
+    assert probe("toy_model").resolve_options({"lr_target": "0.02", "epochs": 4})["lr_target"] == 0.02
     config = tmp_path / "probes.toml"
-    config.write_text('[pca_weights]\ndetrend = "window"\nweights = "blocks.0.attn"\n[toy_model]\nepochs = 3\n')
+    config.write_text(
+        '[pca_weights]\ndetrend = "window"\nweights = "blocks.0.attn"\n[toy_model]\nepochs = 3\n'
+    )
     merged = merge_options(read_option_file(str(config)), flags, Registry())
     assert merged["pca_weights"] == {"detrend": "none", "weights": "blocks.0.attn"}  # the flag wins
     assert merged["toy_model"]["epochs"] == 3
 
     with pytest.raises(UserError, match=r"^Option 'pca_weights' is not PROBE.KEY=VALUE"):
         parse_option_flags(["pca_weights"])
-    with pytest.raises(UserError, match=r"^Probe 'pca_weights' has no option 'detrnd'. Did you mean 'detrend'\? "
-                                        r"Its options: weights, detrend.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^Probe 'pca_weights' has no option 'detrnd'. Did you mean 'detrend'\? "
+        r"Its options: weights, detrend.$",
+    ):
         probe("pca_weights").resolve_options({"detrnd": "none"})
     with pytest.raises(UserError, match=r"^Option 'pairwise_recovery.episode' expects int, got 'last'.$"):
         probe("pairwise_recovery").resolve_options({"episode": "last"})
@@ -297,19 +382,25 @@ def test_option_parsing_and_coercion(tmp_path):
 
 # --- the CLI on hand-made stores ------------------------------------------------------------------
 
+
 def test_analyze_cli_unknown_probe_is_one_line_exit_2(tmp_path, capsys):
     doc, epoch = cyclic(3, 2)
     run = make_store(tmp_path / "r", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch)
     assert main(["analyze", str(run), "--probe", "pca_weight"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("arprobe analyze: error: Unknown probe 'pca_weight'. Did you mean 'pca_weights'? Available: ")
+    assert err.startswith(
+        "arprobe analyze: error: Unknown probe 'pca_weight'. Did you mean 'pca_weights'? Available: "
+    )
     assert len(err.splitlines()) == 1
 
 
 def test_analyze_cli_bad_run_path_is_one_line_exit_2(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"arprobe analyze: error: No run store at '{tmp_path / 'nowhere'}'") and "\n" not in err
+    assert (
+        err.startswith(f"arprobe analyze: error: No run store at '{tmp_path / 'nowhere'}'")
+        and "\n" not in err
+    )
 
 
 def test_analyze_cli_explicit_probe_lacking_data_exits_1(tmp_path, capsys):
@@ -321,13 +412,18 @@ def test_analyze_cli_explicit_probe_lacking_data_exits_1(tmp_path, capsys):
     assert "gradient_similarity          skipped  Run 'r' recorded no grads" in out
     assert (run / "report/index.html").exists()
     # all probes by default: skipping what a run lacks is normal, exit 0
-    assert main(["analyze", str(run), "--no-progress", "--probe", "recovery_score,loss_curves,online_loss"]) == 0
+    assert (
+        main(["analyze", str(run), "--no-progress", "--probe", "recovery_score,loss_curves,online_loss"]) == 0
+    )
 
 
 def test_analyze_cli_several_runs_compares_and_reports_each(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     doc, epoch = cyclic(3, 2)
-    runs = [make_store(tmp_path / f"c{s}", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch, seed=s) for s in (0, 1)]
+    runs = [
+        make_store(tmp_path / f"c{s}", loss_eval=EVAL, schedule_doc=doc, schedule_epoch=epoch, seed=s)
+        for s in (0, 1)
+    ]
     assert main(["analyze", *map(str, runs), "--probe", "online_loss,recovery_score", "--no-progress"]) == 0
     result = json.loads((tmp_path / "report/online_loss/result.json").read_text())
     assert [len(g["runs"]) for g in result["result"]["groups"]] == [2]  # two seeds, one group
@@ -343,7 +439,11 @@ def test_toy_model_runs_without_a_run(tmp_path, capsys, monkeypatch):
     r = record["result"]
     assert record["options"]["epochs"] == 6 and record["runs"] == []
     assert len(r["identity"]["recovery_score"]) == 5 and len(r["target"]["recovery_score"]) == 5
-    assert r["identity"]["dim"] == 1000 and r["target"]["dim"] == 100 and r["lr"] == {"identity": 0.001, "target": 0.01}
+    assert (
+        r["identity"]["dim"] == 1000
+        and r["target"]["dim"] == 100
+        and r["lr"] == {"identity": 0.001, "target": 0.01}
+    )
     assert sorted(record["figures"]) == ["toy_circle_identity.png", "toy_circle_target.png", "toy_loss.png"]
     assert "identity_rs_last" in capsys.readouterr().out
     # a probe that reads a run, asked for without one
@@ -362,6 +462,7 @@ def test_probes_cli_lists_every_builtin(capsys):
 
 
 # --- one tiny real run, every probe --------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real_report(tiny_run, tmp_path_factory):

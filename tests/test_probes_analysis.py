@@ -13,6 +13,7 @@ def circle(n: int, revolutions: float = 1.0, radius: float = 1.0, centre=(0.0, 0
 
 # --- inner products ---------------------------------------------------------------------------
 
+
 def test_cosine_of_known_vectors():
     x = np.array([[1.0, 0, 0], [0, 2.0, 0], [3.0, 3.0, 0], [-1.0, 0, 0]])
     cos = A.cosine_matrix(x)
@@ -32,7 +33,9 @@ def test_gram_in_blocks_equals_direct(monkeypatch):
     np.testing.assert_allclose(A.gram_matrix(x), x.astype(float) @ x.T.astype(float), rtol=1e-6)
     xc = x.astype(float) - centre
     np.testing.assert_allclose(A.gram_matrix(x, center=centre), xc @ xc.T, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(A.step_norms(x), np.linalg.norm(np.diff(x.astype(float), axis=0), axis=1), rtol=1e-6)
+    np.testing.assert_allclose(
+        A.step_norms(x), np.linalg.norm(np.diff(x.astype(float), axis=0), axis=1), rtol=1e-6
+    )
 
 
 def test_step_norms_by_hand():
@@ -41,6 +44,7 @@ def test_step_norms_by_hand():
 
 
 # --- residuals -------------------------------------------------------------------------------
+
 
 def test_window_residual_removes_a_linear_drift_and_keeps_the_rest():
     n, window = 12, 4
@@ -66,6 +70,7 @@ def test_initial_residual_and_its_cosines_from_the_gram_matrix():
 
 # --- periodicity -----------------------------------------------------------------------------
 
+
 def test_diagonal_means_by_hand():
     m = np.arange(9.0).reshape(3, 3)
     np.testing.assert_allclose(A.diagonal_means(m), [(0 + 4 + 8) / 3, (1 + 5) / 2, 2])
@@ -77,7 +82,9 @@ def test_stripe_period_of_a_periodic_residual_sequence_is_T(T):
     n = 3 * T
     rng = np.random.default_rng(T)
     angle = 2 * np.pi * np.arange(n) / T
-    residuals = np.stack([np.cos(angle), np.sin(angle)], axis=1) @ rng.normal(size=(2, 40)) + 0.2 * rng.normal(size=(n, 40))
+    residuals = np.stack([np.cos(angle), np.sin(angle)], axis=1) @ rng.normal(
+        size=(2, 40)
+    ) + 0.2 * rng.normal(size=(n, 40))
     assert A.stripe_period(A.cosine_matrix(residuals)) == T
 
 
@@ -92,8 +99,11 @@ def test_dominant_period_of_a_sine():
 
 # --- distances in the cycle --------------------------------------------------------------------
 
+
 def test_cyclic_distance():
-    np.testing.assert_array_equal(A.cyclic_distance(np.array([0, 0, 0, 1]), np.array([1, 4, 3, 9]), 10), [1, 4, 3, 2])
+    np.testing.assert_array_equal(
+        A.cyclic_distance(np.array([0, 0, 0, 1]), np.array([1, 4, 3, 9]), 10), [1, 4, 3, 2]
+    )
 
 
 def test_distance_binned_means_of_a_cyclic_matrix():
@@ -105,7 +115,9 @@ def test_distance_binned_means_of_a_cyclic_matrix():
     # M[i, j] = (j − i) mod T keeps direction: offset o has value o
     fwd = ((j - i) % T).astype(float)
     np.testing.assert_allclose(A.mean_by_offset(fwd), np.arange(T))
-    np.testing.assert_allclose(A.binned_means([1.0, 3.0, 5.0, np.nan], [0, 0, 2, 2], 4), [2, np.nan, 5, np.nan])
+    np.testing.assert_allclose(
+        A.binned_means([1.0, 3.0, 5.0, np.nan], [0, 0, 2, 2], 4), [2, np.nan, 5, np.nan]
+    )
 
 
 def test_symmetry():
@@ -116,6 +128,7 @@ def test_symmetry():
 
 
 # --- PCA and helices ---------------------------------------------------------------------------
+
 
 def test_pca_of_known_points():
     # spread 2 along e0, 1 along e1, nothing along e2: variances 8 and 2 of 10
@@ -158,6 +171,7 @@ def test_epoch_segments_share_the_boundary_snapshot():
 
 
 # --- forgetting and recovery of one curve --------------------------------------------------------
+
 
 def test_intervals_between_trainings_by_hand():
     # trained at episodes 1 and 5: rows 1..4 = 1, 4, 3, 2 (after 1, peak 4 at +1, before 2)

@@ -49,7 +49,9 @@ def test_recovery_score_shuffled_positions_differ_per_epoch():
 def test_recovery_score_is_ratio_of_means_not_mean_of_ratios():
     # doc 0 goes 1 -> 5 -> 3 (own ratio 0.5); docs 1 and 2 go 1 -> 2 -> 2 (ratio 0).
     # Means: l_max 3, l_before 7/3, l_after 1 -> RS = (3 - 7/3) / (3 - 1) = 1/3, not 1/6.
-    loss = np.array([[9, 9, 9], [1, 9, 9], [5, 1, 9], [3, 2, 1], [0, 2, 2], [0, 0, 2], [0, 0, 0]], dtype=float)
+    loss = np.array(
+        [[9, 9, 9], [1, 9, 9], [5, 1, 9], [3, 2, 1], [0, 2, 2], [0, 0, 2], [0, 0, 0]], dtype=float
+    )
     assert recovery_scores(loss, CYCLIC)[0] == pytest.approx(1 / 3)
 
 
@@ -60,7 +62,9 @@ def test_recovery_score_skips_documents_seen_once_and_nan_without_forgetting():
     c = recovery_components(loss, schedule)
     assert np.isnan(c.l_max[0, 2])
     # doc 0: rows 1..3 = 1, 4, 3 ; doc 1: rows 2..4 = 1, 3, 2
-    np.testing.assert_allclose(recovery_scores(loss, schedule), [((4 + 3) / 2 - (3 + 2) / 2) / ((4 + 3) / 2 - 1)])
+    np.testing.assert_allclose(
+        recovery_scores(loss, schedule), [((4 + 3) / 2 - (3 + 2) / 2) / ((4 + 3) / 2 - 1)]
+    )
     flat = np.ones((5, 2))
     assert np.isnan(recovery_scores(flat, np.array([0, 1, 0, 1]))[0])
 
@@ -106,6 +110,8 @@ def test_degenerate_recovery_score_is_undefined_with_a_reason():
     doc = np.array([0, 1, 2, 0])
     assert np.isnan(recovery_scores(falling, doc)).all()
     (note,) = recovery_score_notes(falling, doc)
-    assert note.startswith("RS(1) is undefined: the mean forgetting l_max − l_after = 0.01 is under 1% of l_after = 3")
+    assert note.startswith(
+        "RS(1) is undefined: the mean forgetting l_max − l_after = 0.01 is under 1% of l_after = 3"
+    )
     assert note.endswith("the raw ratio would be 51).")
     assert recovery_score_notes(EVAL, CYCLIC) == [""]

@@ -24,8 +24,11 @@ def start_run(out, name, **extra):
     flags = []
     for key, value in {**TINY, **LONG, **extra}.items():
         flags += [f"--{key}", str(value)]
-    return subprocess.Popen([sys.executable, "-m", "arprobe", "run", "--out", str(out), "--name", name, "--no-progress", *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "arprobe", "run", "--out", str(out), "--name", name, "--no-progress", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_for_episodes(path, n, proc, timeout=240):
@@ -48,7 +51,9 @@ def wait_for_episodes(path, n, proc, timeout=240):
 def datasets_of(path):
     out = {}
     with h5py.File(path, "r") as h5:
-        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        h5.visititems(
+            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+        )
     return out
 
 
@@ -59,19 +64,26 @@ def uninterrupted(tmp_path_factory):
     return result.path
 
 
-@pytest.mark.parametrize("kill_after, extra", [
-    (2, {}),
-    (13, {}),
-    (7, {"reset_per_doc": "false", "record.resume_every": 3}),  # Adam state carried over, resume 3 back
-])
-def test_sigkill_leaves_a_consistent_store_that_resumes_bit_for_bit(tmp_path, uninterrupted, kill_after, extra):
+@pytest.mark.parametrize(
+    "kill_after, extra",
+    [
+        (2, {}),
+        (13, {}),
+        (7, {"reset_per_doc": "false", "record.resume_every": 3}),  # Adam state carried over, resume 3 back
+    ],
+)
+def test_sigkill_leaves_a_consistent_store_that_resumes_bit_for_bit(
+    tmp_path, uninterrupted, kill_after, extra
+):
     if extra:
         uninterrupted = run(tiny_config(tmp_path / "base", name="base", **LONG, **extra), progress=False).path
     proc = start_run(tmp_path, "killed", **extra)
     path = tmp_path / "killed" / "run.h5"
     seen = wait_for_episodes(path, kill_after, proc)
     # live reading: another process reads the store while the run is still writing it
-    info = subprocess.run([sys.executable, "-m", "arprobe", "info", str(path)], capture_output=True, text=True, timeout=120)
+    info = subprocess.run(
+        [sys.executable, "-m", "arprobe", "info", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert info.returncode == 0 and "status:     running" in info.stdout, info.stderr
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -82,7 +94,11 @@ def test_sigkill_leaves_a_consistent_store_that_resumes_bit_for_bit(tmp_path, un
         assert k >= seen
         loss = store.eval_matrix()
         doc, _ = store.schedule()
-        assert loss.shape == (k + 1, T) and len(doc) == k and store.train_loss().shape == (k, TINY["steps_per_doc"])
+        assert (
+            loss.shape == (k + 1, T)
+            and len(doc) == k
+            and store.train_loss().shape == (k, TINY["steps_per_doc"])
+        )
         assert np.isfinite(loss).all()
         episodes, _ = store.weights("unembed")
         np.testing.assert_array_equal(episodes, np.arange(k + 1))
@@ -110,7 +126,9 @@ def test_same_seed_same_store(tmp_path, uninterrupted):
 
 
 def test_divergence_stops_cleanly(tmp_path):
-    result = run(tiny_config(tmp_path, name="nan", **{"optim.name": "sgd", "lr": 1e12, "epochs": 2}), progress=False)
+    result = run(
+        tiny_config(tmp_path, name="nan", **{"optim.name": "sgd", "lr": 1e12, "epochs": 2}), progress=False
+    )
     assert result.status == "diverged"
     assert "try a lower optim.lr" in result.stop_reason and "episode" in result.stop_reason
     with RunStore(result.path) as store:
@@ -129,12 +147,18 @@ def test_disk_estimate_refuses_and_dry_run_writes_nothing(tmp_path, monkeypatch)
     from arprobe.trainer import plan
 
     out = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-m", "arprobe", "run", "--dry-run", "--out", str(out)], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "arprobe", "run", "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "store estimate:" in result.stdout and "per episode" in result.stdout
     assert not out.exists()
-    monkeypatch.setattr(plan.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(
+        plan.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
+    )
     with pytest.raises(UserError, match=r"The store needs about .* MB but only 1.0 KB is free"):
         run(tiny_config(tmp_path, name="full"), progress=False)
     assert not (tmp_path / "full").exists()

@@ -48,7 +48,9 @@ def test_insert_repeats_a_block_and_uses_one_off_documents_once():
 
 
 def test_schedule_errors_are_one_sentence():
-    with pytest.raises(UserError, match=r"needs \d+ one-off documents .* raise data.n_docs \(T\) to at least 25"):
+    with pytest.raises(
+        UserError, match=r"needs \d+ one-off documents .* raise data.n_docs \(T\) to at least 25"
+    ):
         make_schedule("insert", 10, 5, seed=0, repeat_docs=5, insert_min=4, insert_max=4)
     with pytest.raises(UserError, match=r"shuffle_until \(N\) must be in \[2, T=6\]"):
         make_schedule("partial-shuffle", 6, 2, seed=0, shuffle_until=9)

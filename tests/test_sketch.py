@@ -12,8 +12,15 @@ from tests.conftest import tiny_config
 
 # A d512 model on the 1024-token BPE: its unembedding has D = 1024 * 512 = 524288 values, sketched
 # to k = 2^17 (std of a cosine ~ sqrt(2/k) = 0.004, so 0.02 is a 5-sigma bound).
-WIDE = dict(vocab_size=1024, d_model=512, n_heads=4, weights=["unembed"], grads=["unembed"], activations_every=0,
-            checkpoints="none")
+WIDE = dict(
+    vocab_size=1024,
+    d_model=512,
+    n_heads=4,
+    weights=["unembed"],
+    grads=["unembed"],
+    activations_every=0,
+    checkpoints="none",
+)
 D, K_SKETCH = 1024 * 512, 1 << 17
 
 
@@ -44,7 +51,9 @@ def test_sketch_is_linear_and_preserves_inner_products_in_expectation():
     s = CountSketch(full_dim=20000, dim=2048, seed=5)
     torch.testing.assert_close(s.apply(2 * x - y), 2 * s.apply(x) - s.apply(y), atol=1e-4, rtol=1e-5)
     # <Sx, Sx> estimates |x|^2 (std sqrt(2/k) |x|^2 = 3%): averaged over 20 seeds, within 2%
-    ratios = [float(CountSketch(20000, 2048, seed).apply(x).square().sum() / x.square().sum()) for seed in range(20)]
+    ratios = [
+        float(CountSketch(20000, 2048, seed).apply(x).square().sum() / x.square().sum()) for seed in range(20)
+    ]
     assert abs(np.mean(ratios) - 1) < 0.02
 
 
@@ -74,6 +83,7 @@ def test_parts_rows_and_blocks_do_not_change_the_sketch(monkeypatch):
 
 
 # --- against the exact numbers of a real run --------------------------------------------------
+
 
 def _cosines(rows: np.ndarray) -> np.ndarray:
     rows = rows.astype(np.float64)
@@ -119,7 +129,11 @@ def test_sketched_store_carries_its_projection_and_round_trips(exact_and_sketche
     with RunStore(exact_and_sketched[0]) as exact, RunStore(exact_and_sketched[1]) as sketched:
         assert exact.sketch_info("weights", "unembed") is None
         for kind in ("weights", "grads"):
-            assert sketched.sketch_info(kind, "unembed") == {"dim": K_SKETCH, "seed": SKETCH_SEED, "full_dim": D}
+            assert sketched.sketch_info(kind, "unembed") == {
+                "dim": K_SKETCH,
+                "seed": SKETCH_SEED,
+                "full_dim": D,
+            }
         (we, wx), (ws, wv) = exact.weights("unembed"), sketched.weights("unembed")
         (ge, gx), (gs, gv) = exact.grads("unembed"), sketched.grads("unembed")
         np.testing.assert_array_equal(we, ws)

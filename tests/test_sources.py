@@ -19,15 +19,31 @@ ARTICLES = [f"Article {i}: " + " ".join(f"word{(i * 7 + j) % 50}" for j in range
 def test_run_from_saved_pretrained_model_and_dataset(tmp_path):
     tokenizer = train_bpe_tokenizer(ARTICLES, 400, cache_dir=tmp_path / "tok")
     torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64))
+    model = GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     datasets.Dataset.from_dict({"article": ARTICLES, "highlights": ["-"] * 12}).save_to_disk(tmp_path / "cnn")
 
-    cfg = tiny_config(tmp_path, name="pre", **{"model.name": str(tmp_path / "model"), "init": "pretrained",
-                                               "data.source": str(tmp_path / "cnn"), "data.field": "article",
-                                               "epochs": 2})
+    cfg = tiny_config(
+        tmp_path,
+        name="pre",
+        **{
+            "model.name": str(tmp_path / "model"),
+            "init": "pretrained",
+            "data.source": str(tmp_path / "cnn"),
+            "data.field": "article",
+            "epochs": 2,
+        },
+    )
     result = run(cfg, progress=False)
     assert result.status == "complete"
     with RunStore(result.path) as store:

@@ -22,20 +22,40 @@ def test_schema_of_a_tiny_run(tiny_run):
         assert attrs["status"] == "complete" and attrs["completed_episodes"] == K and attrs["seed"] == 0
         config = json.loads(attrs["config"])
         assert config["data"]["n_docs"] == T and config["schedule"]["steps_per_doc"] == M
-        shapes = {name: h5[name].shape for name in
-                  ["docs/tokens", "docs/lengths", "docs/text", "schedule/doc", "schedule/epoch", "loss/eval",
-                   "loss/train", "stats/grad_norm", "weights/unembed/values", "weights/unembed/episodes",
-                   "grads/blocks.1.attn/values", "activations/ln_final.hook_normalized/values", "checkpoints/episodes"]}
+        shapes = {
+            name: h5[name].shape
+            for name in [
+                "docs/tokens",
+                "docs/lengths",
+                "docs/text",
+                "schedule/doc",
+                "schedule/epoch",
+                "loss/eval",
+                "loss/train",
+                "stats/grad_norm",
+                "weights/unembed/values",
+                "weights/unembed/episodes",
+                "grads/blocks.1.attn/values",
+                "activations/ln_final.hook_normalized/values",
+                "checkpoints/episodes",
+            ]
+        }
         L = len(json.loads(h5["stats/grad_norm"].attrs["layers"]))
         vocab = json.loads(h5["model"].attrs["info"])["vocab_size"]
         n_attn = h5["grads/blocks.1.attn/values"].shape[-1]
         for name in ("loss/eval", "loss/train", "schedule/doc"):
             assert h5[name].maxshape[0] is None and h5[name].chunks is not None
     assert shapes == {
-        "docs/tokens": (T, C), "docs/lengths": (T,), "docs/text": (T,),
-        "schedule/doc": (K,), "schedule/epoch": (K,), "loss/eval": (K + 1, T), "loss/train": (K, M),
+        "docs/tokens": (T, C),
+        "docs/lengths": (T,),
+        "docs/text": (T,),
+        "schedule/doc": (K,),
+        "schedule/epoch": (K,),
+        "loss/eval": (K + 1, T),
+        "loss/train": (K, M),
         "stats/grad_norm": (K, M, L),
-        "weights/unembed/values": (K + 1, vocab * 64), "weights/unembed/episodes": (K + 1,),
+        "weights/unembed/values": (K + 1, vocab * 64),
+        "weights/unembed/episodes": (K + 1,),
         "grads/blocks.1.attn/values": (E, T, n_attn),  # middle block of 2 is blocks.1
         "activations/ln_final.hook_normalized/values": (K + 1, 1, C, 64),
         "checkpoints/episodes": (E,),
@@ -64,9 +84,15 @@ def test_reader_accessors_agree_with_the_schedule(tiny_run):
 
 def test_missing_recording_names_the_option(tiny_run):
     with RunStore(tiny_run) as store:
-        with pytest.raises(MissingDataError, match=r"no weight snapshots of 'blocks.0.mlp' \(recorded: unembed\); record it with record.weights"):
+        with pytest.raises(
+            MissingDataError,
+            match=r"no weight snapshots of 'blocks.0.mlp' \(recorded: unembed\); record it with record.weights",
+        ):
             store.weights("blocks.0.mlp")
-        with pytest.raises(MissingDataError, match=r"no checkpoint at episode 7 \(have: 5, 10, 15\); record it with record.checkpoints"):
+        with pytest.raises(
+            MissingDataError,
+            match=r"no checkpoint at episode 7 \(have: 5, 10, 15\); record it with record.checkpoints",
+        ):
             store.checkpoint(7)
 
 

@@ -27,12 +27,28 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
         "arprobe analyze --probe toy_model",
     )
     p.add_argument("runs", nargs="*", metavar="RUN", help="run folder(s) (runs/<name>) or their run.h5")
-    p.add_argument("--probe", action="append", default=[], metavar="NAME",
-                   help="probe to run (repeat, or comma-separate); default: all")
-    p.add_argument("--option", action="append", default=[], metavar="PROBE.KEY=VALUE",
-                   help="a probe option, e.g. pairwise_recovery.episode=20 (repeatable)")
-    p.add_argument("--config", metavar="FILE.toml", help="probe options as TOML, one [probe_name] section per probe")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: <run>/report; ./report without a run or with several)")
+    p.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="probe to run (repeat, or comma-separate); default: all",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="PROBE.KEY=VALUE",
+        help="a probe option, e.g. pairwise_recovery.episode=20 (repeatable)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE.toml", help="probe options as TOML, one [probe_name] section per probe"
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="report folder (default: <run>/report; ./report without a run or with several)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=analyze_command)
     return p
@@ -61,7 +77,9 @@ def read_option_file(path: str) -> dict[str, dict]:
         raise UserError(f"Config file '{path}' is not valid TOML: {exc}.") from None
     stray = [k for k, v in table.items() if not isinstance(v, dict)]
     if stray:
-        raise UserError(f"Config file '{path}': put '{stray[0]}' under the section of its probe, e.g. [pca_weights].")
+        raise UserError(
+            f"Config file '{path}': put '{stray[0]}' under the section of its probe, e.g. [pca_weights]."
+        )
     return table
 
 
@@ -89,7 +107,9 @@ def analyze_command(args, extra) -> int:
 
     registry = default_registry()
     explicit = selected_probes(args.probe, registry)
-    options = merge_options(read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry)
+    options = merge_options(
+        read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry
+    )
     names = explicit or registry.names()
 
     probes, broken = [], []
@@ -110,7 +130,9 @@ def analyze_command(args, extra) -> int:
     if not args.runs:
         needing = [p.name for p in probes if p.needs_store]
         if explicit and needing:
-            raise UserError(f"Probe '{needing[0]}' reads a run; give one: arprobe analyze RUN --probe {needing[0]}.")
+            raise UserError(
+                f"Probe '{needing[0]}' reads a run; give one: arprobe analyze RUN --probe {needing[0]}."
+            )
         probes = [p for p in probes if not p.needs_store]
         jobs = [([], Path(args.out or "report"), probes)]
     else:
@@ -120,8 +142,18 @@ def analyze_command(args, extra) -> int:
         else:
             single = [p for p in probes if not p.multi_run]
             multi = [p for p in probes if p.multi_run]
-            jobs = [([path], (Path(args.out) / path.parent.name) if args.out else path.parent / "report", single)
-                    for path in paths] if single else []
+            jobs = (
+                [
+                    (
+                        [path],
+                        (Path(args.out) / path.parent.name) if args.out else path.parent / "report",
+                        single,
+                    )
+                    for path in paths
+                ]
+                if single
+                else []
+            )
             if multi:
                 jobs.append((paths, Path(args.out or "report"), multi))
 

@@ -66,18 +66,27 @@ def info_command(args, extra) -> int:
         return 0
     cfg = summary["config"]
     print(f"run:        {summary['path']}")
-    print(f"status:     {summary['status']}" + (f" ({summary['stop_reason']})" if summary["stop_reason"] else ""))
-    print(f"episodes:   {summary['completed_episodes']} done, {summary['epochs_done']} epoch(s) reached "
-          f"(T={summary['n_docs']}, M={summary['steps_per_doc']}, E={cfg['schedule']['epochs']}, order={cfg['schedule']['order']})")
+    print(
+        f"status:     {summary['status']}"
+        + (f" ({summary['stop_reason']})" if summary["stop_reason"] else "")
+    )
+    print(
+        f"episodes:   {summary['completed_episodes']} done, {summary['epochs_done']} epoch(s) reached "
+        f"(T={summary['n_docs']}, M={summary['steps_per_doc']}, E={cfg['schedule']['epochs']}, order={cfg['schedule']['order']})"
+    )
     model = summary["model"]
-    print(f"model:      {model.get('kind', '?')} {model.get('name', '')} "
-          f"({model.get('n_params', 0) / 1e6:.2f}M params, init {model.get('init', '?')}), data: {model.get('data', '?')}")
+    print(
+        f"model:      {model.get('kind', '?')} {model.get('name', '')} "
+        f"({model.get('n_params', 0) / 1e6:.2f}M params, init {model.get('init', '?')}), data: {model.get('data', '?')}"
+    )
     print(f"seed:       {summary['seed']}    created: {summary['created']}")
     print("recorded:")
     print(f"  loss/eval, loss/train, stats/grad_norm over {len(summary['layers'])} layer groups")
     for name, rec in summary["recorded"].items():
         extra_note = f", sketch of {rec['sketch']['full_dim']}" if "sketch" in rec else ""
-        print(f"  {name}: {rec['snapshots']} snapshot(s) at episodes {rec['episodes']}, shape {rec['shape']}{extra_note}")
+        print(
+            f"  {name}: {rec['snapshots']} snapshot(s) at episodes {rec['episodes']}, shape {rec['shape']}{extra_note}"
+        )
     print(f"  checkpoints at episodes: {', '.join(map(str, summary['checkpoints'])) or 'none'}")
     print("config:")
     for section, values in cfg.items():

@@ -15,7 +15,9 @@ SUBCOMMANDS = ("run", "info", "analyze", "probes")
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="arprobe", description="Cyclic fine-tuning, recorded and probed (anticipatory recovery).")
+    parser = argparse.ArgumentParser(
+        prog="arprobe", description="Cyclic fine-tuning, recorded and probed (anticipatory recovery)."
+    )
     parser.add_argument("--version", action="version", version=f"arprobe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:

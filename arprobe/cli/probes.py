@@ -10,9 +10,12 @@ import textwrap
 
 
 def command_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("probes", help="list probes: name, description, what they need from a run",
-                              description="List every installed probe (entry-point group arprobe.probes), "
-                              "or show one probe's options with their defaults.")
+    p = subparsers.add_parser(
+        "probes",
+        help="list probes: name, description, what they need from a run",
+        description="List every installed probe (entry-point group arprobe.probes), "
+        "or show one probe's options with their defaults.",
+    )
     p.add_argument("name", nargs="?", help="show this probe's options")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=probes_command)
@@ -67,7 +70,7 @@ def _show_one(registry, name: str) -> int:
     if not probe.options:
         print("  options:  none")
         return 0
-    print("  options (--option {0}.KEY=VALUE, or a [{0}] section in --config):".format(name))
+    print(f"  options (--option {name}.KEY=VALUE, or a [{name}] section in --config):")
     key_w = max(len(k) for k in probe.options)
     for key, default in probe.options.items():
         help_text = probe.option_help.get(key, "")

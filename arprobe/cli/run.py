@@ -22,8 +22,14 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     # The optional CONFIG.toml is taken from the free arguments (see split_arguments): as an
     # argparse positional it would swallow the value of an unknown "--key value" pair.
     p.add_argument("--overwrite", action="store_true", help="replace an existing store of the same name")
-    p.add_argument("--resume", metavar="RUN", help="continue an unfinished run (its folder or run.h5) from its newest resume checkpoint")
-    p.add_argument("--dry-run", action="store_true", help="print the run plan and the store-size estimate, train nothing")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an unfinished run (its folder or run.h5) from its newest resume checkpoint",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the run plan and the store-size estimate, train nothing"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
     p.set_defaults(func=run_command, accepts_extra=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.science.geometry import binned_means, cosine_matrix, step_norms, trend
 from arprobe.probes.base import Probe, epoch_extent, new_figure, pick_recording, save_figure
 from arprobe.probes.pca_weights import snapshot_epochs
+from arprobe.science.geometry import binned_means, cosine_matrix, step_norms, trend
 
 
 def within_epoch_means(similarity: np.ndarray, epoch_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +33,10 @@ def within_epoch_means(similarity: np.ndarray, epoch_of: np.ndarray) -> tuple[np
 
 class ActivationDrift(Probe):
     name = "activation_drift"
-    description = ("Cosine similarity of one document's final-layer activations across episodes (Fig. 8d), "
-                   "and the size of activation and weight changes per episode (Fig. 22).")
+    description = (
+        "Cosine similarity of one document's final-layer activations across episodes (Fig. 8d), "
+        "and the size of activation and weight changes per episode (Fig. 22)."
+    )
     requires = ["activations:{hook}"]
     options = {"hook": "", "doc": -1, "weights": ""}
     option_help = {
@@ -42,8 +44,15 @@ class ActivationDrift(Probe):
         "doc": "document, 0-based, among those recorded (record.activation_docs); -1: the first recorded",
         "weights": "recorded parameter group whose change per episode is measured; empty: the first recorded",
     }
-    headline_keys = ["hook", "doc", "within_epoch_similarity", "activation_change_per_epoch",
-                     "doc_training_change_ratio", "weights", "weight_change_per_epoch"]
+    headline_keys = [
+        "hook",
+        "doc",
+        "within_epoch_similarity",
+        "activation_change_per_epoch",
+        "doc_training_change_ratio",
+        "weights",
+        "weight_change_per_epoch",
+    ]
 
     def run(self, store, out: Path, hook: str = "", doc: int = -1, weights: str = "") -> dict:
         hook = pick_recording(store, "activations", hook)
@@ -67,10 +76,16 @@ class ActivationDrift(Probe):
         change = step_norms(acts)  # [A - 1]: between recording a-1 and a
         change_episode = episodes[1:]
         change_epoch = epoch_of[1:]
-        on_doc = np.array([int(schedule_doc[e - 1]) == doc for e in change_episode])  # the change includes training on doc
+        on_doc = np.array(
+            [int(schedule_doc[e - 1]) == doc for e in change_episode]
+        )  # the change includes training on doc
         n_epochs = int(epochs.max()) if len(epochs) else 0
         act_per_epoch = binned_means(change, change_epoch - 1, n_epochs)
-        ratio = float(change[on_doc].mean() / np.median(change[~on_doc])) if on_doc.any() and (~on_doc).any() else None
+        ratio = (
+            float(change[on_doc].mean() / np.median(change[~on_doc]))
+            if on_doc.any() and (~on_doc).any()
+            else None
+        )
 
         result = {
             "hook": hook,
@@ -97,15 +112,19 @@ class ActivationDrift(Probe):
             w_change = step_norms(w_values)  # [S-1]
             w_epoch = snapshot_epochs(w_episodes, schedule_epoch)[1:]
             w_per_epoch = binned_means(w_change, w_epoch - 1, n_epochs)
-            result.update({
-                "weights": weights,
-                "weight_change": w_change,
-                "weight_change_episodes": w_episodes[1:],
-                "weight_change_per_epoch": w_per_epoch,
-                "weight_change_trend": trend(w_change),
-                # the paper's Fig. 22b decreases monotonically: fraction of steps that shrink
-                "weight_change_fraction_decreasing": float(np.mean(np.diff(w_change) < 0)) if len(w_change) > 1 else None,
-            })
+            result.update(
+                {
+                    "weights": weights,
+                    "weight_change": w_change,
+                    "weight_change_episodes": w_episodes[1:],
+                    "weight_change_per_epoch": w_per_epoch,
+                    "weight_change_trend": trend(w_change),
+                    # the paper's Fig. 22b decreases monotonically: fraction of steps that shrink
+                    "weight_change_fraction_decreasing": float(np.mean(np.diff(w_change) < 0))
+                    if len(w_change) > 1
+                    else None,
+                }
+            )
             weight_note = f"{weights} (the recorded parameter group; the paper measures all weights)"
             weight_data = (w_episodes[1:], w_change, weights)
         result["weight_change_of"] = weight_note
@@ -132,7 +151,14 @@ class ActivationDrift(Probe):
         ax = axes[0]
         x = episodes / T
         ax.plot(x, change, "-", color="tab:blue", lw=1.2)
-        ax.plot(x[on_doc], change[on_doc], "o", color="tab:red", ms=5, label=f"episodes training document {doc + 1}")
+        ax.plot(
+            x[on_doc],
+            change[on_doc],
+            "o",
+            color="tab:red",
+            ms=5,
+            label=f"episodes training document {doc + 1}",
+        )
         for e in range(1, int(np.floor(x[-1])) + 1):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("epoch")

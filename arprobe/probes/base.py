@@ -97,7 +97,9 @@ def missing_requirement(store, item: str) -> None:
         have = store.recorded(kind)
         if name in ("", "*"):
             if not have:
-                raise MissingDataError(f"Run '{run}' recorded no {kind}; record them with {RECORDING_OPTION[kind]}.")
+                raise MissingDataError(
+                    f"Run '{run}' recorded no {kind}; record them with {RECORDING_OPTION[kind]}."
+                )
         elif name not in have:
             raise MissingDataError(
                 f"Run '{run}' has no {_KIND_WORDS[kind]} '{name}' (recorded: {', '.join(have) or 'none'}); "
@@ -109,13 +111,17 @@ def missing_requirement(store, item: str) -> None:
         except KeyError:  # a store written without the checkpoints group at all
             episodes = []
         if not len(episodes):
-            raise MissingDataError(f"Run '{run}' has no checkpoints; record them with {RECORDING_OPTION['checkpoints']}.")
+            raise MissingDataError(
+                f"Run '{run}' has no checkpoints; record them with {RECORDING_OPTION['checkpoints']}."
+            )
     elif kind in ("eval", "train_loss", "schedule"):
         if store.completed_episodes < 1:
             raise MissingDataError(f"Run '{run}' has no completed episode yet; let it train at least one.")
     else:  # a plugin author's mistake, so say what is allowed
-        raise UserError(f"Unknown requirement '{item}'; a probe may require eval, train_loss, checkpoints, "
-                        "weights:<name>, grads:<name> or activations:<hook>.")
+        raise UserError(
+            f"Unknown requirement '{item}'; a probe may require eval, train_loss, checkpoints, "
+            "weights:<name>, grads:<name> or activations:<hook>."
+        )
 
 
 def pick_recording(store, kind: str, name: str) -> str:
@@ -163,6 +169,7 @@ def coerce_option(value: Any, default: Any, key: str) -> Any:
 
 # --- results and figures --------------------------------------------------------------------
 
+
 def to_jsonable(value: Any) -> Any:
     """Numbers, arrays and nested containers as plain JSON values; NaN and inf become null."""
     if isinstance(value, dict):
@@ -192,7 +199,10 @@ def new_figure(n_panels: int = 1, *, width: float = 6.0, height: float = 4.2, pr
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * n_panels, height), layout="constrained")
-    axes = [fig.add_subplot(1, n_panels, i + 1, projection=(projection or [None] * n_panels)[i]) for i in range(n_panels)]
+    axes = [
+        fig.add_subplot(1, n_panels, i + 1, projection=(projection or [None] * n_panels)[i])
+        for i in range(n_panels)
+    ]
     return fig, axes
 
 

@@ -7,21 +7,30 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.science.geometry import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
 from arprobe.probes.base import Probe, new_figure, pick_recording, save_figure
+from arprobe.science.geometry import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
 
 
 class GradientSimilarity(Probe):
     name = "gradient_similarity"
-    description = ("Cosine similarity of the per-document gradients of one layer (T×T heat map, Fig. 8a) "
-                   "and its mean by distance in the cycle.")
+    description = (
+        "Cosine similarity of the per-document gradients of one layer (T×T heat map, Fig. 8a) "
+        "and its mean by distance in the cycle."
+    )
     requires = ["grads:{layer}"]
     options = {"layer": "", "episode": -1}
     option_help = {
         "layer": "recorded layer (TransformerLens name, e.g. blocks.2.attn); empty: the first recorded",
         "episode": "recorded episode to show; -1: the last one (the end of training, as in the paper)",
     }
-    headline_keys = ["layer", "episode", "mean_offdiagonal", "by_distance", "most_similar_distance", "last_trained_doc_mean"]
+    headline_keys = [
+        "layer",
+        "episode",
+        "mean_offdiagonal",
+        "by_distance",
+        "most_similar_distance",
+        "last_trained_doc_mean",
+    ]
 
     def run(self, store, out: Path, layer: str = "", episode: int = -1) -> dict:
         layer = pick_recording(store, "grads", layer)
@@ -86,8 +95,14 @@ class GradientSimilarity(Probe):
         d = np.arange(1, over_time.shape[1])
         for i, e in enumerate(episodes):
             epoch = int(schedule_epoch[e - 1]) if e >= 1 else 0
-            ax2.plot(d, over_time[i, 1:], "o-", color=_shade(i, len(episodes)), ms=4,
-                     label=f"episode {int(e)} (end of epoch {epoch})" if e >= 1 else "before training")
+            ax2.plot(
+                d,
+                over_time[i, 1:],
+                "o-",
+                color=_shade(i, len(episodes)),
+                ms=4,
+                label=f"episode {int(e)} (end of epoch {epoch})" if e >= 1 else "before training",
+            )
         ax2.axhline(0, color="0.6", lw=0.8)
         ax2.set_xticks(d)
         ax2.set_xlabel("distance in the cycle |i − j| (cyclic)")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.science.geometry import interval_peaks, intervals_between
 from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.science.geometry import interval_peaks, intervals_between
 
 
 class LossCurves(Probe):
@@ -17,7 +17,12 @@ class LossCurves(Probe):
     requires = ["eval"]
     options = {"doc": 0}
     option_help = {"doc": "document whose curve is drawn, 0-based (the paper's x_1 is 0)"}
-    headline_keys = ["doc_loss_before_training", "doc_recovered", "shift_avg_peak_position", "shift_avg_recovered"]
+    headline_keys = [
+        "doc_loss_before_training",
+        "doc_recovered",
+        "shift_avg_peak_position",
+        "shift_avg_recovered",
+    ]
 
     def run(self, store, out: Path, doc: int = 0) -> dict:
         from arprobe.science.recovery import shift_averaged_curve, training_episodes
@@ -27,7 +32,9 @@ class LossCurves(Probe):
         schedule_doc, _ = schedule.doc, schedule.epoch
         T = store.n_docs
         if not 0 <= doc < T:
-            raise UserError(f"loss_curves option doc={doc} is out of range: the run has documents 0..{T - 1}.")
+            raise UserError(
+                f"loss_curves option doc={doc} is out of range: the run has documents 0..{T - 1}."
+            )
         curve = loss_eval[:, doc].astype(np.float64)  # [K+1]
         trained = training_episodes(schedule_doc, doc)  # 1-based episodes
         doc_intervals = intervals_between(curve, trained)
@@ -61,8 +68,14 @@ class LossCurves(Probe):
         fig, (ax,) = new_figure(width=7.5)
         x = np.arange(len(curve)) / T
         ax.plot(x, curve, color="tab:blue", lw=1.5, label=f"loss on document {doc + 1}")
-        ax.plot((trained - 1) / T, curve[trained - 1], "o", color="tab:red", ms=6,
-                label="just before training on it")
+        ax.plot(
+            (trained - 1) / T,
+            curve[trained - 1],
+            "o",
+            color="tab:red",
+            ms=6,
+            label="just before training on it",
+        )
         for e in range(1, int(np.ceil((len(curve) - 1) / T))):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("epoch")
@@ -75,8 +88,14 @@ class LossCurves(Probe):
     def _plot_shift_averaged(shifted, T, out):
         fig, (ax,) = new_figure(width=7.5)
         x = shifted.offset / T
-        ax.fill_between(x, shifted.mean - shifted.std, shifted.mean + shifted.std, color="tab:blue", alpha=0.2,
-                        label="±1 std over documents")
+        ax.fill_between(
+            x,
+            shifted.mean - shifted.std,
+            shifted.mean + shifted.std,
+            color="tab:blue",
+            alpha=0.2,
+            label="±1 std over documents",
+        )
         ax.plot(x, shifted.mean, color="tab:blue", lw=1.5, label=f"mean over {len(shifted.docs)} documents")
         for e in range(1, int(np.floor(x[-1])) + 1):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)

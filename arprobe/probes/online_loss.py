@@ -27,7 +27,9 @@ def training_config(config: dict) -> dict:
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
-    return {k: v for k, v in flat.items() if k not in _NOT_TRAINING and not k.startswith(_NOT_TRAINING_SECTIONS)}
+    return {
+        k: v for k, v in flat.items() if k not in _NOT_TRAINING and not k.startswith(_NOT_TRAINING_SECTIONS)
+    }
 
 
 def group_runs(configs: list[dict]) -> tuple[list[list[int]], list[str]]:
@@ -69,8 +71,10 @@ def _std(values: np.ndarray, axis=None):
 
 class OnlineLoss(Probe):
     name = "online_loss"
-    description = ("Online (prequential) loss per episode and its mean over epochs 2..E (Fig. 1c, Table 1); "
-                   "several runs are overlaid, mean ± std over seeds per group.")
+    description = (
+        "Online (prequential) loss per episode and its mean over epochs 2..E (Fig. 1c, Table 1); "
+        "several runs are overlaid, mean ± std over seeds per group."
+    )
     requires = ["train_loss"]
     multi_run = True
 
@@ -95,20 +99,22 @@ class OnlineLoss(Probe):
             episode = np.stack([r["online"].per_episode[:k] for r in runs])  # [run, episode]
             epoch = np.stack([r["online"].per_epoch[:e] for r in runs])  # [run, epoch]
             after_first = np.array([r["online"].mean_after_first_epoch for r in runs])
-            results.append({
-                "label": label,
-                "runs": [r["run"] for r in runs],
-                "seeds": [r["seed"] for r in runs],
-                "n_docs": runs[0]["n_docs"],
-                "per_episode_mean": episode.mean(axis=0),
-                "per_episode_std": _std(episode, axis=0),
-                "per_epoch_mean": epoch.mean(axis=0),
-                "per_epoch_std": _std(epoch, axis=0),
-                "mean_after_first_epoch": float(after_first.mean()),
-                "mean_after_first_epoch_std": _std(after_first),
-                "mean_after_first_epoch_per_run": after_first,
-                "epochs": e,
-            })
+            results.append(
+                {
+                    "label": label,
+                    "runs": [r["run"] for r in runs],
+                    "seeds": [r["seed"] for r in runs],
+                    "n_docs": runs[0]["n_docs"],
+                    "per_episode_mean": episode.mean(axis=0),
+                    "per_episode_std": _std(episode, axis=0),
+                    "per_epoch_mean": epoch.mean(axis=0),
+                    "per_epoch_std": _std(epoch, axis=0),
+                    "mean_after_first_epoch": float(after_first.mean()),
+                    "mean_after_first_epoch_std": _std(after_first),
+                    "mean_after_first_epoch_per_run": after_first,
+                    "epochs": e,
+                }
+            )
         self._plot(results, out)
         return {"groups": results, "n_runs": len(stores)}
 
@@ -136,10 +142,16 @@ class OnlineLoss(Probe):
             epochs = np.arange(1, len(g["per_epoch_mean"]) + 1)
             width = 0.8 / len(results)
             yerr = None if n < 2 else np.nan_to_num(np.asarray(g["per_epoch_std"], dtype=float))
-            ax2.bar(epochs + (i - (len(results) - 1) / 2) * width, g["per_epoch_mean"], width, yerr=yerr,
-                    color=color, capsize=3,
-                    label=f"{g['label']}: epochs 2..{g['epochs']} mean {g['mean_after_first_epoch']:.3f}"
-                    + (f" ± {g['mean_after_first_epoch_std']:.3f}" if n > 1 else ""))
+            ax2.bar(
+                epochs + (i - (len(results) - 1) / 2) * width,
+                g["per_epoch_mean"],
+                width,
+                yerr=yerr,
+                color=color,
+                capsize=3,
+                label=f"{g['label']}: epochs 2..{g['epochs']} mean {g['mean_after_first_epoch']:.3f}"
+                + (f" ± {g['mean_after_first_epoch_std']:.3f}" if n > 1 else ""),
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel("online loss (before the first step of each episode)")
         ax.set_title("Online (prequential) loss per episode (cf. paper Fig. 1c)")

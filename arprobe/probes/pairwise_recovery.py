@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.science.geometry import binned_means, mean_by_cyclic_distance, symmetry
 from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.science.geometry import binned_means, mean_by_cyclic_distance, symmetry
 
 
 def default_checkpoint(checkpoints: np.ndarray, last_episode: int) -> int:
@@ -32,8 +32,10 @@ def neighbour_recovery(recovery: np.ndarray) -> np.ndarray:
 
 class PairwiseRecovery(Probe):
     name = "pairwise_recovery"
-    description = ("From a checkpoint, train M steps on each x_i and record the loss change on every x_j: "
-                   "T×T recovery matrix (Fig. 8b), its symmetry and the distance b where recovery peaks.")
+    description = (
+        "From a checkpoint, train M steps on each x_i and record the loss change on every x_j: "
+        "T×T recovery matrix (Fig. 8b), its symmetry and the distance b where recovery peaks."
+    )
     requires = ["checkpoints"]
     options = {"episode": -1, "steps": 0, "device": "auto", "seed": 0, "threads": 1}
     option_help = {
@@ -43,10 +45,24 @@ class PairwiseRecovery(Probe):
         "seed": "seed of the training windows (only matters with max_shift or mask_prob > 0)",
         "threads": "CPU threads for torch while this probe trains (restored after); 0: torch's default",
     }
-    headline_keys = ["checkpoint_episode", "symmetry", "neighbour_recovery_mean", "b_since_trained", "by_distance"]
+    headline_keys = [
+        "checkpoint_episode",
+        "symmetry",
+        "neighbour_recovery_mean",
+        "b_since_trained",
+        "by_distance",
+    ]
 
-    def run(self, store, out: Path, episode: int = -1, steps: int = 0, device: str = "auto", seed: int = 0,
-            threads: int = 1) -> dict:
+    def run(
+        self,
+        store,
+        out: Path,
+        episode: int = -1,
+        steps: int = 0,
+        device: str = "auto",
+        seed: int = 0,
+        threads: int = 1,
+    ) -> dict:
         import torch
 
         # Batch-size-1 steps gain little from intra-op threads, and when the cores are shared
@@ -63,7 +79,13 @@ class PairwiseRecovery(Probe):
     def _run(self, store, out: Path, episode: int, steps: int, device: str, seed: int) -> dict:
         from tqdm.auto import tqdm
 
-        from arprobe.trainer.api import evaluate, model_from_checkpoint, restore_params, snapshot_params, train_on_document
+        from arprobe.trainer.api import (
+            evaluate,
+            model_from_checkpoint,
+            restore_params,
+            snapshot_params,
+            train_on_document,
+        )
 
         checkpoints = store.checkpoint_episodes()
         schedule = store.schedule()
@@ -134,7 +156,9 @@ class PairwiseRecovery(Probe):
         fig.colorbar(im, ax=ax, label="loss before − after on x_j (diagonal off the scale)")
         ax.set_xlabel("evaluated document j")
         ax.set_ylabel("trained document i")
-        ax.set_title(f"Pairwise recovery from the checkpoint at episode {episode}, {steps} steps\n(cf. paper Fig. 8b)")
+        ax.set_title(
+            f"Pairwise recovery from the checkpoint at episode {episode}, {steps} steps\n(cf. paper Fig. 8b)"
+        )
         d = np.arange(1, len(by_distance))
         ax2.plot(d, by_distance[1:], "o-", label="all pairs at cyclic distance |i − j|")
         s = np.arange(T)

@@ -16,9 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.science.geometry import dominant_period, gram_matrix, helix_per_epoch, pca_from_gram, residual_operator, trend
 from arprobe.probes.base import Probe, new_figure, save_figure
 from arprobe.probes.weight_residual_similarity import snapshot_spacing
+from arprobe.science.geometry import (
+    dominant_period,
+    gram_matrix,
+    helix_per_epoch,
+    pca_from_gram,
+    residual_operator,
+    trend,
+)
 
 DETRENDS = ("window", "none")
 PLANES = ((0, 1), (0, 2), (1, 2))
@@ -31,26 +38,38 @@ def snapshot_epochs(episodes: np.ndarray, schedule_epoch: np.ndarray) -> np.ndar
 
 class PcaWeights(Probe):
     name = "pca_weights"
-    description = ("Top-3 PCs of the weight trajectory (Fig. 9): explained variance, winding angle per epoch "
-                   "(≈ 2π for one revolution) and radius per epoch (shrinking as it converges).")
+    description = (
+        "Top-3 PCs of the weight trajectory (Fig. 9): explained variance, winding angle per epoch "
+        "(≈ 2π for one revolution) and radius per epoch (shrinking as it converges)."
+    )
     requires = ["weights:{weights}"]
     options = {"weights": "unembed", "detrend": "window"}
     option_help = {
         "weights": "recorded parameter group (TransformerLens name); the paper uses the unembedding",
         "detrend": "window: measure the winding after removing the drift (centred T-episode mean); none: raw PCs",
     }
-    headline_keys = ["explained_variance", "pc_period_episodes", "winding_epochs", "winding_revolutions",
-                     "radius_per_epoch", "radius_last_over_first"]
+    headline_keys = [
+        "explained_variance",
+        "pc_period_episodes",
+        "winding_epochs",
+        "winding_revolutions",
+        "radius_per_epoch",
+        "radius_last_over_first",
+    ]
 
     def run(self, store, out: Path, weights: str = "unembed", detrend: str = "window") -> dict:
         if detrend not in DETRENDS:
-            raise UserError(f"pca_weights option detrend must be one of {', '.join(DETRENDS)}, got '{detrend}'.")
+            raise UserError(
+                f"pca_weights option detrend must be one of {', '.join(DETRENDS)}, got '{detrend}'."
+            )
         episodes, values = store.weights(weights)  # [S], [S, D]
         T = store.n_docs
         schedule = store.schedule()
         _, schedule_epoch = schedule.doc, schedule.epoch
         if len(episodes) < 4:
-            raise UserError(f"pca_weights needs at least 4 snapshots of '{weights}', the run has {len(episodes)}.")
+            raise UserError(
+                f"pca_weights needs at least 4 snapshots of '{weights}', the run has {len(episodes)}."
+            )
         every = snapshot_spacing(episodes)
         epoch_of = snapshot_epochs(episodes, schedule_epoch)
         gram = gram_matrix(values, center=values.mean(axis=0))  # [S, S]
@@ -71,7 +90,9 @@ class PcaWeights(Probe):
         radius = helix["radius"][complete]
 
         self._plot_3d(scores, ratio, epoch_of, weights, out)
-        self._plot_plane(plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out)
+        self._plot_plane(
+            plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out
+        )
         return {
             "weights": weights,
             "snapshots": int(len(episodes)),
@@ -87,14 +108,18 @@ class PcaWeights(Probe):
             "plane_explained_variance": plane_ratio,
             "epoch": helix["epoch"],
             "epoch_complete": complete,
-            "winding_angle": helix["winding"],  # radians per epoch; sign = direction, which PCA leaves arbitrary
+            "winding_angle": helix[
+                "winding"
+            ],  # radians per epoch; sign = direction, which PCA leaves arbitrary
             "winding_epochs": helix["epoch"][complete],
             "winding_revolutions": helix["winding"][complete] / (2 * np.pi),
             "radius_per_epoch": radius,
             "radius_last_over_first": float(radius[-1] / radius[0]) if len(radius) > 1 else None,
             "radius_trend_per_epoch": trend(radius),
-            "raw_planes": {name: {"winding_revolutions": h["winding"] / (2 * np.pi), "radius": h["radius"]}
-                           for name, h in raw_planes.items()},
+            "raw_planes": {
+                name: {"winding_revolutions": h["winding"] / (2 * np.pi), "radius": h["radius"]}
+                for name, h in raw_planes.items()
+            },
             "sketch": store.sketch_info("weights", weights),
         }
 
@@ -109,7 +134,9 @@ class PcaWeights(Probe):
             idx = np.flatnonzero(epoch_of == e)
             idx = np.concatenate([[idx[0] - 1], idx]) if idx[0] > 0 else idx
             color = cmap((e - 1) / max(n_epochs - 1, 1))
-            ax.plot(scores[idx, 0], scores[idx, 1], scores[idx, 2], "-o", ms=2.5, color=color, label=f"epoch {e}")
+            ax.plot(
+                scores[idx, 0], scores[idx, 1], scores[idx, 2], "-o", ms=2.5, color=color, label=f"epoch {e}"
+            )
         ax.scatter(*scores[0, :3], color="black", s=30, label="start")
         ax.set_xlabel(f"PC1 ({ratio[0]:.0%})")
         ax.set_ylabel(f"PC2 ({ratio[1]:.0%})")
@@ -119,7 +146,9 @@ class PcaWeights(Probe):
         save_figure(fig, out / "pca_3d.png")
 
     @staticmethod
-    def _plot_plane(plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out):
+    def _plot_plane(
+        plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out
+    ):
         from matplotlib import colormaps
 
         fig, (ax, ax2) = new_figure(2, width=5.6)
@@ -129,8 +158,15 @@ class PcaWeights(Probe):
             idx = np.flatnonzero(plane_epochs == e)
             idx = np.concatenate([[idx[0] - 1], idx]) if idx[0] > 0 else idx
             k = list(helix["epoch"]).index(e)
-            ax.plot(plane[idx, 0], plane[idx, 1], "-o", ms=3, color=cmap((e - 1) / max(n_epochs - 1, 1)),
-                    label=f"epoch {e}: {helix['winding'][k] / (2 * np.pi):+.2f} rev" + ("" if helix["points"][k] >= per_epoch else " (partial)"))
+            ax.plot(
+                plane[idx, 0],
+                plane[idx, 1],
+                "-o",
+                ms=3,
+                color=cmap((e - 1) / max(n_epochs - 1, 1)),
+                label=f"epoch {e}: {helix['winding'][k] / (2 * np.pi):+.2f} rev"
+                + ("" if helix["points"][k] >= per_epoch else " (partial)"),
+            )
         ax.set_aspect("equal", adjustable="datalim")
         what = "detrended (minus centred T-episode mean)" if detrend == "window" else "raw"
         ax.set_xlabel(f"PC1 ({plane_ratio[0]:.0%})")

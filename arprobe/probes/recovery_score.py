@@ -37,16 +37,22 @@ class RecoveryScore(Probe):
         ax.plot(n, scores, "o-", color="tab:blue")
         for x, y in zip(n, scores):
             if np.isfinite(y):
-                ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+                ax.annotate(
+                    f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+                )
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(n)
         ax.set_xlabel("epoch n (between the n-th and (n+1)-th training)")
         ax.set_ylabel("RS(n) = (l_max − l_before) / (l_max − l_after)")
         ax.set_title(f"Recovery score per epoch ({order} order)")
         width = 0.27
-        for i, (key, label, color) in enumerate((("l_after", "l_after (just after training)", "tab:green"),
-                                                 ("l_max", "l_max (peak)", "tab:red"),
-                                                 ("l_before", "l_before (just before next)", "tab:orange"))):
+        for i, (key, label, color) in enumerate(
+            (
+                ("l_after", "l_after (just after training)", "tab:green"),
+                ("l_max", "l_max (peak)", "tab:red"),
+                ("l_before", "l_before (just before next)", "tab:orange"),
+            )
+        ):
             ax2.bar(n + (i - 1) * width, means[key], width, label=label, color=color)
         ax2.set_xticks(n)
         lo = np.nanmin(means["l_after"])

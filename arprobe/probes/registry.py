@@ -102,7 +102,9 @@ class Registry:
                 for part in attr.strip().split("."):
                     obj = getattr(obj, part)
             except Exception as exc:  # a third-party import can fail in any way
-                raise UserError(f"Could not load {where}: {type(exc).__name__}: {exc}".rstrip(": ") + ".") from exc
+                raise UserError(
+                    f"Could not load {where}: {type(exc).__name__}: {exc}".rstrip(": ") + "."
+                ) from exc
         else:
             obj = entry.target
         if not (isinstance(obj, type) and issubclass(obj, Probe)):
@@ -123,13 +125,31 @@ class Registry:
         for name in self.names():
             try:
                 cls = self.load(name)
-                rows.append({"name": name, "description": cls.description, "requires": cls().requirements(cls.options),
-                             "needs_store": cls.needs_store, "source": self.source(name), "error": ""})
+                rows.append(
+                    {
+                        "name": name,
+                        "description": cls.description,
+                        "requires": cls().requirements(cls.options),
+                        "needs_store": cls.needs_store,
+                        "source": self.source(name),
+                        "error": "",
+                    }
+                )
             except Exception as exc:  # a plugin's constructor or bad requires must not hide the others
                 if not isinstance(exc, UserError):
-                    exc = UserError(f"Could not load probe plugin '{name}' (from {self.source(name)}): {type(exc).__name__}: {exc}")
-                rows.append({"name": name, "description": "", "requires": [], "needs_store": True,
-                             "source": self.source(name), "error": str(exc)})
+                    exc = UserError(
+                        f"Could not load probe plugin '{name}' (from {self.source(name)}): {type(exc).__name__}: {exc}"
+                    )
+                rows.append(
+                    {
+                        "name": name,
+                        "description": "",
+                        "requires": [],
+                        "needs_store": True,
+                        "source": self.source(name),
+                        "error": str(exc),
+                    }
+                )
         return rows
 
 

@@ -19,9 +19,9 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from arprobe import __version__
 from arprobe.errors import MissingDataError, UserError
@@ -75,7 +75,9 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
         resolved = probe.resolve_options(options)
         record["options"] = resolved
         if probe.needs_store and not stores:
-            raise MissingDataError(f"Probe '{probe.name}' reads a run; give one: arprobe analyze RUN --probe {probe.name}.")
+            raise MissingDataError(
+                f"Probe '{probe.name}' reads a run; give one: arprobe analyze RUN --probe {probe.name}."
+            )
         for store in stores:
             probe.check_requirements(store, resolved)
         if probe.multi_run:
@@ -100,21 +102,25 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
     if outcome.status != "ok":
         for png in folder.glob("*.png"):  # half-drawn figures of a failed probe would mislead
             png.unlink()
-    record.update({
-        "status": outcome.status,
-        "reason": outcome.reason,
-        "seconds": round(outcome.seconds, 3),
-        "headline": outcome.headline,
-        "figures": outcome.figures,
-        "result": result if outcome.status == "ok" else None,
-    })
+    record.update(
+        {
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "seconds": round(outcome.seconds, 3),
+            "headline": outcome.headline,
+            "figures": outcome.figures,
+            "result": result if outcome.status == "ok" else None,
+        }
+    )
     if error_trace:
         record["traceback"] = error_trace
     try:
         write_json_atomic(folder / "result.json", record)
     except (TypeError, ValueError) as exc:  # a result that is not JSON is the probe's failure too
         outcome.status, outcome.reason = "failed", f"result is not JSON-serialisable: {exc}"
-        record.update({"status": "failed", "reason": outcome.reason, "result": None, "headline": {}, "figures": []})
+        record.update(
+            {"status": "failed", "reason": outcome.reason, "result": None, "headline": {}, "figures": []}
+        )
         outcome.headline, outcome.figures = {}, []
         write_json_atomic(folder / "result.json", to_jsonable(record))
     return outcome
@@ -150,14 +156,24 @@ def failed_outcome(name: str, reason: str, report_dir: Path) -> Outcome:
     folder.mkdir(parents=True, exist_ok=True)
     for png in folder.glob("*.png"):
         png.unlink()
-    write_json_atomic(folder / "result.json", {
-        "probe": name, "description": "", "status": "failed", "reason": reason, "headline": {}, "figures": [],
-        "result": None, "arprobe_version": __version__,
-    })
+    write_json_atomic(
+        folder / "result.json",
+        {
+            "probe": name,
+            "description": "",
+            "status": "failed",
+            "reason": reason,
+            "headline": {},
+            "figures": [],
+            "result": None,
+            "arprobe_version": __version__,
+        },
+    )
     return Outcome(probe=name, status="failed", reason=reason, folder=folder)
 
 
 # --- the index page ----------------------------------------------------------------------------
+
 
 def format_value(value, digits: int = 4) -> str:
     """A headline value as a short string: numbers to ``digits`` significant digits, lists inline."""
@@ -194,8 +210,15 @@ def write_index(report_dir: Path, title: str) -> Path:
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
-            records.append({"probe": path.parent.name, "status": "failed", "reason": "result.json is unreadable"})
-    records.sort(key=lambda r: (STATUSES.index(r.get("status", "failed")) if r.get("status") in STATUSES else 3, r["probe"]))
+            records.append(
+                {"probe": path.parent.name, "status": "failed", "reason": "result.json is unreadable"}
+            )
+    records.sort(
+        key=lambda r: (
+            STATUSES.index(r.get("status", "failed")) if r.get("status") in STATUSES else 3,
+            r["probe"],
+        )
+    )
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -205,21 +228,30 @@ def write_index(report_dir: Path, title: str) -> Path:
     ]
     for r in records:
         name, status = r["probe"], r.get("status", "failed")
-        parts.append(f"<h2 id='{esc(name)}'>{esc(name)}<span class='status {esc(status)}'>{esc(status)}</span></h2>")
+        parts.append(
+            f"<h2 id='{esc(name)}'>{esc(name)}<span class='status {esc(status)}'>{esc(status)}</span></h2>"
+        )
         if r.get("description"):
             parts.append(f"<p>{esc(r['description'])}</p>")
         if status != "ok":
             parts.append(f"<p class='reason'>{esc(r.get('reason', ''))}</p>")
             continue
         if r.get("headline"):
-            rows = "".join(f"<tr><td class='key'>{esc(k)}</td><td>{esc(format_value(v))}</td></tr>" for k, v in r["headline"].items())
+            rows = "".join(
+                f"<tr><td class='key'>{esc(k)}</td><td>{esc(format_value(v))}</td></tr>"
+                for k, v in r["headline"].items()
+            )
             parts.append(f"<table>{rows}</table>")
         if r.get("options"):
             opts = ", ".join(f"{k}={format_value(v)}" for k, v in r["options"].items())
-            parts.append(f"<p><small>options: {esc(opts)} · {r.get('seconds', 0):.1f} s · "
-                         f"<a href='{esc(name)}/result.json'>result.json</a></small></p>")
+            parts.append(
+                f"<p><small>options: {esc(opts)} · {r.get('seconds', 0):.1f} s · "
+                f"<a href='{esc(name)}/result.json'>result.json</a></small></p>"
+            )
         else:
-            parts.append(f"<p><small>{r.get('seconds', 0):.1f} s · <a href='{esc(name)}/result.json'>result.json</a></small></p>")
+            parts.append(
+                f"<p><small>{r.get('seconds', 0):.1f} s · <a href='{esc(name)}/result.json'>result.json</a></small></p>"
+            )
         for fig in r.get("figures", []):
             parts.append(f"<div><img src='{esc(name)}/{esc(fig)}' alt='{esc(name)}: {esc(fig)}'></div>")
     parts.append("</body></html>")

@@ -20,12 +20,19 @@ TITLES = {"identity": "f_i(w) = w", "target": "f_i(w) = y_i − w"}
 
 class ToyModel(Probe):
     name = "toy_model"
-    description = ("The paper's toy model (Sec. 4.4, App. A.5): task-1 loss (Fig. 10), recovery scores, and the "
-                   "embeddings forming a circle (Fig. 11); beside the run's curve when given one.")
+    description = (
+        "The paper's toy model (Sec. 4.4, App. A.5): task-1 loss (Fig. 10), recovery scores, and the "
+        "embeddings forming a circle (Fig. 11); beside the run's curve when given one."
+    )
     requires: list[str] = []
     needs_store = False
-    options = {"epochs": DEFAULT_EPOCHS, "n_tasks": 25, "seed": 0,
-               "lr_identity": DEFAULT_LR["identity"], "lr_target": DEFAULT_LR["target"]}
+    options = {
+        "epochs": DEFAULT_EPOCHS,
+        "n_tasks": 25,
+        "seed": 0,
+        "lr_identity": DEFAULT_LR["identity"],
+        "lr_target": DEFAULT_LR["target"],
+    }
     option_help = {
         "epochs": "training epochs of the toy model",
         "n_tasks": "T, tasks in the cycle (paper: 25)",
@@ -33,11 +40,26 @@ class ToyModel(Probe):
         "lr_identity": "learning rate for f_i(w) = w (paper: 0.01, which diverges at N = 1000; 0.001 here)",
         "lr_target": "learning rate for f_i(w) = y_i − w (paper: 0.01)",
     }
-    headline_keys = ["identity_rs_first", "identity_rs_last", "target_rs_first", "target_rs_last",
-                     "target_circle_order_before", "target_circle_order_after", "run_rs"]
+    headline_keys = [
+        "identity_rs_first",
+        "identity_rs_last",
+        "target_rs_first",
+        "target_rs_last",
+        "target_circle_order_before",
+        "target_circle_order_after",
+        "run_rs",
+    ]
 
-    def run(self, store, out: Path, epochs: int = DEFAULT_EPOCHS, n_tasks: int = 25, seed: int = 0,
-            lr_identity: float = DEFAULT_LR["identity"], lr_target: float = DEFAULT_LR["target"]) -> dict:
+    def run(
+        self,
+        store,
+        out: Path,
+        epochs: int = DEFAULT_EPOCHS,
+        n_tasks: int = 25,
+        seed: int = 0,
+        lr_identity: float = DEFAULT_LR["identity"],
+        lr_target: float = DEFAULT_LR["target"],
+    ) -> dict:
         from arprobe.science.recovery import recovery_scores, shift_averaged_curve
 
         lrs = {"identity": lr_identity, "target": lr_target}
@@ -120,7 +142,9 @@ class ToyModel(Probe):
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_aspect("equal", adjustable="datalim")
-            fig.suptitle(f"Toy model, {TITLES[kind]}: PCA of f_i^-1(P x_i), tasks coloured in order (cf. Fig. 11)")
+            fig.suptitle(
+                f"Toy model, {TITLES[kind]}: PCA of f_i^-1(P x_i), tasks coloured in order (cf. Fig. 11)"
+            )
             save_figure(fig, out / f"toy_circle_{kind}.png")
 
     @staticmethod
@@ -129,8 +153,13 @@ class ToyModel(Probe):
 
         fig, axes = new_figure(3, width=4.8)
         axes[0].plot(run_curve.offset / run_T, run_curve.mean, color="tab:blue")
-        axes[0].fill_between(run_curve.offset / run_T, run_curve.mean - run_curve.std, run_curve.mean + run_curve.std,
-                             color="tab:blue", alpha=0.2)
+        axes[0].fill_between(
+            run_curve.offset / run_T,
+            run_curve.mean - run_curve.std,
+            run_curve.mean + run_curve.std,
+            color="tab:blue",
+            alpha=0.2,
+        )
         axes[0].set_title("This run: shift-averaged loss", fontsize=10)
         axes[0].set_ylabel("loss")
         target = toys["target"]
@@ -162,4 +191,6 @@ def _clip_first_epoch(ax, loss: np.ndarray, T: int) -> None:
         top = float(later.max()) * 1.1
         ax.set_ylim(0, top)
         if loss.max() > top:
-            ax.text(0.01, 0.98, "first epoch clipped", transform=ax.transAxes, va="top", fontsize=7, color="0.4")
+            ax.text(
+                0.01, 0.98, "first epoch clipped", transform=ax.transAxes, va="top", fontsize=7, color="0.4"
+            )

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
-from arprobe.science.geometry import diagonal_means, gram_matrix, residual_cosines, stripe_period
 from arprobe.probes.base import Probe, epoch_extent, new_figure, save_figure
+from arprobe.science.geometry import diagonal_means, gram_matrix, residual_cosines, stripe_period
 
 RESIDUALS = ("window", "initial")
 
@@ -28,14 +28,18 @@ def snapshot_spacing(episodes: np.ndarray) -> int:
     """Episodes between consecutive snapshots after episode 0; UserError if uneven."""
     steps = np.diff(episodes[episodes > 0]) if (episodes > 0).sum() > 1 else np.array([1])
     if not np.all(steps == steps[0]):
-        raise UserError("Weight snapshots are not evenly spaced; residual windows need record.weights_every fixed.")
+        raise UserError(
+            "Weight snapshots are not evenly spaced; residual windows need record.weights_every fixed."
+        )
     return int(steps[0])
 
 
 class WeightResidualSimilarity(Probe):
     name = "weight_residual_similarity"
-    description = ("Cosine similarity between weight residuals at every episode (Fig. 8c) and the period "
-                   "of its stripes in episodes (≈ T for a cyclic run).")
+    description = (
+        "Cosine similarity between weight residuals at every episode (Fig. 8c) and the period "
+        "of its stripes in episodes (≈ T for a cyclic run)."
+    )
     requires = ["weights:{weights}"]
     options = {"weights": "unembed", "residual": "window", "from_epoch": 2}
     option_help = {
@@ -43,11 +47,21 @@ class WeightResidualSimilarity(Probe):
         "residual": "window: minus the mean of a centred window of T episodes (paper); initial: minus the weights before training",
         "from_epoch": "first epoch shown (the paper shows epochs 2-4); earlier epochs still feed the windows",
     }
-    headline_keys = ["residual", "stripe_period_episodes", "stripe_period_epochs", "similarity_at_lag_T", "similarity_at_lag_half_T"]
+    headline_keys = [
+        "residual",
+        "stripe_period_episodes",
+        "stripe_period_epochs",
+        "similarity_at_lag_T",
+        "similarity_at_lag_half_T",
+    ]
 
-    def run(self, store, out: Path, weights: str = "unembed", residual: str = "window", from_epoch: int = 2) -> dict:
+    def run(
+        self, store, out: Path, weights: str = "unembed", residual: str = "window", from_epoch: int = 2
+    ) -> dict:
         if residual not in RESIDUALS:
-            raise UserError(f"weight_residual_similarity option residual must be one of {', '.join(RESIDUALS)}, got '{residual}'.")
+            raise UserError(
+                f"weight_residual_similarity option residual must be one of {', '.join(RESIDUALS)}, got '{residual}'."
+            )
         episodes, values = store.weights(weights)  # [S], [S, D]
         T = store.n_docs
         schedule = store.schedule()
@@ -97,7 +111,9 @@ class WeightResidualSimilarity(Probe):
         lo, hi = epoch_extent(episodes, T)
         off = cos[~np.eye(len(cos), dtype=bool)]
         lim = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 1.0
-        im = ax.imshow(cos, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(lo, hi, hi, lo), interpolation="nearest")
+        im = ax.imshow(
+            cos, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(lo, hi, hi, lo), interpolation="nearest"
+        )
         fig.colorbar(im, ax=ax, label="cosine similarity")
         what = "minus centred T-episode mean" if residual == "window" else "minus initial weights"
         ax.set_title(f"Weight residuals of {weights} ({what})\n(cf. paper Fig. 8c)")
@@ -108,7 +124,12 @@ class WeightResidualSimilarity(Probe):
         for k in range(1, int(lags[-1] // T) + 1):
             ax2.axvline(k * T, color="0.8", lw=0.8, zorder=0)
         if period:
-            ax2.axvline(period * every, color="tab:red", ls="--", label=f"stripe period {period * every} episodes (T = {T})")
+            ax2.axvline(
+                period * every,
+                color="tab:red",
+                ls="--",
+                label=f"stripe period {period * every} episodes (T = {T})",
+            )
             ax2.legend(fontsize=8)
         ax2.set_xlabel("lag (episodes)")
         ax2.set_ylabel("mean cosine at that lag")

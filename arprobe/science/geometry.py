@@ -15,6 +15,7 @@ GRAM_BLOCK = 1 << 16
 
 # --- inner products ---------------------------------------------------------------------------
 
+
 def gram_matrix(vectors: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
     """X Xᵀ [n, n] in float64 of rows [n, dim], optionally after subtracting ``center`` [dim].
 
@@ -59,6 +60,7 @@ def step_norms(vectors: np.ndarray) -> np.ndarray:
 
 # --- residuals (paper Sec. 4.2) ------------------------------------------------------------------
 
+
 def residual_operator(n: int, mode: str, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Matrix A [m, n] with residual_r = Σ_s A[r, s] x_s, and which snapshots the rows are [m].
 
@@ -97,6 +99,7 @@ def residual_cosines(gram: np.ndarray, mode: str, window: int) -> tuple[np.ndarr
 
 # --- periodicity --------------------------------------------------------------------------------
 
+
 def diagonal_means(matrix: np.ndarray) -> np.ndarray:
     """Mean of the lag-th super-diagonal of a square matrix, lag = 0..n−1: returns [n] (NaNs ignored)."""
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -120,9 +123,13 @@ def stripe_period(similarity: np.ndarray, min_pairs: int | None = None) -> int |
     n = len(profile)
     min_pairs = max(2, n // 3) if min_pairs is None else min_pairs
     last = n - min_pairs  # lag L has n − L pairs
-    peaks = [lag for lag in range(1, last + 1)
-             if np.isfinite(profile[lag])
-             and profile[lag] >= _at(profile, lag - 1) and profile[lag] > _at(profile, lag + 1)]
+    peaks = [
+        lag
+        for lag in range(1, last + 1)
+        if np.isfinite(profile[lag])
+        and profile[lag] >= _at(profile, lag - 1)
+        and profile[lag] > _at(profile, lag + 1)
+    ]
     if not peaks:
         return None
     best = max(profile[p] for p in peaks)
@@ -146,6 +153,7 @@ def dominant_period(signal: np.ndarray) -> float | None:
 
 
 # --- distances in a cycle ------------------------------------------------------------------------
+
 
 def cyclic_distance(i, j, period: int):
     """min(|i − j| mod T, T − |i − j| mod T): how far apart two documents are in a cycle of T."""
@@ -201,6 +209,7 @@ def symmetry(matrix: np.ndarray) -> float:
 
 
 # --- PCA and helices (paper Fig. 9) -------------------------------------------------------------
+
 
 def pca_from_gram(gram: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k principal-component scores [n, k] and explained-variance ratios [k] of the rows
@@ -290,6 +299,7 @@ def helix_per_epoch(scores_2d: np.ndarray, snapshot_epoch: np.ndarray) -> dict[s
 
 
 # --- summary helpers ----------------------------------------------------------------------------
+
 
 def intervals_between(curve: np.ndarray, trained: np.ndarray) -> dict[str, np.ndarray]:
     """Forgetting and recovery of one loss curve between consecutive trainings.

@@ -19,7 +19,9 @@ class RecoveryComponents:
     Index [n - 1, doc] is the interval between the document's n-th and (n+1)-th training.
     """
 
-    l_max: np.ndarray  # [n, doc] max loss in the interval (from right after the n-th training to right before the (n+1)-th)
+    l_max: (
+        np.ndarray
+    )  # [n, doc] max loss in the interval (from right after the n-th training to right before the (n+1)-th)
     l_before: np.ndarray  # [n, doc] loss right before the (n+1)-th training
     l_after: np.ndarray  # [n, doc] loss right after the n-th training
 
@@ -160,7 +162,9 @@ def online_loss(loss_eval: np.ndarray, schedule_doc: np.ndarray, schedule_epoch:
     per_episode = loss_eval[np.arange(len(doc)), doc]
     epoch = np.asarray(schedule_epoch)
     n_epochs = int(epoch.max()) if len(epoch) else 0
-    per_epoch = np.array([per_episode[epoch == e].mean() if (epoch == e).any() else np.nan for e in range(1, n_epochs + 1)])
+    per_epoch = np.array(
+        [per_episode[epoch == e].mean() if (epoch == e).any() else np.nan for e in range(1, n_epochs + 1)]
+    )
     later = per_episode[epoch >= 2]
     return OnlineLoss(
         per_episode=per_episode,

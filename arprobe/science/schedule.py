@@ -51,8 +51,10 @@ class Schedule:
     @cached_property
     def epoch_ends(self) -> np.ndarray:
         """[E] last episode (1-based) of each epoch."""
-        return np.array([len(self.epoch) - int(np.argmax(self.epoch[::-1] == e)) for e in range(1, self.n_epochs + 1)],
-                        dtype=int)
+        return np.array(
+            [len(self.epoch) - int(np.argmax(self.epoch[::-1] == e)) for e in range(1, self.n_epochs + 1)],
+            dtype=int,
+        )
 
     @property
     def epoch_lengths(self) -> np.ndarray:
@@ -64,12 +66,22 @@ class Schedule:
         """Mean episodes per epoch: T for cyclic and shuffled orders, the mean epoch length otherwise.
         A complete first epoch decides when later ones are cut short by a stop."""
         lengths = self.epoch_lengths
-        return float(lengths[:-1].mean()) if len(lengths) > 1 else float(lengths[0]) if len(lengths) else float(self.n_docs)
+        return (
+            float(lengths[:-1].mean())
+            if len(lengths) > 1
+            else float(lengths[0])
+            if len(lengths)
+            else float(self.n_docs)
+        )
 
     @cached_property
     def position(self) -> np.ndarray:
         """[K] 0-based position of episode k within its epoch."""
-        return np.arange(1, len(self.doc) + 1) - self.epoch_starts[self.epoch - 1] if len(self.doc) else np.zeros(0, int)
+        return (
+            np.arange(1, len(self.doc) + 1) - self.epoch_starts[self.epoch - 1]
+            if len(self.doc)
+            else np.zeros(0, int)
+        )
 
     def epoch_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """Epoch of eval-matrix rows (row k is after episode k; row 0, before training, is epoch 0)."""
@@ -98,8 +110,11 @@ class Schedule:
         if not len(self.doc):
             return np.zeros(0, dtype=int)
         first_epoch = self.doc[self.epoch == 1]
-        keep = [d for d in dict.fromkeys(first_epoch.tolist())
-                if all((self.doc[self.epoch == e] == d).any() for e in range(1, self.n_epochs + 1))]
+        keep = [
+            d
+            for d in dict.fromkeys(first_epoch.tolist())
+            if all((self.doc[self.epoch == e] == d).any() for e in range(1, self.n_epochs + 1))
+        ]
         return np.asarray(keep, dtype=int)
 
     @property
@@ -108,5 +123,7 @@ class Schedule:
         if not len(self.doc):
             return False
         first = self.doc[self.epoch == 1]
-        return all(np.array_equal(self.doc[self.epoch == e], first[: (self.epoch == e).sum()])
-                   for e in range(2, self.n_epochs + 1))
+        return all(
+            np.array_equal(self.doc[self.epoch == e], first[: (self.epoch == e).sum()])
+            for e in range(2, self.n_epochs + 1)
+        )

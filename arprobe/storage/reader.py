@@ -38,7 +38,9 @@ class RunStore:
             try:  # a file written without SWMR (e.g. by another tool) still opens plainly
                 self.h5 = h5py.File(self.path, "r")
             except OSError:
-                raise UserError(f"'{self.path}' is not a readable HDF5 file (truncated or not a run store).") from None
+                raise UserError(
+                    f"'{self.path}' is not a readable HDF5 file (truncated or not a run store)."
+                ) from None
         attrs = self.h5.attrs
         if attrs.get("format") != FORMAT:
             self.h5.close()
@@ -51,7 +53,7 @@ class RunStore:
                 f"understands ({FORMAT_VERSION}); upgrade arprobe."
             )
 
-    def __enter__(self) -> "RunStore":
+    def __enter__(self) -> RunStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,7 +178,7 @@ class RunStore:
         attrs = self.h5[kind][name].attrs
         if "sketch_dim" not in attrs:
             return None
-        return {k[len("sketch_"):]: int(v) for k, v in attrs.items() if k.startswith("sketch_")}
+        return {k[len("sketch_") :]: int(v) for k, v in attrs.items() if k.startswith("sketch_")}
 
     def weights(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(episodes int32 [S], values float32 [S, D]); episode 0 is the initial model."""
@@ -215,6 +217,8 @@ class RunStore:
         model = {name: ck["model"][name][i] for name in ck.get("model", {})}
         optim = {}
         if "optim" in ck:
-            ck["optim"].visititems(lambda n, obj: optim.__setitem__(n, obj[i]) if isinstance(obj, h5py.Dataset) else None)
+            ck["optim"].visititems(
+                lambda n, obj: optim.__setitem__(n, obj[i]) if isinstance(obj, h5py.Dataset) else None
+            )
         rng = ck["rng"][i] if "rng" in ck else None
         return {"model": model, "optim": optim, "rng": rng}

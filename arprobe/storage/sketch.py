@@ -77,7 +77,9 @@ class CountSketch:
             out.append(1 + z % (PRIME - 1))
         return out[:4], out[4:]
 
-    def buckets(self, start: int, stop: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def buckets(
+        self, start: int, stop: int, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(bucket int64 [n], sign float32 [n]) of coordinates start..stop-1."""
         h_coef, s_coef = self._coefficients()
         i = torch.arange(start, stop, dtype=torch.int64, device=device)

@@ -36,7 +36,9 @@ class StoreLayout:
     activations: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # hook -> (n docs, C, d)
     activation_docs: list[int] = field(default_factory=list)
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
-    optim_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" -> shape (kept Adam state)
+    optim_shapes: dict[str, tuple[int, ...]] = field(
+        default_factory=dict
+    )  # "<param>/<state>" -> shape (kept Adam state)
     rng_bytes: int = 0  # size of the saved RNG state
     checkpoints: bool = True  # keep full checkpoints at chosen episodes (checkpoints/)
     resume: bool = True  # keep the rolling two-slot resume checkpoint (resume/)
@@ -106,7 +108,7 @@ class RunWriter:
         texts: list[str],
         model_info: dict,
         initial_eval: np.ndarray,  # float32 [T], row 0 of the eval matrix
-    ) -> "RunWriter":
+    ) -> RunWriter:
         path = Path(path)
         h5 = h5py.File(path, "w", libver="latest")
         try:
@@ -119,7 +121,7 @@ class RunWriter:
                     "config": config_json,
                     "status": "running",
                     "completed_episodes": 0,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                     "seed": seed,
                     "n_docs": layout.n_docs,
                     "steps_per_doc": layout.steps_per_doc,
@@ -209,7 +211,13 @@ class RunWriter:
         _append(g["values"], values)
         _append(g["episodes"], episode)  # written after the values: -1 until they are there
 
-    def append_checkpoint(self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray | None) -> None:
+    def append_checkpoint(
+        self,
+        episode: int,
+        params: dict[str, np.ndarray],
+        optim: dict[str, np.ndarray],
+        rng: np.ndarray | None,
+    ) -> None:
         ck = self.h5["checkpoints"]
         for name, value in params.items():
             _append(ck["model"][name], value)
@@ -219,7 +227,9 @@ class RunWriter:
             _append(ck["rng"], rng)
         _append(ck["episodes"], episode)
 
-    def write_resume(self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray) -> None:
+    def write_resume(
+        self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray
+    ) -> None:
         """Overwrite the older resume slot; its episode number is written last, after a flush."""
         rs = self.h5["resume"]
         slot = int(np.argmin(rs["episodes"][:]))
@@ -233,7 +243,7 @@ class RunWriter:
         rs["episodes"].flush()
 
     @classmethod
-    def reopen_for_resume(cls, path: Path, layout: StoreLayout) -> tuple["RunWriter", int, dict]:
+    def reopen_for_resume(cls, path: Path, layout: StoreLayout) -> tuple[RunWriter, int, dict]:
         """Open an unfinished store, cut it back to its newest resume checkpoint and continue.
 
         Returns the writer, the episode to continue after, and the saved state
@@ -253,7 +263,9 @@ class RunWriter:
             if not usable:
                 from arprobe.errors import UserError
 
-                raise UserError(f"'{path}' has no resume checkpoint (record.resume_every was 0); start the run again.")
+                raise UserError(
+                    f"'{path}' has no resume checkpoint (record.resume_every was 0); start the run again."
+                )
             episode, slot = max(usable)
             rs = h5["resume"]
             state = {
@@ -262,7 +274,11 @@ class RunWriter:
                 "rng": rs["rng"][slot],
             }
             if "optim" in rs:
-                rs["optim"].visititems(lambda n, o: state["optim"].__setitem__(n, o[slot]) if isinstance(o, h5py.Dataset) else None)
+                rs["optim"].visititems(
+                    lambda n, o: (
+                        state["optim"].__setitem__(n, o[slot]) if isinstance(o, h5py.Dataset) else None
+                    )
+                )
             cls._truncate(h5, episode)
             h5.attrs["status"] = "running"
             h5.attrs["stop_reason"] = ""
@@ -282,7 +298,9 @@ class RunWriter:
         for name in ("schedule/doc", "schedule/epoch", "loss/train", "stats/grad_norm", "stats/lr"):
             h5[name].resize(episode, axis=0)
         h5["loss/eval"].resize(episode + 1, axis=0)
-        groups = [h5[kind][name] for kind in ("weights", "grads", "activations") if kind in h5 for name in h5[kind]]
+        groups = [
+            h5[kind][name] for kind in ("weights", "grads", "activations") if kind in h5 for name in h5[kind]
+        ]
         if "checkpoints" in h5:
             groups.append(h5["checkpoints"])
         for group in groups:

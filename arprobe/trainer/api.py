@@ -31,7 +31,9 @@ class TrainingContext:
     mask_id: int
 
 
-def model_from_checkpoint(store, episode: int, device: str = "auto") -> tuple[torch.nn.Module, TrainingContext]:
+def model_from_checkpoint(
+    store, episode: int, device: str = "auto"
+) -> tuple[torch.nn.Module, TrainingContext]:
     """The run's model with the weights of its checkpoint at ``episode``, in train mode."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -42,7 +44,10 @@ def model_from_checkpoint(store, episode: int, device: str = "auto") -> tuple[to
     info = store.model_info
     hf_config = dict(info["hf_config"])
     model_type = hf_config.pop("model_type")
-    config = AutoConfig.for_model(model_type, **{k: v for k, v in hf_config.items() if k not in ("architectures", "transformers_version")})
+    config = AutoConfig.for_model(
+        model_type,
+        **{k: v for k, v in hf_config.items() if k not in ("architectures", "transformers_version")},
+    )
     model = AutoModelForCausalLM.from_config(config)
     state = {name: torch.from_numpy(np.asarray(value)) for name, value in checkpoint["model"].items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -74,8 +79,9 @@ def restore_params(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) ->
         p.copy_(snapshot[n])
 
 
-def train_on_document(model: torch.nn.Module, ctx: TrainingContext, doc: int, n_steps: int | None = None,
-                      seed: int = 0) -> np.ndarray:
+def train_on_document(
+    model: torch.nn.Module, ctx: TrainingContext, doc: int, n_steps: int | None = None, seed: int = 0
+) -> np.ndarray:
     """``n_steps`` (default M) steps on one document with the run's optimizer and learning rate,
     the optimizer fresh as in an episode with reset. Returns the step losses [n_steps]."""
     cfg = ctx.cfg
@@ -86,8 +92,15 @@ def train_on_document(model: torch.nn.Module, ctx: TrainingContext, doc: int, n_
     C = cfg.data.context_length
     losses = []
     for _ in range(n_steps):
-        inputs, labels = steps.training_window(ctx.tokens[doc], int(ctx.lengths[doc]), C, max_shift=cfg.data.max_shift,
-                                               mask_prob=cfg.data.mask_prob, mask_id=ctx.mask_id, generator=generator)
+        inputs, labels = steps.training_window(
+            ctx.tokens[doc],
+            int(ctx.lengths[doc]),
+            C,
+            max_shift=cfg.data.max_shift,
+            mask_prob=cfg.data.mask_prob,
+            mask_id=ctx.mask_id,
+            generator=generator,
+        )
         loss = steps.step_loss(model, inputs, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -36,7 +36,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"  # a size preset ("tiny": d256 L4 H4; pythia-14m ... pythia-2.8b), a hub id, or a local path
+    name: str = (
+        "tiny"  # a size preset ("tiny": d256 L4 H4; pythia-14m ... pythia-2.8b), a hub id, or a local path
+    )
     init: str = "pythia"  # "pretrained" (weights from name), "pythia" (Pythia init) or "normal" (N(0, 0.02))
     revision: str = ""  # hub revision, e.g. "step143000" for Pythia's intermediate checkpoints
     d_model: int = 0  # width override for random init (0: keep the preset's)
@@ -72,15 +74,29 @@ class ScheduleConfig:
 
 @dataclass
 class RecordConfig:
-    weights: list[str] = field(default_factory=lambda: ["unembed"])  # parameter groups snapshotted (TransformerLens names)
+    weights: list[str] = field(
+        default_factory=lambda: ["unembed"]
+    )  # parameter groups snapshotted (TransformerLens names)
     weights_every: int = 1  # snapshot weights every N episodes (0: never)
-    grads: list[str] = field(default_factory=lambda: ["blocks.mid.attn"])  # layers whose per-document gradients are recorded ("mid": middle block)
-    grads_at: str = "epoch"  # when per-document gradients are recorded: "epoch" (end of each), "end" or "never"
-    activations: list[str] = field(default_factory=lambda: ["ln_final.hook_normalized"])  # TransformerLens hook names captured
-    activation_docs: list[int] = field(default_factory=lambda: [0])  # documents (0-based) whose activations are captured
+    grads: list[str] = field(
+        default_factory=lambda: ["blocks.mid.attn"]
+    )  # layers whose per-document gradients are recorded ("mid": middle block)
+    grads_at: str = (
+        "epoch"  # when per-document gradients are recorded: "epoch" (end of each), "end" or "never"
+    )
+    activations: list[str] = field(
+        default_factory=lambda: ["ln_final.hook_normalized"]
+    )  # TransformerLens hook names captured
+    activation_docs: list[int] = field(
+        default_factory=lambda: [0]
+    )  # documents (0-based) whose activations are captured
     activations_every: int = 1  # capture activations every N episodes (0: never)
-    checkpoints: str = "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
-    resume_every: int = 1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
+    checkpoints: str = (
+        "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
+    )
+    resume_every: int = (
+        1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
+    )
     sketch_dim: int = 524288  # weights/grads with over 2*sketch_dim values are stored as a seeded count-sketch of this size (0: exact)
 
 
@@ -112,6 +128,7 @@ def default_run_name(cfg: RunConfig) -> str:
 
 
 # --- keys -------------------------------------------------------------------------------
+
 
 def _fields(cls) -> dict[str, dataclasses.Field]:
     hints = typing.get_type_hints(cls)
@@ -245,23 +262,54 @@ def validate(cfg: RunConfig) -> None:
         (o.lr > 0, f"optim.lr must be positive, got {o.lr}."),
         (0.0 <= d.mask_prob < 1.0, f"data.mask_prob (p) must be in [0, 1), got {d.mask_prob}."),
         (d.max_shift >= 0, f"data.max_shift (s) must be non-negative, got {d.max_shift}."),
-        (d.vocab_size >= 260, f"data.vocab_size must be at least 260 (the byte alphabet), got {d.vocab_size}."),
+        (
+            d.vocab_size >= 260,
+            f"data.vocab_size must be at least 260 (the byte alphabet), got {d.vocab_size}.",
+        ),
         (m.freeze_blocks >= 0, f"model.freeze_blocks must be non-negative, got {m.freeze_blocks}."),
-        (min(m.d_model, m.n_layers, m.n_heads) >= 0, "model.d_model, n_layers and n_heads must be non-negative."),
+        (
+            min(m.d_model, m.n_layers, m.n_heads) >= 0,
+            "model.d_model, n_layers and n_heads must be non-negative.",
+        ),
         (o.name in ("adam", "sgd"), f"optim.name must be 'adam' or 'sgd', got '{o.name}'."),
-        (o.lr_schedule in ("constant", "cosine"), f"optim.lr_schedule must be 'constant' or 'cosine', got '{o.lr_schedule}'."),
+        (
+            o.lr_schedule in ("constant", "cosine"),
+            f"optim.lr_schedule must be 'constant' or 'cosine', got '{o.lr_schedule}'.",
+        ),
         (0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, lr], got {o.min_lr}."),
-        (s.order in ("cyclic", "shuffle", "partial-shuffle", "insert"),
-         f"schedule.order must be one of cyclic, shuffle, partial-shuffle, insert; got '{s.order}'."),
-        (m.init in ("pretrained", "pythia", "normal"), f"model.init must be pretrained, pythia or normal; got '{m.init}'."),
-        (m.dtype in ("float32", "bfloat16", "float16"), f"model.dtype must be float32, bfloat16 or float16; got '{m.dtype}'."),
-        (r.grads_at in ("epoch", "end", "never"), f"record.grads_at must be epoch, end or never; got '{r.grads_at}'."),
-        (r.checkpoints in ("epoch", "none") or r.checkpoints.isdigit(),
-         f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'."),
+        (
+            s.order in ("cyclic", "shuffle", "partial-shuffle", "insert"),
+            f"schedule.order must be one of cyclic, shuffle, partial-shuffle, insert; got '{s.order}'.",
+        ),
+        (
+            m.init in ("pretrained", "pythia", "normal"),
+            f"model.init must be pretrained, pythia or normal; got '{m.init}'.",
+        ),
+        (
+            m.dtype in ("float32", "bfloat16", "float16"),
+            f"model.dtype must be float32, bfloat16 or float16; got '{m.dtype}'.",
+        ),
+        (
+            r.grads_at in ("epoch", "end", "never"),
+            f"record.grads_at must be epoch, end or never; got '{r.grads_at}'.",
+        ),
+        (
+            r.checkpoints in ("epoch", "none") or r.checkpoints.isdigit(),
+            f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'.",
+        ),
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
-        (min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every) >= 0, "record.*_every and record.sketch_dim must be non-negative."),
-        (0 <= s.insert_min <= s.insert_max, f"schedule.insert_min must be in [0, insert_max], got {s.insert_min}."),
-        (all(0 <= i < d.n_docs for i in r.activation_docs), f"record.activation_docs must be in [0, {d.n_docs - 1}]."),
+        (
+            min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every) >= 0,
+            "record.*_every and record.sketch_dim must be non-negative.",
+        ),
+        (
+            0 <= s.insert_min <= s.insert_max,
+            f"schedule.insert_min must be in [0, insert_max], got {s.insert_min}.",
+        ),
+        (
+            all(0 <= i < d.n_docs for i in r.activation_docs),
+            f"record.activation_docs must be in [0, {d.n_docs - 1}].",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -273,8 +321,14 @@ def describe_keys() -> str:
     import inspect
 
     lines = []
-    for cls, prefix in [(RunConfig, ""), (DataConfig, "data."), (ModelConfig, "model."), (OptimConfig, "optim."),
-                        (ScheduleConfig, "schedule."), (RecordConfig, "record.")]:
+    for cls, prefix in [
+        (RunConfig, ""),
+        (DataConfig, "data."),
+        (ModelConfig, "model."),
+        (OptimConfig, "optim."),
+        (ScheduleConfig, "schedule."),
+        (RecordConfig, "record."),
+    ]:
         source = inspect.getsource(cls).splitlines()
         comments = {}
         for line in source:
@@ -285,5 +339,7 @@ def describe_keys() -> str:
         for f in dataclasses.fields(cls):
             if _is_section(type(getattr(defaults, f.name))):
                 continue
-            lines.append(f"  --{prefix}{f.name:<22} {getattr(defaults, f.name)!r:<28} {comments.get(f.name, '')}")
+            lines.append(
+                f"  --{prefix}{f.name:<22} {getattr(defaults, f.name)!r:<28} {comments.get(f.name, '')}"
+            )
     return "\n".join(lines)

@@ -38,6 +38,7 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 # --- candidate texts ----------------------------------------------------------------------
 
+
 def load_texts(cfg: DataConfig) -> tuple[list[str], str]:
     """All candidate document texts from ``cfg.source`` (in source order), and a short provenance string."""
     source = cfg.source
@@ -68,7 +69,6 @@ def _keep_nonblank(texts: list[str]) -> list[str]:
 
 def _load_pydoc() -> tuple[list[str], str]:
     import platform
-
     from pydoc_data.topics import topics
 
     texts = _keep_nonblank([topics[key].strip() for key in sorted(topics)])
@@ -123,9 +123,13 @@ def _load_jsonl(path: Path, field: str) -> tuple[list[str], str]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError:
-                raise UserError(f"Line {line_no} of '{path}' is not valid JSON; write one JSON object per line.") from None
+                raise UserError(
+                    f"Line {line_no} of '{path}' is not valid JSON; write one JSON object per line."
+                ) from None
             if not isinstance(obj, dict):
-                raise UserError(f"Line {line_no} of '{path}' is not a JSON object; write one object per line.")
+                raise UserError(
+                    f"Line {line_no} of '{path}' is not a JSON object; write one object per line."
+                )
             if field not in obj:
                 keys = ", ".join(sorted(obj)) or "none"
                 raise UserError(
@@ -144,9 +148,11 @@ def _as_text(value, where: str) -> str | None:
 
 def _is_saved_dataset(path: Path) -> bool:
     # The marker files Dataset.save_to_disk and DatasetDict.save_to_disk write.
-    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or (
-        path / "dataset_info.json"
-    ).is_file()
+    return (
+        (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+        or (path / "dataset_info.json").is_file()
+    )
 
 
 def _load_saved_dataset(path: Path, cfg: DataConfig) -> tuple[list[str], str]:
@@ -162,7 +168,10 @@ def _load_saved_dataset(path: Path, cfg: DataConfig) -> tuple[list[str], str]:
         loaded = loaded[cfg.split]
         where = f"split '{cfg.split}' of {where}"
     texts = _column_texts(loaded, cfg.field, where)
-    return texts, f"save_to_disk folder {path}, split '{cfg.split}', field '{cfg.field}' ({len(texts)} documents)"
+    return (
+        texts,
+        f"save_to_disk folder {path}, split '{cfg.split}', field '{cfg.field}' ({len(texts)} documents)",
+    )
 
 
 def _load_hub(cfg: DataConfig) -> tuple[list[str], str]:
@@ -186,7 +195,10 @@ def _load_hub(cfg: DataConfig) -> tuple[list[str], str]:
     where = f"dataset '{source}'"
     texts = _column_texts(loaded, cfg.field, where)
     config = f", config '{cfg.hf_config}'" if cfg.hf_config else ""
-    return texts, f"hub dataset {source}{config}, split '{cfg.split}', field '{cfg.field}' ({len(texts)} documents)"
+    return (
+        texts,
+        f"hub dataset {source}{config}, split '{cfg.split}', field '{cfg.field}' ({len(texts)} documents)",
+    )
 
 
 def _column_texts(dataset, field: str, where: str) -> list[str]:
@@ -202,6 +214,7 @@ def _column_texts(dataset, field: str, where: str) -> list[str]:
 
 
 # --- tokenized, sampled documents ---------------------------------------------------------
+
 
 @dataclass
 class Documents:

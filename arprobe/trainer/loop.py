@@ -1,10 +1,10 @@
 """The cyclic fine-tuning loop: setup, then one loop over episodes whose phases read at a glance.
 
-    for each episode k (document schedule[k]):
-        train: M steps on the document (batch 1), optimizer reset if asked
-        evaluate: the loss of all T documents, batched          -> loss/eval row k
-        record: weights / activations / per-document grads / checkpoint, as configured
-        commit: flush, bump the episode counter
+for each episode k (document schedule[k]):
+    train: M steps on the document (batch 1), optimizer reset if asked
+    evaluate: the loss of all T documents, batched          -> loss/eval row k
+    record: weights / activations / per-document grads / checkpoint, as configured
+    commit: flush, bump the episode counter
 """
 
 from __future__ import annotations
@@ -67,7 +67,12 @@ def prepare(cfg: RunConfig) -> Setup:
     """Data, tokenizer, model and names: everything before the first episode."""
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
-    from arprobe.trainer.tokenizer import default_cache_dir, ensure_pad_token, load_tokenizer, train_bpe_tokenizer
+    from arprobe.trainer.tokenizer import (
+        default_cache_dir,
+        ensure_pad_token,
+        load_tokenizer,
+        train_bpe_tokenizer,
+    )
 
     d, m = cfg.data, cfg.model
     if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
@@ -82,21 +87,41 @@ def prepare(cfg: RunConfig) -> Setup:
     if tokenizer_name == "bpe":
         tokenizer = train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir())
     else:
-        tokenizer = load_tokenizer(tokenizer_name, revision=m.revision if tokenizer_name == m.name else "",
-                                   trust_remote_code=m.trust_remote_code)
+        tokenizer = load_tokenizer(
+            tokenizer_name,
+            revision=m.revision if tokenizer_name == m.name else "",
+            trust_remote_code=m.trust_remote_code,
+        )
     pad_id = ensure_pad_token(tokenizer)
-    docs = select_documents(texts, tokenizer, n_docs=d.n_docs, context_length=d.context_length, max_shift=d.max_shift,
-                            min_tokens=d.min_tokens, seed=cfg.seed, pad_id=pad_id)
+    docs = select_documents(
+        texts,
+        tokenizer,
+        n_docs=d.n_docs,
+        context_length=d.context_length,
+        max_shift=d.max_shift,
+        min_tokens=d.min_tokens,
+        seed=cfg.seed,
+        pad_id=pad_id,
+    )
     loaded = build_model(m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length)
     device = resolve_device(m.device)
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
     schedule_doc, schedule_epoch = make_schedule(
-        cfg.schedule.order, d.n_docs, cfg.schedule.epochs, cfg.seed,
-        shuffle_until=cfg.schedule.shuffle_until, repeat_docs=cfg.schedule.repeat_docs,
-        insert_min=cfg.schedule.insert_min, insert_max=cfg.schedule.insert_max,
+        cfg.schedule.order,
+        d.n_docs,
+        cfg.schedule.epochs,
+        cfg.seed,
+        shuffle_until=cfg.schedule.shuffle_until,
+        repeat_docs=cfg.schedule.repeat_docs,
+        insert_min=cfg.schedule.insert_min,
+        insert_max=cfg.schedule.insert_max,
     )
     model_info = dict(loaded.provenance)
-    model_info["tokenizer"] = getattr(tokenizer, "name_or_path", "") if tokenizer_name != "bpe" else f"bpe-{d.vocab_size} trained on the documents' source"
+    model_info["tokenizer"] = (
+        getattr(tokenizer, "name_or_path", "")
+        if tokenizer_name != "bpe"
+        else f"bpe-{d.vocab_size} trained on the documents' source"
+    )
     model_info["vocab_size"] = len(tokenizer)
     model_info["data"] = provenance
     model_info["mask_id"] = int(mask_id)
@@ -106,11 +131,20 @@ def prepare(cfg: RunConfig) -> Setup:
     # our model; keep the model's own (sdpa: faster, and what model_info says).
     loaded.model.config._attn_implementation = attn
     return Setup(
-        cfg=cfg, model=loaded.model, tokenizer=tokenizer, names=names,
+        cfg=cfg,
+        model=loaded.model,
+        tokenizer=tokenizer,
+        names=names,
         tokens=torch.as_tensor(docs.tokens, dtype=torch.long, device=device),
         lengths=torch.as_tensor(docs.lengths, dtype=torch.long, device=device),
-        texts=docs.texts, schedule_doc=schedule_doc, schedule_epoch=schedule_epoch, model_info=model_info,
-        device=device, mask_id=mask_id, data_provenance=provenance, n_dropped=docs.n_dropped,
+        texts=docs.texts,
+        schedule_doc=schedule_doc,
+        schedule_epoch=schedule_epoch,
+        model_info=model_info,
+        device=device,
+        mask_id=mask_id,
+        data_provenance=provenance,
+        n_dropped=docs.n_dropped,
     )
 
 
@@ -119,7 +153,9 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     run_dir = cfg.run_dir
     store_path = run_dir / "run.h5"
     if store_path.exists() and not overwrite:
-        raise UserError(f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it.")
+        raise UserError(
+            f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it."
+        )
     setup = prepare(cfg)
     recorder = Recorder(setup)
     layout = _layout(setup, recorder)
@@ -179,7 +215,9 @@ def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
     return optimizer, torch.Generator().manual_seed(cfg.seed)
 
 
-def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, generator, *, start: int, progress: bool) -> RunResult:
+def _drive(
+    setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, generator, *, start: int, progress: bool
+) -> RunResult:
     """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
     from arprobe.science.recovery import online_loss, recovery_scores
 
@@ -198,11 +236,23 @@ def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, gener
     k = writer.completed
     loss_eval = np.asarray(recorder.loss_eval)[: k + 1]
     scores = recovery_scores(loss_eval, setup.schedule_doc[:k])
-    online = online_loss(loss_eval, setup.schedule_doc[:k], setup.schedule_epoch[:k]).mean_after_first_epoch if k else float("nan")
+    online = (
+        online_loss(loss_eval, setup.schedule_doc[:k], setup.schedule_epoch[:k]).mean_after_first_epoch
+        if k
+        else float("nan")
+    )
     from arprobe.trainer.plan import data_note
 
-    return RunResult(path=writer.path, status=status, completed_episodes=k, seconds=time.perf_counter() - started,
-                     recovery_scores=scores, online_loss=online, stop_reason=reason, data_note=data_note(setup))
+    return RunResult(
+        path=writer.path,
+        status=status,
+        completed_episodes=k,
+        seconds=time.perf_counter() - started,
+        recovery_scores=scores,
+        online_loss=online,
+        stop_reason=reason,
+        data_note=data_note(setup),
+    )
 
 
 def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
@@ -219,12 +269,26 @@ def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
 def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_path: Path) -> RunWriter:
     cfg = setup.cfg
     C = cfg.data.context_length
-    initial_eval = steps.evaluate_docs(setup.model, setup.tokens[:, :C], setup.lengths.clamp(max=C),
-                                       steps.eval_batch_size(cfg.eval_batch_size, C)).cpu().numpy()
+    initial_eval = (
+        steps.evaluate_docs(
+            setup.model,
+            setup.tokens[:, :C],
+            setup.lengths.clamp(max=C),
+            steps.eval_batch_size(cfg.eval_batch_size, C),
+        )
+        .cpu()
+        .numpy()
+    )
     writer = RunWriter.create(
-        store_path, layout=layout, config_json=cfg.to_json(), seed=cfg.seed,
-        tokens=setup.tokens.cpu().numpy(), lengths=setup.lengths.cpu().numpy(), texts=setup.texts,
-        model_info=setup.model_info, initial_eval=initial_eval,
+        store_path,
+        layout=layout,
+        config_json=cfg.to_json(),
+        seed=cfg.seed,
+        tokens=setup.tokens.cpu().numpy(),
+        lengths=setup.lengths.cpu().numpy(),
+        texts=setup.texts,
+        model_info=setup.model_info,
+        initial_eval=initial_eval,
     )
     recorder.loss_eval.append(initial_eval)
     recorder.record_initial(writer)
@@ -232,8 +296,16 @@ def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_p
     return writer
 
 
-def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch.optim.Optimizer,
-           generator: torch.Generator, *, start: int, progress: bool) -> tuple[str, str]:
+def _train(
+    setup: Setup,
+    writer: RunWriter,
+    recorder: Recorder,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    *,
+    start: int,
+    progress: bool,
+) -> tuple[str, str]:
     """The episode loop from episode ``start`` + 1. Returns (status, reason)."""
     from tqdm.auto import tqdm
 
@@ -247,7 +319,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
     total_steps = n_episodes * M
     model.train()
 
-    bar = tqdm(total=n_episodes, initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=n_episodes, initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True
+    )
     try:
         for k in range(start + 1, n_episodes + 1):
             doc, epoch = int(setup.schedule_doc[k - 1]), int(setup.schedule_epoch[k - 1])
@@ -256,12 +330,20 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
                 steps.reset_optimizer(optimizer)
             losses, grad_norms, lrs = [], [], []
             for j in range(M):
-                lr = steps.lr_at((k - 1) * M + j, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.lr_schedule)
+                lr = steps.lr_at(
+                    (k - 1) * M + j, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.lr_schedule
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 inputs, labels = steps.training_window(
-                    setup.tokens[doc], doc_lengths[doc], C, max_shift=cfg.data.max_shift,
-                    mask_prob=cfg.data.mask_prob, mask_id=setup.mask_id, generator=generator)
+                    setup.tokens[doc],
+                    doc_lengths[doc],
+                    C,
+                    max_shift=cfg.data.max_shift,
+                    mask_prob=cfg.data.mask_prob,
+                    mask_id=setup.mask_id,
+                    generator=generator,
+                )
                 loss = steps.step_loss(model, inputs, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -275,7 +357,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
 
             # evaluate: the loss of every document after this episode (recorded activations come from this forward)
             with recorder.activations_from_eval(k) as after_batch:
-                eval_row = steps.evaluate_docs(model, eval_tokens, eval_lengths, batch, after_batch).cpu().numpy()
+                eval_row = (
+                    steps.evaluate_docs(model, eval_tokens, eval_lengths, batch, after_batch).cpu().numpy()
+                )
 
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
                 return "diverged", (
@@ -285,15 +369,23 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, optimizer: torch
                 )
 
             # record, then commit: readers and crashes only ever see whole episodes
-            writer.append_episode(doc=doc, epoch=epoch, eval_row=eval_row, train_loss=train_loss,
-                                  grad_norm=torch.stack(grad_norms).cpu().numpy(), lr=np.asarray(lrs, dtype=np.float32))
+            writer.append_episode(
+                doc=doc,
+                epoch=epoch,
+                eval_row=eval_row,
+                train_loss=train_loss,
+                grad_norm=torch.stack(grad_norms).cpu().numpy(),
+                lr=np.asarray(lrs, dtype=np.float32),
+            )
             recorder.loss_eval.append(eval_row)
             recorder.loss_train.append(train_loss)
             recorder.after_episode(writer, k, generator, optimizer)
             writer.commit(k)
             recorder.after_commit(writer, k, generator, optimizer)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}")
+            bar.set_postfix(
+                epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}"
+            )
     finally:
         bar.close()
     return "complete", ""
@@ -305,8 +397,10 @@ def format_summary(result: RunResult) -> str:
     if result.data_note:
         lines.append(f"documents: {result.data_note}")
     if len(result.recovery_scores):
-        scores = "  ".join(f"RS({n})={s:.3f}" if not math.isnan(s) else f"RS({n})=n/a"
-                           for n, s in enumerate(result.recovery_scores, start=1))
+        scores = "  ".join(
+            f"RS({n})={s:.3f}" if not math.isnan(s) else f"RS({n})=n/a"
+            for n, s in enumerate(result.recovery_scores, start=1)
+        )
         lines.append(f"recovery score per epoch: {scores}")
     if not math.isnan(result.online_loss):
         lines.append(f"mean online loss, epochs 2..E: {result.online_loss:.4f}")

@@ -86,6 +86,7 @@ class LoadedModel:
 
 # --- public API ---------------------------------------------------------------------------
 
+
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int) -> LoadedModel:
     """Load or randomly initialise the model ``cfg`` describes.
 
@@ -104,7 +105,11 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
         model, provenance = _build_random(cfg, vocab_size, seed, max_positions, dtype)
         # TransformerLens picks its adapter from the model's config; the name only has to be a
         # GPT-NeoX one for presets ("tiny" is not on any hub).
-        bridge_name = ("EleutherAI/pythia-14m" if cfg.name == "tiny" else f"EleutherAI/{cfg.name}") if cfg.name in PYTHIA_PRESETS else cfg.name
+        bridge_name = (
+            ("EleutherAI/pythia-14m" if cfg.name == "tiny" else f"EleutherAI/{cfg.name}")
+            if cfg.name in PYTHIA_PRESETS
+            else cfg.name
+        )
     else:
         raise UserError(f"model.init must be pretrained, pythia or normal; got '{cfg.init}'.")
 
@@ -137,9 +142,13 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"Device '{name}' was asked for but CUDA is not available; use --device cpu or auto.")
+            raise UserError(
+                f"Device '{name}' was asked for but CUDA is not available; use --device cpu or auto."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s).")
+            raise UserError(
+                f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)."
+            )
     return device
 
 
@@ -163,19 +172,24 @@ def freeze_first_blocks(model, n: int) -> None:
     """
     total = n_blocks(model)
     if n < 0 or n > total:
-        raise UserError(f"model.freeze_blocks must be in [0, {total}] (the model has {total} transformer blocks), got {n}.")
+        raise UserError(
+            f"model.freeze_blocks must be in [0, {total}] (the model has {total} transformer blocks), got {n}."
+        )
     if n == 0:
         return
     blocks = _block_list(model)
     in_blocks = {id(p) for p in blocks.parameters()}
     for module in model.modules():
-        if isinstance(module, torch.nn.Embedding) and not any(id(p) in in_blocks for p in module.parameters()):
+        if isinstance(module, torch.nn.Embedding) and not any(
+            id(p) in in_blocks for p in module.parameters()
+        ):
             module.requires_grad_(False)
     for block in blocks[:n]:
         block.requires_grad_(False)
 
 
 # --- pretrained --------------------------------------------------------------------------
+
 
 def _load_pretrained(cfg: ModelConfig, vocab_size: int, max_positions: int, dtype: torch.dtype):
     """``from_pretrained`` on a hub id or a local folder; dropout is zeroed in the config first."""
@@ -204,9 +218,15 @@ def _load_pretrained(cfg: ModelConfig, vocab_size: int, max_positions: int, dtyp
         )
     n_ctx = getattr(model.config, "max_position_embeddings", None)
     if n_ctx is not None and max_positions > n_ctx:
-        raise UserError(f"data.context_length ({max_positions}) exceeds the {n_ctx} positions model '{cfg.name}' supports.")
-    provenance = dict(kind="pretrained", overrides={}, init_scheme="pretrained weights",
-                      commit=getattr(config, "_commit_hash", None))
+        raise UserError(
+            f"data.context_length ({max_positions}) exceeds the {n_ctx} positions model '{cfg.name}' supports."
+        )
+    provenance = dict(
+        kind="pretrained",
+        overrides={},
+        init_scheme="pretrained weights",
+        commit=getattr(config, "_commit_hash", None),
+    )
     return model, provenance
 
 
@@ -218,7 +238,9 @@ def _load_hf_config(cfg: ModelConfig):
     if _looks_like_path(cfg.name) and not path.exists():
         raise UserError(f"Model path '{cfg.name}' does not exist.")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise UserError(f"Model folder '{cfg.name}' has no config.json; save the model there with save_pretrained.")
+        raise UserError(
+            f"Model folder '{cfg.name}' has no config.json; save the model there with save_pretrained."
+        )
     with _hub_errors_as_user_errors(cfg):
         return AutoConfig.from_pretrained(
             _source(cfg),
@@ -247,7 +269,9 @@ def _hub_errors_as_user_errors(cfg: ModelConfig):
         name, local = cfg.name, Path(cfg.name).expanduser().exists()
         if isinstance(exc, OSError) and not local:
             at = f" at revision '{cfg.revision}'" if cfg.revision else ""
-            preset = f" and is not a size preset ({', '.join(PYTHIA_PRESETS)})" if cfg.init != "pretrained" else ""
+            preset = (
+                f" and is not a size preset ({', '.join(PYTHIA_PRESETS)})" if cfg.init != "pretrained" else ""
+            )
             raise UserError(
                 f"Model '{name}'{at} was not found locally{preset}; a hub id needs network access "
                 "or a local Hugging Face cache that holds it."
@@ -257,6 +281,7 @@ def _hub_errors_as_user_errors(cfg: ModelConfig):
 
 
 # --- random init -------------------------------------------------------------------------
+
 
 def build_config(cfg: ModelConfig, vocab_size: int, max_positions: int):
     """The Hugging Face config of a random-init model: preset or hub/local config, plus overrides.
@@ -318,8 +343,9 @@ def _build_random(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: i
         torch.manual_seed(seed)
         # No attn_implementation: transformers picks sdpa where the architecture supports
         # it (deterministic on CPU; checked in tests) and eager otherwise.
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32,
-                                                 trust_remote_code=cfg.trust_remote_code)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
+        )
         if cfg.init == "normal":
             scheme = init_normal_(model)
         elif model.config.model_type == "gpt_neox":
@@ -376,10 +402,15 @@ def _init_param(name: str, param: torch.Tensor, std: float) -> None:
 
 # --- helpers ------------------------------------------------------------------------------
 
+
 def _zero_dropout_config(config) -> None:
     """Set every dropout probability in a config to 0 (before the model reads it in __init__)."""
     for key, value in config.to_dict().items():
-        if ("dropout" in key or "pdrop" in key) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (
+            ("dropout" in key or "pdrop" in key)
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ):
             setattr(config, key, 0.0)
 
 

@@ -37,7 +37,9 @@ _GROUP_PATTERN = re.compile(r"^(embed|pos_embed|ln_final|unembed|blocks\.\d+(\.(
 class ModelNames:
     """The TransformerLens view of one model."""
 
-    components: dict[str, str]  # TL component ("blocks.0.attn") -> HF module path ("gpt_neox.layers.0.attention")
+    components: dict[
+        str, str
+    ]  # TL component ("blocks.0.attn") -> HF module path ("gpt_neox.layers.0.attention")
     hook_names: set[str] = field(default_factory=set)  # every hook name the bridge exposes
     n_blocks: int = 0
 
@@ -72,7 +74,9 @@ class ModelNames:
         hook = self.expand(hook)
         if self.hook_names and hook not in self.hook_names:
             close = [h for h in self.hook_names if h.split(".")[-1] == hook.split(".")[-1]][:3]
-            raise UserError(f"Unknown activation hook '{hook}'; e.g. {', '.join(sorted(close)) or 'blocks.0.hook_out'}.")
+            raise UserError(
+                f"Unknown activation hook '{hook}'; e.g. {', '.join(sorted(close)) or 'blocks.0.hook_out'}."
+            )
         for pattern, component, side in _ALIASES:
             m = pattern.match(hook)
             if m:
@@ -98,9 +102,8 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
     Falls back to Hugging Face module paths (with a warning) for architectures the bridge does
     not support, so any AutoModelForCausalLM still trains.
     """
-    from transformers import AutoModelForCausalLM
-
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
 
     # Weightless first (instant even at 1B); some adapters (GPT-2's fused QKV split) need real
     # values at boot, so fall back to a randomly initialised CPU copy of the same structure.
@@ -112,12 +115,18 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
         path_of = {id(mod): path for path, mod in skeleton.named_modules()}
         try:
             with _quiet():
-                bridge = TransformerBridge.boot_transformers(bridge_name, hf_model=skeleton, tokenizer=tokenizer)
+                bridge = TransformerBridge.boot_transformers(
+                    bridge_name, hf_model=skeleton, tokenizer=tokenizer
+                )
             break
         except Exception as exc:  # an unsupported architecture must not stop training
             failure = exc
     if bridge is None:
-        log.warning("TransformerLens bridge unavailable for %s (%s); using Hugging Face module names.", bridge_name, failure)
+        log.warning(
+            "TransformerLens bridge unavailable for %s (%s); using Hugging Face module names.",
+            bridge_name,
+            failure,
+        )
         return _fallback_names(model)
     components: dict[str, str] = {}
 
@@ -136,7 +145,9 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
                 walk(f"{name}.{i}", block)
         else:
             walk(name, child)
-    return ModelNames(components=components, hook_names=set(bridge.hook_dict), n_blocks=_n_blocks(model.config))
+    return ModelNames(
+        components=components, hook_names=set(bridge.hook_dict), n_blocks=_n_blocks(model.config)
+    )
 
 
 def _fallback_names(model: torch.nn.Module) -> ModelNames:
@@ -172,13 +183,17 @@ def capture(model: torch.nn.Module, names: ModelNames, hooks: list[str]):
             path, side = names.hook_target(hook)
             module = model.get_submodule(path)
             if side == "out":
+
                 def fn(_m, _inp, out, hook=hook):
                     cache[hook] = (out[0] if isinstance(out, tuple) else out).detach()
+
                 handles.append(module.register_forward_hook(fn))
             else:
+
                 def fn(_m, args, kwargs, hook=hook):
                     first = args[0] if args else next(iter(kwargs.values()))
                     cache[hook] = first.detach()
+
                 handles.append(module.register_forward_pre_hook(fn, with_kwargs=True))
         yield cache
     finally:

@@ -36,7 +36,8 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
         "losses and stats": K * (f4 * (T + 2 * M + M * L) + 8) + f4 * T,
         "docs": layout.n_docs * layout.token_width * 4 + sum(len(t.encode()) for t in setup.texts),
         "weights": sum(d * f4 for d in layout.weights.values()) * _snapshots(K, rec.weights_every),
-        "activations": sum(math.prod(s) * f4 for s in layout.activations.values()) * _snapshots(K, rec.activations_every),
+        "activations": sum(math.prod(s) * f4 for s in layout.activations.values())
+        * _snapshots(K, rec.activations_every),
         "grads": sum(T * d * f4 for d in layout.grads.values()) * n_grads,
         "checkpoints": (params + optim) * n_checkpoints,
         "resume": 2 * (params + optim) if layout.resume else 0,
@@ -73,8 +74,10 @@ def data_note(setup) -> str:
     """How many documents were dropped as too short and how many are padded to C."""
     C = setup.cfg.data.context_length
     padded = int((setup.lengths.cpu().numpy() < C).sum())
-    return (f"{setup.n_dropped} candidate(s) under data.min_tokens={setup.cfg.data.min_tokens} tokens dropped, "
-            f"{padded} of {len(setup.texts)} chosen document(s) shorter than C and padded")
+    return (
+        f"{setup.n_dropped} candidate(s) under data.min_tokens={setup.cfg.data.min_tokens} tokens dropped, "
+        f"{padded} of {len(setup.texts)} chosen document(s) shorter than C and padded"
+    )
 
 
 def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
@@ -99,5 +102,7 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
     for part, size in estimate.items():
         if part not in ("total", "per_episode") and size:
             lines.append(f"  {part:<17} {human_bytes(size)}")
-    lines.append(f"  {'total':<17} {human_bytes(estimate['total'])} ({human_bytes(estimate['per_episode'])} per episode)")
+    lines.append(
+        f"  {'total':<17} {human_bytes(estimate['total'])} ({human_bytes(estimate['per_episode'])} per episode)"
+    )
     return "\n".join(lines)

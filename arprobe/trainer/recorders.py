@@ -45,14 +45,20 @@ class Recorder:
         self._norm_zeros = torch.zeros(len(self.layer_names), device=setup.device)
 
         # recorded parameter groups, by TransformerLens component name: {name: {HF param name: param}}
-        self.weights = {names.expand(n): self._component_params(n) for n in (rec.weights if rec.weights_every else [])}
-        self.grads = {names.expand(n): self._component_params(n) for n in (rec.grads if rec.grads_at != "never" else [])}
+        self.weights = {
+            names.expand(n): self._component_params(n) for n in (rec.weights if rec.weights_every else [])
+        }
+        self.grads = {
+            names.expand(n): self._component_params(n) for n in (rec.grads if rec.grads_at != "never" else [])
+        }
         self.sketches: dict[str, CountSketch] = {}  # "weights/<name>" | "grads/<name>" -> its sketch
         for kind, table in (("weights", self.weights), ("grads", self.grads)):
             for name, group in table.items():
                 full = sum(p.numel() for p in group.values())
                 if stored_dim(full, rec.sketch_dim) < full:
-                    self.sketches[f"{kind}/{name}"] = CountSketch(full_dim=full, dim=rec.sketch_dim, seed=SKETCH_SEED)
+                    self.sketches[f"{kind}/{name}"] = CountSketch(
+                        full_dim=full, dim=rec.sketch_dim, seed=SKETCH_SEED
+                    )
         C = cfg.data.context_length
         self._eval_tokens, self._eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
         # A backward keeps several times a forward's activations: a quarter of the eval batch.
@@ -104,8 +110,12 @@ class Recorder:
 
     def _stored_dims(self, kind: str, table: dict[str, dict[str, torch.Tensor]]) -> dict[str, int]:
         """Values per snapshot of each recorded group: its size, or its sketch's."""
-        return {name: self.sketches[f"{kind}/{name}"].dim if f"{kind}/{name}" in self.sketches
-                else sum(p.numel() for p in group.values()) for name, group in table.items()}
+        return {
+            name: self.sketches[f"{kind}/{name}"].dim
+            if f"{kind}/{name}" in self.sketches
+            else sum(p.numel() for p in group.values())
+            for name, group in table.items()
+        }
 
     # --- the recordings ---------------------------------------------------------------------
 
@@ -129,7 +139,9 @@ class Recorder:
         return (flat[0] if len(flat) == 1 else torch.cat(flat)).cpu().numpy()
 
     def _activations_due(self, episode: int) -> bool:
-        return bool(self.hooks and self.record.activations_every and episode % self.record.activations_every == 0)
+        return bool(
+            self.hooks and self.record.activations_every and episode % self.record.activations_every == 0
+        )
 
     @contextlib.contextmanager
     def activations_from_eval(self, episode: int):
@@ -141,13 +153,17 @@ class Recorder:
             return
         rows: dict[str, list] = {h: [None] * len(self.activation_docs) for h in self.hooks}
         with capture(self.setup.model, self.setup.names, self.hooks) as cache:
+
             def after_batch(start: int, stop: int) -> None:
                 for j, doc in enumerate(self.activation_docs):
                     if start <= doc < stop:
                         for h in self.hooks:
                             rows[h][j] = cache[h][doc - start].float().clone()  # [C, d]
+
             yield after_batch
-        if all(row is not None for hook_rows in rows.values() for row in hook_rows):  # else: a separate forward later
+        if all(
+            row is not None for hook_rows in rows.values() for row in hook_rows
+        ):  # else: a separate forward later
             self._eval_activations[episode] = {h: torch.stack(rows[h]) for h in self.hooks}
 
     @torch.inference_mode()
@@ -173,17 +189,27 @@ class Recorder:
             if self._grad_method == "loop":
                 raise
             # vmap cannot batch every architecture (data-dependent control flow, missing batching rules).
-            log.warning("per-document gradients: vmap failed (%s); using one backward pass per document.", exc)
+            log.warning(
+                "per-document gradients: vmap failed (%s); using one backward pass per document.", exc
+            )
             self._grad_method = "loop"
             return self._document_grads_by("loop", key, params)
 
     def _document_grads_by(self, method: str, key: str, params: dict[str, torch.Tensor]) -> np.ndarray:
         sketch = self.sketches.get(key)
         rows = []
-        for chunk in steps.per_document_grads(self.setup.model, params, self._eval_tokens, self._eval_lengths,
-                                              chunk=self._grad_chunk, method=method):
+        for chunk in steps.per_document_grads(
+            self.setup.model,
+            params,
+            self._eval_tokens,
+            self._eval_lengths,
+            chunk=self._grad_chunk,
+            method=method,
+        ):
             if sketch is not None:
-                rows.append(sketch.apply(chunk, batch_dims=1).cpu())  # sketched per chunk: [n, k] on device at most
+                rows.append(
+                    sketch.apply(chunk, batch_dims=1).cpu()
+                )  # sketched per chunk: [n, k] on device at most
             else:
                 rows.append(torch.cat([g.reshape(g.shape[0], -1).float() for g in chunk], 1).cpu())
         return torch.cat(rows).numpy()
@@ -202,23 +228,34 @@ class Recorder:
         """Episode 0: the model before training."""
         self._record_snapshots(writer, 0)
 
-    def after_episode(self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer) -> None:
+    def after_episode(
+        self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer
+    ) -> None:
         rec = self.record
         self._record_snapshots(writer, episode)
         last = episode == len(self.setup.schedule_doc)
-        if self.grads and ((rec.grads_at == "epoch" and episode in self.epoch_ends) or (rec.grads_at == "end" and last)):
+        if self.grads and (
+            (rec.grads_at == "epoch" and episode in self.epoch_ends) or (rec.grads_at == "end" and last)
+        ):
             for name, params in self.grads.items():
-                writer.append_recording("grads", name, episode, self._per_document_grads(f"grads/{name}", params))
+                writer.append_recording(
+                    "grads", name, episode, self._per_document_grads(f"grads/{name}", params)
+                )
         if self._checkpoint_due(episode):
-            writer.append_checkpoint(episode, self.param_state(), self.optimizer_state(optimizer),
-                                     generator.get_state().numpy())
+            writer.append_checkpoint(
+                episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy()
+            )
             self.last_checkpoint = episode
 
-    def after_commit(self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer) -> None:
+    def after_commit(
+        self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer
+    ) -> None:
         """The rolling resume checkpoint, written only for committed episodes."""
         every = self.record.resume_every
         if every and (episode % every == 0 or episode == len(self.setup.schedule_doc)):
-            writer.write_resume(episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy())
+            writer.write_resume(
+                episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy()
+            )
 
     def _checkpoint_due(self, episode: int) -> bool:
         policy = self.record.checkpoints
@@ -240,8 +277,12 @@ class Recorder:
             if not p.requires_grad:
                 continue
             state = optimizer.state.get(p, {})
-            out[f"{name}/exp_avg"] = state["exp_avg"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
-            out[f"{name}/exp_avg_sq"] = state["exp_avg_sq"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
+            out[f"{name}/exp_avg"] = (
+                state["exp_avg"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
+            )
+            out[f"{name}/exp_avg_sq"] = (
+                state["exp_avg_sq"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
+            )
             out[f"{name}/step"] = np.float32(float(state["step"])) if state else np.float32(0)
         return out
 
@@ -254,8 +295,14 @@ class Recorder:
             for name, p in self.params.items():
                 if p.requires_grad and float(state["optim"][f"{name}/step"]) > 0:
                     optimizer.state[p] = {
-                        "step": torch.tensor(float(state["optim"][f"{name}/step"]), dtype=torch.float32, device=p.device),
-                        "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(p.device, p.dtype),
-                        "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(p.device, p.dtype),
+                        "step": torch.tensor(
+                            float(state["optim"][f"{name}/step"]), dtype=torch.float32, device=p.device
+                        ),
+                        "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(
+                            p.device, p.dtype
+                        ),
+                        "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(
+                            p.device, p.dtype
+                        ),
                     }
         generator.set_state(torch.from_numpy(np.asarray(state["rng"], dtype=np.uint8)))

@@ -21,7 +21,9 @@ def shuffle(n_docs: int, epochs: int, rng: np.random.Generator) -> list[np.ndarr
     return partial_shuffle(n_docs, epochs, n_docs, rng)
 
 
-def partial_shuffle(n_docs: int, epochs: int, shuffle_until: int, rng: np.random.Generator) -> list[np.ndarray]:
+def partial_shuffle(
+    n_docs: int, epochs: int, shuffle_until: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Documents x_2..x_N re-shuffled every epoch, the others in place (App. B.1)."""
     if not 2 <= shuffle_until <= n_docs:
         raise UserError(f"schedule.shuffle_until (N) must be in [2, T={n_docs}], got {shuffle_until}.")
@@ -33,7 +35,9 @@ def partial_shuffle(n_docs: int, epochs: int, shuffle_until: int, rng: np.random
     return orders
 
 
-def insert(n_docs: int, epochs: int, repeat_docs: int, insert_min: int, insert_max: int, rng: np.random.Generator) -> list[np.ndarray]:
+def insert(
+    n_docs: int, epochs: int, repeat_docs: int, insert_min: int, insert_max: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """A repeating block x_1..x_R, then a random number of one-off documents (App. B.7).
 
     The one-off documents are drawn without replacement from x_{R+1}..x_T, so each appears once
@@ -55,8 +59,17 @@ def insert(n_docs: int, epochs: int, repeat_docs: int, insert_min: int, insert_m
     return orders
 
 
-def make_schedule(order: str, n_docs: int, epochs: int, seed: int, *, shuffle_until: int = 0, repeat_docs: int = 0,
-                  insert_min: int = 1, insert_max: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def make_schedule(
+    order: str,
+    n_docs: int,
+    epochs: int,
+    seed: int,
+    *,
+    shuffle_until: int = 0,
+    repeat_docs: int = 0,
+    insert_min: int = 1,
+    insert_max: int = 3,
+) -> tuple[np.ndarray, np.ndarray]:
     """(doc int32 [K], epoch int32 [K]) for the named order."""
     rng = np.random.default_rng([seed, 0x5C4ED])  # its own stream: the order never shifts document sampling
     if order == "cyclic":

@@ -43,8 +43,12 @@ def _token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "no
     Slicing off the last position first and reducing over a transposed axis, as before, was
     4.5x slower on CPU (a quarter of an eval pass; docs/performance.md).
     """
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           reduction=reduction, ignore_index=IGNORE)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        targets.reshape(-1),
+        reduction=reduction,
+        ignore_index=IGNORE,
+    )
 
 
 def eval_batch_size(configured: int, context_length: int) -> int:
@@ -53,8 +57,13 @@ def eval_batch_size(configured: int, context_length: int) -> int:
 
 
 @torch.inference_mode()
-def evaluate_docs(model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, batch_size: int,
-                  after_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
+def evaluate_docs(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    lengths: torch.Tensor,
+    batch_size: int,
+    after_batch: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
     """Loss of every document [T] in batches of ``batch_size`` — one row of the eval matrix.
 
     ``after_batch(start, stop)``, if given, runs after the forward of documents start..stop-1
@@ -156,7 +165,9 @@ def per_document_grads(
             for t in range(lo, min(lo + chunk, T)):
                 loss = doc_losses(model, tokens[t : t + 1], lengths[t : t + 1])[0]
                 grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-                rows.append([g if g is not None else torch.zeros_like(params[n]) for g, n in zip(grads, names)])
+                rows.append(
+                    [g if g is not None else torch.zeros_like(params[n]) for g, n in zip(grads, names)]
+                )
             yield [torch.stack(column) for column in zip(*rows)]
         return
     assert method == "vmap", f"unknown per-document gradient method {method!r}"
@@ -173,6 +184,9 @@ def per_document_grads(
         # from also recording a graph for every other (requires_grad) weight of the model.
         with torch.no_grad(), warnings.catch_warnings():
             # CPU attention has no vmap batching rule; the per-document fallback is measured and fine.
-            warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
+            warnings.filterwarnings(
+                "ignore",
+                message="There is a performance drop because we have not yet implemented the batching rule",
+            )
             grads = per_doc(detached, tokens[lo : lo + chunk], lengths[lo : lo + chunk])
         yield [grads[n] for n in names]

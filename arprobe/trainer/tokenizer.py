@@ -32,7 +32,9 @@ def default_cache_dir() -> Path:
     return base / "tokenizers"
 
 
-def train_bpe_tokenizer(texts: list[str], vocab_size: int, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(
+    texts: list[str], vocab_size: int, cache_dir: Path | None = None
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (``PreTrainedTokenizerFast``) with at most ``vocab_size`` tokens, trained on ``texts``.
 
     Deterministic for the same texts and size. With ``cache_dir``, the result is stored in
@@ -101,7 +103,9 @@ def _train(texts: list[str], vocab_size: int):
 def _wrap(tokenizer) -> PreTrainedTokenizerFast:
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+    )
 
 
 def _load_folder(folder: Path) -> PreTrainedTokenizerFast:
@@ -110,7 +114,9 @@ def _load_folder(folder: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
 
 
-def load_tokenizer(name_or_path: str, revision: str = "", trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(
+    name_or_path: str, revision: str = "", trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     """A pretrained tokenizer (``PreTrainedTokenizerBase``) from a local folder or a hub id, via ``AutoTokenizer``."""
     from transformers import AutoTokenizer
 
@@ -119,8 +125,13 @@ def load_tokenizer(name_or_path: str, revision: str = "", trust_remote_code: boo
         raise UserError(f"Tokenizer path '{name_or_path}' does not exist.")
     target = str(local) if local.exists() else name_or_path
     try:
-        return AutoTokenizer.from_pretrained(target, revision=revision or None, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:  # offline, unknown id or revision, no tokenizer files, remote code refused
+        return AutoTokenizer.from_pretrained(
+            target, revision=revision or None, trust_remote_code=trust_remote_code
+        )
+    except (
+        OSError,
+        ValueError,
+    ) as exc:  # offline, unknown id or revision, no tokenizer files, remote code refused
         if "trust_remote_code" in str(exc):
             raise UserError(
                 f"Tokenizer '{name_or_path}' ships its own code; set model.trust_remote_code = true if you trust it."
