@@ -1,0 +1,179 @@
+"""`arprobe sweep SWEEP.toml`: a run config × grid × seeds, run locally or on Ray, into one folder.
+
+Re-running the same command skips complete runs, resumes interrupted ones and starts the rest;
+a failed or diverged run never stops the others and is listed at the end (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from arprobe.errors import UserError
+
+
+def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "sweep",
+        help="run a grid of options × seeds (locally or on Ray) into sweeps/<name>/",
+        description="Run every point of a sweep file: a run config (the keys of `arprobe run`) plus "
+        "[grid] (option -> list of values) and seeds = [...]. Each point is an ordinary run store "
+        "under <out>/<name>/runs/<point>/run.h5; manifest.json lists them. Run the same command again "
+        "to finish a sweep that was stopped; `arprobe analyze <out>/<name>` aggregates over seeds.",
+        epilog="Examples: arprobe sweep configs/cpu/sweeps/table1.toml;  arprobe sweep S.toml --dry-run;  "
+        "arprobe sweep S.toml --backend ray --address ray://head:10001 --out /shared/sweeps",
+    )
+    p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file")
+    p.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="where runs go (default: local)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="runs at once (local default: cores / threads per run; ray: as many as the cluster fits)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch threads per run (local default: cores / workers; ray default: 1 CPU per run)",
+    )
+    p.add_argument(
+        "--address", default="", metavar="ADDR", help="ray: the cluster to join (default: start Ray here)"
+    )
+    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G", help="ray: GPUs each run reserves")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder of sweep folders (default: the file's `out`, else sweeps/)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs, the store-size and time estimates; run nothing"
+    )
+    p.add_argument(
+        "--extend", action="store_true", help="the sweep file gained grid values or seeds: add those runs"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=sweep_command)
+    return p
+
+
+command_parser = sweep_command_parser  # what arprobe.cli.main calls
+
+
+def check_counts(args) -> None:
+    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+        if value < 0:
+            raise UserError(f"{flag} must be a positive number, got {value}.")
+    if args.gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be zero or positive, got {args.gpus_per_run:g}.")
+    if args.backend == "local" and (args.address or args.gpus_per_run):
+        flag = "--address" if args.address else "--gpus-per-run"
+        raise UserError(f"{flag} is an option of the ray backend; add --backend ray.")
+
+
+def make_backend(args, n_jobs: int):
+    """The backend, with workers and threads split so the cores are not oversubscribed."""
+    from arprobe.sweep.local import LocalBackend, available_cores, split_cores
+
+    if args.backend == "ray":
+        from arprobe.sweep.ray_backend import RayBackend
+
+        return RayBackend(
+            address=args.address,
+            threads=args.threads or 1,
+            gpus_per_run=args.gpus_per_run,
+            max_in_flight=args.workers,
+        )
+    workers, threads = split_cores(available_cores(), max(n_jobs, 1), args.workers, args.threads)
+    return LocalBackend(workers, threads)
+
+
+def dry_run_statuses(sweep_dir: Path) -> dict[str, tuple[str, float]]:
+    """name -> (state of its store, wall seconds so far) of an existing sweep folder; reads only."""
+    from arprobe.sweep.manifest import inspect_store, is_sweep_dir, read_manifest
+
+    if not is_sweep_dir(sweep_dir):
+        return {}
+    statuses = {}
+    for entry in read_manifest(sweep_dir)["points"]:
+        state, episodes, _ = inspect_store(sweep_dir / entry["run"] / "run.h5")
+        label = {"missing": "new", "unfinished": f"resume@{episodes}", "unreadable": "restart"}.get(
+            state, state
+        )
+        statuses[entry["name"]] = (label, float(entry.get("seconds", 0.0)))
+    return statuses
+
+
+def sweep_command(args, extra) -> int:
+    from arprobe.sweep.spec import load_sweep
+
+    check_counts(args)
+    if args.backend == "ray":
+        from arprobe.sweep.ray_backend import import_ray
+
+        import_ray()  # before anything else: without Ray, say how to install it
+    spec = load_sweep(args.sweep_file)
+    sweep_dir = Path(args.out or spec.out or "sweeps") / spec.name
+
+    if args.dry_run:
+        return dry_run(spec, sweep_dir, args)
+
+    from arprobe.sweep.execute import execute_sweep
+
+    points = spec.points()
+    backend = make_backend(args, len(points))
+    outcome = execute_sweep(spec, sweep_dir, backend, extend=args.extend, progress=not args.no_progress)
+    print(
+        f"{outcome.complete} of {outcome.total} runs complete ({outcome.skipped} were already done, "
+        f"{outcome.ran} run in this call)."
+    )
+    if outcome.failures:
+        print(f"arprobe sweep: {len(outcome.failures)} run(s) did not complete:", file=sys.stderr)
+        for f in outcome.failures:
+            print(f"  {f['name']}: {f['status']}{': ' + f['error'] if f['error'] else ''}", file=sys.stderr)
+        print(
+            "Run the same command again to resume interrupted or failed runs; diverged ones stay.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"next: arprobe analyze {outcome.sweep_dir}")
+    return 0
+
+
+def dry_run(spec, sweep_dir: Path, args) -> int:
+    from arprobe.sweep.estimate import dry_run_text
+    from arprobe.sweep.manifest import SWEEP_FILE, is_sweep_dir, read_manifest
+    from arprobe.sweep.spec import Point, differing_keys, load_sweep
+
+    note, taken = "", {}
+    if is_sweep_dir(sweep_dir):
+        manifest = read_manifest(sweep_dir)
+        taken = {Point(e["name"], e["options"], e["seed"]).key: e["name"] for e in manifest["points"]}
+        changed = differing_keys(load_sweep(sweep_dir / SWEEP_FILE, name=manifest["name"]), spec)
+        if changed:
+            note = (
+                f"note: the folder was made with a different sweep file ({', '.join(changed)}); "
+                "running it needs --extend (new points only)"
+            )
+    points = spec.points(taken)
+    backend_workers, threads = 1, args.threads or 1
+    if args.backend == "local":
+        from arprobe.sweep.local import available_cores, split_cores
+
+        todo = max(1, len(points))
+        backend_workers, threads = split_cores(available_cores(), todo, args.workers, args.threads)
+    print(
+        dry_run_text(
+            spec,
+            points,
+            sweep_dir,
+            workers=backend_workers if args.backend == "local" else max(args.workers, 1),
+            threads=threads,
+            statuses=dry_run_statuses(sweep_dir),
+            note=note,
+        )
+    )
+    return 0

@@ -1,0 +1,126 @@
+"""Running a sweep: open or check the folder, refresh the manifest from the stores, hand the
+unfinished points to a backend, keep the manifest and a progress bar current, list failures."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from arprobe.sweep.manifest import MANIFEST, open_sweep_dir, refresh_from_stores, write_json
+from arprobe.sweep.spec import SweepSpec
+
+# Statuses a point can end a sweep with that are not success.
+BAD = ("failed", "diverged", "stopped", "interrupted")
+
+
+@dataclass
+class SweepOutcome:
+    sweep_dir: Path
+    total: int
+    complete: int
+    ran: int  # points trained (started or resumed) in this call
+    skipped: int  # points already complete when the call began
+    failures: list[dict]  # manifest entries that did not complete: name, status, error
+
+
+def run_threads_option() -> bool:
+    """Whether RunConfig has the ``threads`` field (the loop then applies it itself)."""
+    from arprobe.trainer.config import all_keys
+
+    return "threads" in all_keys()
+
+
+def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: int) -> list[dict]:
+    from arprobe.sweep.spec import Point
+
+    jobs = []
+    with_threads = run_threads_option()
+    for entry in entries:
+        point = Point(entry["name"], entry["options"], entry["seed"])
+        overrides = spec.overrides(point, sweep_dir / "runs")
+        if with_threads and "threads" not in overrides:
+            overrides["threads"] = threads
+        jobs.append({"name": point.name, "overrides": overrides, "threads": threads})
+    return jobs
+
+
+def execute_sweep(spec: SweepSpec, sweep_dir: Path, backend, *, extend: bool, progress: bool) -> SweepOutcome:
+    sweep_dir = Path(sweep_dir)
+    manifest, points = open_sweep_dir(spec, sweep_dir, extend=extend)
+    refresh_from_stores(manifest, sweep_dir)
+    wanted = {p.name for p in points}
+    entries = {e["name"]: e for e in manifest["points"] if e["name"] in wanted}
+    skipped = sum(e["status"] in ("complete", "diverged") for e in entries.values())
+    todo = [e for e in entries.values() if e["status"] not in ("complete", "diverged")]
+    resuming = sum(e["status"] == "interrupted" for e in todo)
+    print(
+        f"sweep {spec.name}: {len(entries)} runs — {skipped} already done, {resuming} to resume, "
+        f"{len(todo) - resuming} to start; {backend.describe()}"
+    )
+    print(f"folder: {sweep_dir}")
+    write_json(sweep_dir / MANIFEST, manifest)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=len(entries),
+        initial=skipped,
+        desc="runs",
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
+    running: list[str] = []
+
+    def show_running() -> None:
+        shown = ", ".join(running[:3]) + (f" +{len(running) - 3}" if len(running) > 3 else "")
+        bar.set_postfix_str(f"running: {shown}" if running else "")
+
+    def on_start(job: dict) -> None:
+        entry = entries[job["name"]]
+        entry["status"] = "running"
+        entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        running.append(job["name"])
+        show_running()
+        write_json(sweep_dir / MANIFEST, manifest)
+
+    def on_done(job: dict, record: dict) -> None:
+        entry = entries[job["name"]]
+        entry["status"] = record["status"]
+        entry["error"] = record.get("error", "")
+        entry["episodes"] = record.get("episodes", entry["episodes"])
+        entry["seconds"] = round(entry.get("seconds", 0.0) + record.get("seconds", 0.0), 3)
+        entry["attempts"].append({k: v for k, v in record.items() if k != "name"})
+        running.remove(job["name"])
+        bar.update(1)
+        show_running()
+        if record["status"] != "complete":
+            bar.write(f"  {job['name']}: {record['status']}: {entry['error']}", file=sys.stderr)
+        write_json(sweep_dir / MANIFEST, manifest)
+
+    try:
+        backend.run(make_jobs(spec, sweep_dir, todo, backend.threads), on_start, on_done)
+    except KeyboardInterrupt:
+        for name in running:
+            entries[name]["status"] = "interrupted"
+        raise
+    finally:
+        bar.close()
+        write_json(sweep_dir / MANIFEST, manifest)
+
+    failures = [
+        {"name": e["name"], "status": e["status"], "error": e.get("error", "")}
+        for e in entries.values()
+        if e["status"] != "complete"
+    ]
+    return SweepOutcome(
+        sweep_dir=sweep_dir,
+        total=len(entries),
+        complete=sum(e["status"] == "complete" for e in entries.values()),
+        ran=len(todo),
+        skipped=skipped,
+        failures=failures,
+    )

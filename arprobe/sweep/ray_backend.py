@@ -1,0 +1,83 @@
+"""The Ray backend: each point is a Ray task, on a cluster (``--address``) or on a Ray instance
+started here. Workers write their stores straight into the sweep folder, so on a cluster the
+folder must be on storage every node sees (a shared filesystem path, the same on every node)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from arprobe.errors import UserError
+
+INSTALL = 'pip install -e ".[ray]"'
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            f"The ray backend needs Ray, which is not installed; install it with: {INSTALL}"
+        ) from None
+    return ray
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, *, address: str, threads: int, gpus_per_run: float, max_in_flight: int = 0):
+        self.ray = import_ray()
+        self.address, self.threads, self.gpus = address, threads, gpus_per_run
+        self.max_in_flight = max_in_flight
+        self.started_here = False
+
+    def describe(self) -> str:
+        where = f"cluster at {self.address}" if self.address else "a local Ray instance"
+        gpus = f", {self.gpus:g} GPU(s)" if self.gpus else ""
+        return f"ray: one task per run on {where}, {self.threads} CPU(s){gpus} per run"
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise UserError(
+                f"Could not {'join the Ray cluster at ' + self.address if self.address else 'start Ray'}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}."
+            ) from None
+        self.started_here = True
+
+    def run(
+        self, jobs: list[dict], on_start: Callable[[dict], None], on_done: Callable[[dict, dict], None]
+    ) -> None:
+        from arprobe.sweep.worker import lost_record, run_point
+
+        if not jobs:
+            return
+        ray = self.ray
+        self._connect()
+        try:
+            task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus or 0, max_retries=0)(run_point)
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            limit = self.max_in_flight or max(1, cpus // max(self.threads, 1))
+            pending, in_flight = list(jobs), {}
+            while pending or in_flight:
+                while pending and len(in_flight) < limit:
+                    job = pending.pop(0)
+                    in_flight[task.remote(job)] = job
+                    on_start(job)
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    job = in_flight.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a task whose worker died
+                        record = lost_record(job, "the Ray task failed", exc)
+                    on_done(job, record)
+        finally:
+            if self.started_here:
+                ray.shutdown()

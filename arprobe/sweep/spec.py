@@ -1,0 +1,216 @@
+"""The sweep file: a run config (the keys of `arprobe run`, flat or by section) plus ``[grid]``
+(option → list of values) and ``seeds``. Expanded into points: every combination of grid values,
+times every seed.
+
+    name = "table1"                 # the sweep's folder: <out>/table1 (default: the file's stem)
+    seeds = [0, 1, 2]
+    [schedule]
+    epochs = 4
+    [grid]
+    order = ["cyclic", "shuffle"]   # leaf or full names (schedule.order)
+    d_model = [64, 128]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from arprobe.errors import UserError
+
+# Keys of the sweep file that are not run options.
+SWEEP_KEYS = ("grid", "seeds")
+
+
+@dataclass
+class Point:
+    """One run of the sweep: the grid options it sets and its seed."""
+
+    name: str  # folder under runs/
+    options: dict  # dotted key -> value, one per grid factor (in grid order)
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return point_key(self.options, self.seed)
+
+    @property
+    def group_key(self) -> str:
+        """The point without its seed: seeds of one group are replicates."""
+        return json.dumps(self.options, sort_keys=True, default=str)
+
+
+def point_key(options: dict, seed: int) -> str:
+    return json.dumps([sorted(options.items()), int(seed)], default=str)
+
+
+@dataclass
+class SweepSpec:
+    path: Path
+    name: str  # the sweep's folder name
+    base: dict  # run options shared by every point: dotted key -> value
+    grid: dict  # dotted key -> list of values, in file order
+    seeds: list[int]
+    out: str | None = None  # the file's `out` (where sweep folders go), if it sets one
+    labels: dict = field(default_factory=dict)  # dotted key -> short name used in point names
+
+    def canonical(self) -> dict:
+        """Everything that decides the points, flat, for comparing two versions of a file."""
+        flat = {k: v for k, v in self.base.items()}
+        flat.update({f"grid.{k}": v for k, v in self.grid.items()})
+        flat["seeds"] = self.seeds
+        return flat
+
+    def points(self, taken: dict[str, str] | None = None) -> list[Point]:
+        """Every grid combination × seed, seeds innermost. ``taken``: point key -> name of points
+        that already have a folder (kept as they are; new names never collide with them)."""
+        taken = dict(taken or {})
+        used = set(taken.values())
+        points = []
+        factors = list(self.grid)
+        for values in itertools.product(*(self.grid[k] for k in factors)):
+            options = dict(zip(factors, values))
+            for seed in self.seeds:
+                key = point_key(options, seed)
+                name = taken.get(key)
+                if name is None:
+                    name = unique_name(self.point_name(options, seed), used)
+                    used.add(name)
+                points.append(Point(name=name, options=options, seed=seed))
+        return points
+
+    def point_name(self, options: dict, seed: int) -> str:
+        parts = [f"{self.labels[k]}-{format_value(v)}" for k, v in options.items()]
+        return "_".join([*parts, f"s{seed}"])
+
+    def overrides(self, point: Point, runs_dir: Path) -> dict:
+        """The `arprobe run` options of ``point``: base, its grid values, seed, name and folder."""
+        return {**self.base, **point.options, "seed": point.seed, "name": point.name, "out": str(runs_dir)}
+
+
+def format_value(value) -> str:
+    """A grid value as a folder-name fragment: letters, digits, '.', '+' and '-' only."""
+    if isinstance(value, list):
+        value = "+".join(str(v) for v in value) or "none"
+    text = re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-")
+    return text or "x"
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    if name not in used:
+        return name
+    i = 2
+    while f"{name}-{i}" in used:
+        i += 1
+    return f"{name}-{i}"
+
+
+def _flatten(table: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def read_sweep_text(path: Path) -> tuple[str, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Sweep file '{path}' does not exist.")
+    text = path.read_text()
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"Sweep file '{path}' is not valid TOML: {exc}.") from None
+
+
+def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
+    """Read and check a sweep file: every key known, every grid value a list, every point a valid
+    run config (checked here, before anything runs)."""
+    from arprobe.trainer.config import load_config, resolve_key
+
+    path = Path(path)
+    _, table = read_sweep_text(path)
+    where = f"Sweep file '{path}'"
+    name = table.pop("name", None) if name is None else name
+    table.pop("name", None)
+    out = table.pop("out", None)
+    grid_table = table.pop("grid", {})
+    seeds = table.pop("seeds", None)
+    if not isinstance(grid_table, dict):
+        raise UserError(f"{where}: 'grid' must be a table, e.g. [grid] d_model = [64, 128].")
+    name = str(name) if name is not None else path.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+        raise UserError(
+            f"{where}: the sweep name '{name}' must be a plain folder name (letters, digits, . _ + -)."
+        )
+
+    base: dict = {}
+    for key, value in _flatten(table).items():
+        dotted = resolve_key(key)
+        if dotted in ("name", "out"):
+            continue
+        if dotted in base:
+            raise UserError(f"{where} sets '{dotted}' twice (as '{key}' and by its other name).")
+        base[dotted] = value
+    if "seed" in base:
+        if seeds is not None:
+            raise UserError(f"{where} sets both 'seed' and 'seeds'; keep only seeds = [...].")
+        seeds = [base.pop("seed")]
+    seeds = [0] if seeds is None else seeds
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise UserError(
+            f"{where}: 'seeds' must be a non-empty list of non-negative integers, e.g. seeds = [0, 1, 2]."
+        )
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: 'seeds' lists a seed twice.")
+
+    grid: dict = {}
+    for key, values in _flatten(grid_table).items():
+        dotted = resolve_key(key)
+        if dotted == "seed":
+            raise UserError(
+                f"{where}: give seeds at the top of the file as seeds = [0, 1, 2], not in [grid]."
+            )
+        if dotted in ("name", "out"):
+            raise UserError(f"{where}: '{dotted}' cannot be a grid factor; the sweep names its runs.")
+        if dotted in grid:
+            raise UserError(f"{where}: the grid names '{dotted}' twice.")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: grid.{key} must be a non-empty list of values, e.g. {key} = [1, 2].")
+        if len({json.dumps(v, default=str) for v in values}) != len(values):
+            raise UserError(f"{where}: grid.{key} lists a value twice.")
+        grid[dotted] = values
+        base.pop(dotted, None)  # the grid value wins over a base value of the same key
+
+    leaves = [k.split(".")[-1] for k in grid]
+    labels = {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(grid, leaves)}
+    spec = SweepSpec(
+        path=path,
+        name=name,
+        base=base,
+        grid=grid,
+        seeds=list(seeds),
+        out=str(out) if out is not None else None,
+        labels=labels,
+    )
+    for point in spec.points():
+        try:
+            load_config(None, spec.overrides(point, Path("runs")))
+        except UserError as exc:
+            raise UserError(f"{where}, point {point.name}: {exc}") from None
+    return spec
+
+
+def differing_keys(old: SweepSpec, new: SweepSpec) -> list[str]:
+    """Keys whose value differs between two versions of a sweep (added and removed ones included)."""
+    a, b = old.canonical(), new.canonical()
+    return sorted(
+        k for k in set(a) | set(b) if json.dumps(a.get(k), default=str) != json.dumps(b.get(k), default=str)
+    )
