@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ def make_store(
 ) -> Path:
     """Write ``run_dir/run.h5`` with exactly the given data; returns run_dir."""
     from arprobe.storage import RunWriter, StoreLayout
+    from arprobe.storage.recordings import Recording
     from arprobe.trainer.config import RunConfig
 
     loss_eval = np.asarray(loss_eval, dtype=np.float32)
@@ -51,20 +51,40 @@ def make_store(
         else:
             cfg_dict[section] = values
 
-    fields = {f.name for f in dataclasses.fields(StoreLayout)}
-    layout_args = dict(
+    K = len(schedule_doc)
+
+    def table(kind: str, recorded: dict, row) -> list[Recording]:
+        return [
+            Recording(
+                kind=kind,
+                name=name,
+                what=f"hand-made {kind}",
+                when="as given",
+                row_shape=row(values),
+                episodes=tuple(int(e) for e in episodes),
+                attrs=attrs(kind),
+            )
+            for name, (episodes, values) in recorded.items()
+        ]
+
+    def attrs(kind: str) -> dict:
+        return {"docs": list(activation_docs or [0])} if kind == "activations" else {}
+
+    recordings = (
+        table("weights", weights, lambda v: (v.shape[1],))
+        + table("grads", grads, lambda v: tuple(v.shape[1:]))
+        + table("activations", activations, lambda v: tuple(v.shape[1:]))
+    )
+    # No model here, so no checkpoints or resume slots.
+    layout = StoreLayout(
         n_docs=T,
-        token_width=context_length,
         steps_per_doc=M,
         layer_names=["embed"],
-        weights={n: v.shape[1] for n, (_, v) in weights.items()},
-        grads={n: v.shape[2] for n, (_, v) in grads.items()},
-        activations={n: tuple(v.shape[1:]) for n, (_, v) in activations.items()},
-        activation_docs=list(activation_docs or [0]),
+        recordings=recordings,
+        planned_doc=np.asarray(schedule_doc[:K]),
+        planned_epoch=np.asarray(schedule_epoch[:K]),
+        resume=False,
     )
-    # No model here, so no checkpoints (the layout's optional groups, when it has them).
-    layout_args.update({k: False for k in ("checkpoints", "resume") if k in fields})
-    layout = StoreLayout(**layout_args)
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,23 @@
 """The run store's schema after a tiny real run, and the reader's guarantees."""
 
+import gzip
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from arprobe.errors import MissingDataError, UserError
-from arprobe.science.recovery import recovery_scores
+from arprobe.science.recovery import online_loss, recovery_scores
 from arprobe.storage import RunStore
 from arprobe.storage.schema import FORMAT_VERSION
 
 T, C, M, E = 5, 32, 3, 3
 K = T * E
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "stores"
 
 
 def test_schema_of_a_tiny_run(tiny_run):
@@ -35,6 +40,9 @@ def test_schema_of_a_tiny_run(tiny_run):
                 "stats/grad_norm",
                 "weights/unembed/values",
                 "weights/unembed/episodes",
+                "weights/all/values",
+                "docs/window_start",
+                "schedule/planned_doc",
                 "grads/blocks.1.attn/values",
                 "activations/ln_final.hook_normalized/values",
                 "checkpoints/episodes",
@@ -56,6 +64,9 @@ def test_schema_of_a_tiny_run(tiny_run):
         "stats/grad_norm": (K, M, L),
         "weights/unembed/values": (K + 1, vocab * 64),
         "weights/unembed/episodes": (K + 1,),
+        "weights/all/values": (K + 1, 65536),  # every parameter, count-sketched
+        "docs/window_start": (T,),
+        "schedule/planned_doc": (K,),
         "grads/blocks.1.attn/values": (E, T, n_attn),  # middle block of 2 is blocks.1
         "activations/ln_final.hook_normalized/values": (K + 1, 1, C, 64),
         "checkpoints/episodes": (E,),
@@ -66,8 +77,11 @@ def test_schema_of_a_tiny_run(tiny_run):
 
 def test_reader_accessors_agree_with_the_schedule(tiny_run):
     with RunStore(tiny_run) as store:
-        doc, epoch = store.schedule()
+        schedule = store.schedule()
+        doc, epoch = schedule.doc, schedule.epoch
         np.testing.assert_array_equal(doc, np.tile(np.arange(T), E))
+        np.testing.assert_array_equal(schedule.epoch_ends, [T, 2 * T, 3 * T])
+        np.testing.assert_array_equal(store.planned_schedule().doc, doc)
         np.testing.assert_array_equal(epoch, np.repeat(np.arange(1, E + 1), T))
         loss = store.eval_matrix()
         assert loss.shape == (K + 1, T) and np.isfinite(loss).all()
@@ -86,7 +100,7 @@ def test_missing_recording_names_the_option(tiny_run):
     with RunStore(tiny_run) as store:
         with pytest.raises(
             MissingDataError,
-            match=r"no weight snapshots of 'blocks.0.mlp' \(recorded: unembed\); record it with record.weights",
+            match=r"no weight snapshots of 'blocks.0.mlp' \(recorded: all, unembed\); record it with",
         ):
             store.weights("blocks.0.mlp")
         with pytest.raises(
@@ -127,3 +141,36 @@ def test_refuses_files_that_are_not_stores(tmp_path):
         RunStore(newer)
     with pytest.raises(UserError, match="No run store at"):
         RunStore(tmp_path / "nowhere")
+
+
+def test_recordings_say_what_and_when(tiny_run):
+    with RunStore(tiny_run) as store:
+        full = store.sketch_info("weights", "all")["full_dim"]
+        assert store.recording_info("weights", "all") == {
+            "what": f"every parameter of the model as one vector (count-sketch of {full:,})",
+            "when": "every episode, and before training",
+        }
+        assert store.recording_info("grads", "blocks.1.attn")["when"] == "end of each epoch"
+        assert store.recording_info("checkpoints", "model")["when"] == "end of each epoch"
+
+
+def test_format_1_store_is_read(tmp_path):
+    # Written by arprobe before format 2 (T=5, C=32, M=3, E=3, cyclic, checkpoint at episode 15).
+    path = tmp_path / "v1" / "run.h5"
+    path.parent.mkdir()
+    path.write_bytes(gzip.decompress((FIXTURES / "format1-tiny.h5.gz").read_bytes()))
+    with RunStore(path) as store:
+        assert store.format_version == 1 and store.status == "complete"
+        schedule = store.schedule()
+        np.testing.assert_array_equal(schedule.doc, np.tile(np.arange(5), 3))
+        np.testing.assert_array_equal(store.planned_schedule().epoch_ends, [5, 10, 15])
+        assert store.eval_matrix().shape == (16, 5)
+        np.testing.assert_array_equal(store.doc_arrays()["window_start"], np.zeros(5))
+        assert store.recording_info("weights", "unembed") == {}
+        assert store.recorded("weights") == ["unembed"]
+        # the online loss from the eval matrix equals format 1's first-step loss: nothing augmented
+        np.testing.assert_allclose(
+            online_loss(store.eval_matrix(), schedule.doc, schedule.epoch).per_episode,
+            store.train_loss()[:, 0],
+            rtol=1e-5,
+        )

@@ -4,7 +4,10 @@ Fig. 8d; App. C.1, Fig. 22)
 Cosine similarity between the final-layer activations of one document at every recorded
 episode (the blocked pattern of Fig. 8d: similarity within an epoch rises epoch after
 epoch), the size of the activation change between consecutive recordings (stepwise,
-Fig. 22a), and the size of the weight change (Fig. 22b) of a recorded parameter group.
+Fig. 22a), and the size of the weight change between consecutive snapshots (Fig. 22b). The
+paper's weight change is over all weights: by default the probe reads ``weights/all`` (a
+count-sketch of every parameter; the norm of a sketched difference estimates the full one) and
+says which weights it used in ``weights_are``. Epochs are the run's stored epochs.
 """
 
 from __future__ import annotations
@@ -14,9 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, epoch_extent, new_figure, pick_recording, save_figure
-from arprobe.probes.pca_weights import snapshot_epochs
-from arprobe.science.geometry import binned_means, cosine_matrix, step_norms, trend
+from arprobe.probes.base import (
+    Probe,
+    describe_weights,
+    episode_extent,
+    mark_epochs,
+    new_figure,
+    pick_recording,
+    save_figure,
+)
+from arprobe.science.geometry import binned_means, cosine_matrix, snapshot_epochs, step_norms, trend
 
 
 def within_epoch_means(similarity: np.ndarray, epoch_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,9 +50,11 @@ class ActivationDrift(Probe):
     requires = ["activations:{hook}"]
     options = {"hook": "", "doc": -1, "weights": ""}
     option_help = {
-        "hook": "recorded activation hook (TransformerLens name); empty: the first recorded (default ln_final.hook_normalized)",
+        "hook": "recorded activation hook (TransformerLens name); empty: the first recorded "
+        "(default ln_final.hook_normalized)",
         "doc": "document, 0-based, among those recorded (record.activation_docs); -1: the first recorded",
-        "weights": "recorded parameter group whose change per episode is measured; empty: the first recorded",
+        "weights": "recorded weights whose change per episode is measured (Fig. 22b); empty: all if "
+        "recorded (the paper's), else the first recorded group",
     }
     headline_keys = [
         "hook",
@@ -66,7 +78,6 @@ class ActivationDrift(Probe):
         _, lengths, _ = store.docs()
         schedule = store.schedule()
         schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
-        T = store.n_docs
         # Pad positions carry no text, so only the document's real tokens are compared.
         n_real = int(min(lengths[doc], values.shape[2]))
         acts = values[:, docs.index(doc), :n_real, :].reshape(len(episodes), -1)  # [A, n_real * d]
@@ -76,9 +87,10 @@ class ActivationDrift(Probe):
         change = step_norms(acts)  # [A - 1]: between recording a-1 and a
         change_episode = episodes[1:]
         change_epoch = epoch_of[1:]
+        # the change from recording a−1 to a includes training on doc (episodes after a−1 up to a)
         on_doc = np.array(
-            [int(schedule_doc[e - 1]) == doc for e in change_episode]
-        )  # the change includes training on doc
+            [bool((schedule_doc[a:b] == doc).any()) for a, b in zip(episodes[:-1], episodes[1:])], dtype=bool
+        )
         n_epochs = int(epochs.max()) if len(epochs) else 0
         act_per_epoch = binned_means(change, change_epoch - 1, n_epochs)
         ratio = (
@@ -107,7 +119,7 @@ class ActivationDrift(Probe):
         weight_note = "no weights recorded (record.weights)"
         weight_data = None
         if store.recorded("weights"):
-            weights = pick_recording(store, "weights", weights)
+            weights = pick_recording(store, "weights", weights, ("all",))
             w_episodes, w_values = store.weights(weights)  # [S], [S, D]
             w_change = step_norms(w_values)  # [S-1]
             w_epoch = snapshot_epochs(w_episodes, schedule_epoch)[1:]
@@ -125,31 +137,31 @@ class ActivationDrift(Probe):
                     else None,
                 }
             )
-            weight_note = f"{weights} (the recorded parameter group; the paper measures all weights)"
+            weight_note = describe_weights(store, weights)
             weight_data = (w_episodes[1:], w_change, weights)
-        result["weight_change_of"] = weight_note
+            result["weights_sketch"] = store.sketch_info("weights", weights)
+        result["weights_are"] = weight_note
 
-        self._plot_similarity(cos, episodes, T, hook, doc, out)
-        self._plot_changes(change_episode, change, on_doc, weight_data, T, doc, out)
+        self._plot_similarity(cos, episodes, schedule, hook, doc, out)
+        self._plot_changes(change_episode, change, on_doc, weight_data, schedule, doc, out)
         return result
 
     @staticmethod
-    def _plot_similarity(cos, episodes, T, hook, doc, out):
+    def _plot_similarity(cos, episodes, schedule, hook, doc, out):
         fig, (ax,) = new_figure(1, width=6.2, height=5.0)
-        lo, hi = epoch_extent(episodes, T)
+        lo, hi = episode_extent(episodes)
         im = ax.imshow(cos, cmap="viridis", extent=(lo, hi, hi, lo), interpolation="nearest")
         fig.colorbar(im, ax=ax, label="cosine similarity")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("epoch")
+        mark_epochs(ax, schedule, lo, hi, axes="xy", lines=False)
         ax.set_title(f"Activations of document {doc + 1} at {hook}\nacross training (cf. paper Fig. 8d)")
         save_figure(fig, out / "activation_similarity.png")
 
     @staticmethod
-    def _plot_changes(episodes, change, on_doc, weight_data, T, doc, out):
+    def _plot_changes(episodes, change, on_doc, weight_data, schedule, doc, out):
         n = 2 if weight_data else 1
         fig, axes = new_figure(n, width=5.6)
         ax = axes[0]
-        x = episodes / T
+        x = schedule.episodes_in_epochs(episodes)  # epoch e ends at e, whatever its length
         ax.plot(x, change, "-", color="tab:blue", lw=1.2)
         ax.plot(
             x[on_doc],
@@ -159,7 +171,7 @@ class ActivationDrift(Probe):
             ms=5,
             label=f"episodes training document {doc + 1}",
         )
-        for e in range(1, int(np.floor(x[-1])) + 1):
+        for e in range(1, schedule.n_epochs):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel("‖a_k − a_(k−1)‖")
@@ -168,10 +180,11 @@ class ActivationDrift(Probe):
         if weight_data:
             w_ep, w_change, weight_name = weight_data
             ax2 = axes[1]
-            ax2.plot(w_ep / T, w_change, "-", color="tab:purple", lw=1.2)
-            for e in range(1, int(np.floor(w_ep[-1] / T)) + 1):
+            ax2.plot(schedule.episodes_in_epochs(w_ep), w_change, "-", color="tab:purple", lw=1.2)
+            for e in range(1, schedule.n_epochs):
                 ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
             ax2.set_xlabel("epoch")
             ax2.set_ylabel("‖w_k − w_(k−1)‖")
-            ax2.set_title(f"Weight change of {weight_name} per episode (cf. Fig. 22b)")
+            what = "all weights" if weight_name == "all" else weight_name
+            ax2.set_title(f"Weight change of {what} per episode (cf. Fig. 22b)")
         save_figure(fig, out / "activation_change.png")

@@ -89,7 +89,7 @@ class Probe:
 
 def missing_requirement(store, item: str) -> None:
     """Raise MissingDataError if ``store`` lacks ``item`` (``kind`` or ``kind:name``)."""
-    from arprobe.storage.schema import RECORDING_OPTION
+    from arprobe.storage.recordings import KINDS as RECORDING_OPTION
 
     kind, _, name = item.partition(":")
     run = store.path.parent.name
@@ -124,14 +124,28 @@ def missing_requirement(store, item: str) -> None:
         )
 
 
-def pick_recording(store, kind: str, name: str) -> str:
-    """``name`` if given, else the first recording of ``kind`` (raising the reader's error if none)."""
+def pick_recording(store, kind: str, name: str, prefer: tuple[str, ...] = ()) -> str:
+    """``name`` if given, else the first of ``prefer`` the run recorded, else its first recording
+    of ``kind`` (raising the reader's error if it has none)."""
     if name:
         return name
     have = store.recorded(kind)
     if not have:
         missing_requirement(store, f"{kind}:*")
-    return have[0]
+    return next((p for p in prefer if p in have), have[0])
+
+
+def describe_weights(store, name: str) -> str:
+    """One line saying which weights a result is about: all of them (sketched or not) or one group."""
+    sketch = store.sketch_info("weights", name)
+    how = (
+        f"a count-sketch of {sketch['full_dim']:,} values into {sketch['dim']:,}"
+        if sketch
+        else "exact values"
+    )
+    if name == "all":
+        return f"all weights (weights/all, {how})"
+    return f"the '{name}' parameter group only ({how}); record weights/all to measure every weight"
 
 
 def coerce_option(value: Any, default: Any, key: str) -> Any:
@@ -215,9 +229,35 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def epoch_extent(episodes, n_docs: int) -> tuple[float, float]:
-    """Edges, in epochs, of an image whose rows are evenly spaced ``episodes``: each pixel is
-    centred on its episode / T, so a heat map's axes read in epochs like the paper's."""
+def episode_extent(episodes) -> tuple[float, float]:
+    """Edges, in episodes, of an image whose rows are evenly spaced ``episodes``: each pixel is
+    centred on its episode. Use with ``mark_epochs`` to label the axes in epochs."""
     episodes = np.asarray(episodes, dtype=np.float64)
     half = (episodes[1] - episodes[0]) / 2 if len(episodes) > 1 else 0.5
-    return (episodes[0] - half) / n_docs, (episodes[-1] + half) / n_docs
+    return episodes[0] - half, episodes[-1] + half
+
+
+def epoch_extent(episodes, schedule) -> tuple[float, float]:
+    """Edges, in epochs (``schedule.episodes_in_epochs``), of an image whose rows are evenly spaced
+    ``episodes``. Exact only when the epochs have equal lengths; otherwise draw the image in
+    episodes (``episode_extent``) and mark the stored boundaries with ``mark_epochs``."""
+    lo, hi = episode_extent(episodes)
+    edges = schedule.episodes_in_epochs(np.clip([lo, hi], 0, len(schedule)))
+    return float(edges[0]), float(edges[1])
+
+
+def mark_epochs(ax, schedule, first: float, last: float, axes: str = "x", lines: bool = True) -> None:
+    """Epoch boundaries at the episodes where the run's epochs end (its stored schedule, so epochs of
+    any length sit where they were trained), on an axis drawn in episodes from ``first`` to
+    ``last``: a faint line at each, and ticks labelled by the epoch that ends there."""
+    ends = np.asarray(schedule.epoch_ends, dtype=np.float64)
+    inside = ends[(ends > first) & (ends < last)]
+    for axis in axes:
+        ticks = np.concatenate([[0.0], ends]) if first <= 0 else ends
+        ticks = ticks[(ticks >= first) & (ticks <= last)]
+        labels = [str(int(np.searchsorted(ends, t)) + (t in ends)) for t in ticks]
+        getattr(ax, f"set_{axis}ticks")(ticks, labels, fontsize=7)
+        getattr(ax, f"set_{axis}label")("end of epoch (episodes as trained)")
+        if lines:
+            for e in inside:
+                (ax.axvline if axis == "x" else ax.axhline)(e, color="0.85", lw=0.8, zorder=0)

@@ -1,4 +1,10 @@
-"""gradient_similarity: are the gradients of nearby documents more alike? (paper Sec. 4.1, Fig. 8a)"""
+"""gradient_similarity: are the gradients of nearby documents more alike? (paper Sec. 4.1, Fig. 8a)
+
+"Nearby" is distance in the cycle, which exists only when every epoch trains the documents in
+the same order (cyclic). For other orders (shuffle, partial-shuffle, insert) the probe gives
+the T×T matrix and each document's mean similarity, and says in ``by_distance_note`` why
+there are no distance summaries, rather than binning by document index.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +48,8 @@ class GradientSimilarity(Probe):
             if not len(hits):
                 raise MissingDataError(
                     f"Run '{store.path.parent.name}' has no gradients of '{layer}' at episode {episode} "
-                    f"(recorded at: {', '.join(map(str, episodes))}); pick one of those or set record.grads_at."
+                    f"(recorded at: {', '.join(map(str, episodes))}); "
+                    "pick one of those or set record.grads_at."
                 )
             g = int(hits[-1])
         T = grads.shape[1]
@@ -51,12 +58,29 @@ class GradientSimilarity(Probe):
         ep = int(episodes[g])
         cos = cosine_matrix(grads[g])  # [T, T]
         offdiag = cos[~np.eye(T, dtype=bool)]
-        by_distance = mean_by_cyclic_distance(cos)  # [T//2 + 1], index = distance
         last_doc = int(schedule_doc[ep - 1]) if ep >= 1 else None
         row_mean = np.array([np.nanmean(np.delete(cos[i], i)) for i in range(T)])  # each doc vs all others
+        cycle = cycle_order(schedule, T)  # documents in cycle order, or None
 
-        # the same profile at every recorded episode: does the structure build up over epochs?
-        over_time = np.stack([mean_by_cyclic_distance(cosine_matrix(grads[i])) for i in range(len(episodes))])
+        if cycle is not None:
+            # rows and columns in cycle order, so index distance is distance in the cycle
+            by_distance = mean_by_cyclic_distance(cos[np.ix_(cycle, cycle)])  # [T//2 + 1], index = distance
+            by_offset = mean_by_offset(cos[np.ix_(cycle, cycle)])[1:]
+            # the same profile at every recorded episode: does the structure build up over epochs?
+            over_time = np.stack(
+                [
+                    mean_by_cyclic_distance(cosine_matrix(grads[i])[np.ix_(cycle, cycle)])
+                    for i in range(len(episodes))
+                ]
+            )
+            note = ""
+        else:
+            by_distance = by_offset = over_time = None
+            order = store.config.get("schedule", {}).get("order", "this")
+            note = (
+                f"No distance summaries: the {order} order does not train the documents in the same order "
+                "every epoch, so two documents have no fixed distance in a cycle."
+            )
 
         self._plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out)
         sketch = store.sketch_info("grads", layer)
@@ -69,20 +93,26 @@ class GradientSimilarity(Probe):
             "mean_offdiagonal": float(np.nanmean(offdiag)),
             "fraction_positive": float(np.mean(offdiag > 0)),
             # distance d = 1..T//2 in the cycle (min of forward and backward), index 0 is d = 1
-            "by_distance": by_distance[1:],
-            "most_similar_distance": int(np.nanargmax(by_distance[1:]) + 1) if T > 2 else None,
-            "by_forward_offset": mean_by_offset(cos)[1:],  # offset o = 1..T-1: doc i vs doc i + o
+            "by_distance": by_distance[1:] if cycle is not None else None,
+            "most_similar_distance": int(np.nanargmax(by_distance[1:]) + 1)
+            if cycle is not None and T > 2
+            else None,
+            # offset o = 1..T-1: the document at position p vs the one at p + o in the cycle
+            "by_forward_offset": by_offset,
+            "by_distance_note": note,
+            "cycle_order": cycle,
             "doc_mean_similarity": row_mean,
             "last_trained_doc_mean": float(row_mean[last_doc]) if last_doc is not None else None,
             "recorded_episodes": episodes,
-            "by_distance_over_episodes": over_time[:, 1:],
+            "by_distance_over_episodes": over_time[:, 1:] if over_time is not None else None,
             "dim": int(grads.shape[2]),
             "sketch": sketch,  # cosines of a sketch approximate those of the full gradients
         }
 
     @staticmethod
     def _plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out):
-        fig, (ax, ax2) = new_figure(2, width=5.6)
+        fig, axes = new_figure(2 if over_time is not None else 1, width=5.6)
+        ax = axes[0]
         off = cos[~np.eye(T, dtype=bool)]
         # The diagonal is 1 by definition; scale colours by the off-diagonal entries to show structure.
         lim = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 1.0
@@ -92,6 +122,10 @@ class GradientSimilarity(Probe):
         ax.set_ylabel("document i")
         ep = int(episodes[g])
         ax.set_title(f"Gradient cosine, {layer}, after episode {ep}\n(cf. paper Fig. 8a)")
+        if over_time is None:  # no cycle, so no distances to bin by
+            save_figure(fig, out / "gradient_similarity.png")
+            return
+        ax2 = axes[1]
         d = np.arange(1, over_time.shape[1])
         for i, e in enumerate(episodes):
             epoch = int(schedule_epoch[e - 1]) if e >= 1 else 0
@@ -110,6 +144,17 @@ class GradientSimilarity(Probe):
         ax2.set_title("Gradient similarity by distance")
         ax2.legend(fontsize=7)
         save_figure(fig, out / "gradient_similarity.png")
+
+
+def cycle_order(schedule, n_docs: int) -> np.ndarray | None:
+    """The documents in the order every epoch trains them, if it is the same order each epoch and
+    covers all ``n_docs`` documents; None otherwise (shuffled orders, insert)."""
+    if not schedule.is_cyclic:
+        return None
+    first = schedule.doc[schedule.epoch == 1]
+    if len(first) != n_docs or len(set(first.tolist())) != n_docs:
+        return None
+    return first.astype(int)
 
 
 def _shade(i: int, n: int):

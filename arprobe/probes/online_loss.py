@@ -87,16 +87,22 @@ class OnlineLoss(Probe):
         per_run = []
         for s in stores:
             schedule = s.schedule()
-            _, epoch = schedule.doc, schedule.epoch
-            ol = online_loss(s.eval_matrix(), schedule.doc, epoch)
-            per_run.append({"run": str(s.path.parent), "seed": s.seed, "n_docs": s.n_docs, "online": ol})
+            ol = online_loss(s.eval_matrix(), schedule.doc, schedule.epoch)
+            per_run.append({"run": str(s.path.parent), "seed": s.seed, "schedule": schedule, "online": ol})
 
         results = []
         for idx, label in zip(groups, labels):
             runs = [per_run[i] for i in idx]
             k = min(len(r["online"].per_episode) for r in runs)  # unfinished runs are cut to the shortest
             e = min(len(r["online"].per_epoch) for r in runs)
+            # Episode k is the same point of training in every run only when their epochs have the
+            # same lengths (cyclic, shuffle); insert-order seeds do not, so each keeps its own curve.
+            aligned = all(
+                np.array_equal(r["schedule"].epoch[:k], runs[0]["schedule"].epoch[:k]) for r in runs
+            )
             episode = np.stack([r["online"].per_episode[:k] for r in runs])  # [run, episode]
+            # episode k starts at (k − 1) episodes into training, read in epochs of the run's own lengths
+            x_epochs = [r["schedule"].episodes_in_epochs(np.arange(k)) for r in runs]
             epoch = np.stack([r["online"].per_epoch[:e] for r in runs])  # [run, epoch]
             after_first = np.array([r["online"].mean_after_first_epoch for r in runs])
             results.append(
@@ -104,9 +110,11 @@ class OnlineLoss(Probe):
                     "label": label,
                     "runs": [r["run"] for r in runs],
                     "seeds": [r["seed"] for r in runs],
-                    "n_docs": runs[0]["n_docs"],
-                    "per_episode_mean": episode.mean(axis=0),
-                    "per_episode_std": _std(episode, axis=0),
+                    "per_episode_mean": episode.mean(axis=0) if aligned else None,
+                    "per_episode_std": _std(episode, axis=0) if aligned else None,
+                    "per_episode_per_run": episode,
+                    "per_episode_epochs": x_epochs[0] if aligned else x_epochs,
+                    "episodes_aligned": aligned,
                     "per_epoch_mean": epoch.mean(axis=0),
                     "per_epoch_std": _std(epoch, axis=0),
                     "mean_after_first_epoch": float(after_first.mean()),
@@ -133,12 +141,17 @@ class OnlineLoss(Probe):
         colors = [f"C{i}" for i in range(10)]
         for i, g in enumerate(results):
             color = colors[i % 10]
-            mean, std = np.asarray(g["per_episode_mean"]), np.asarray(g["per_episode_std"])
-            x = np.arange(len(mean)) / g["n_docs"]  # episode k at (k − 1) / T: epoch 1 starts at 0
             n = len(g["runs"])
-            ax.plot(x, mean, color=color, lw=1.2, label=f"{g['label']} ({n} run{'s' if n > 1 else ''})")
-            if n > 1:
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            label = f"{g['label']} ({n} run{'s' if n > 1 else ''})"
+            if g["episodes_aligned"]:
+                mean, std = np.asarray(g["per_episode_mean"]), np.asarray(g["per_episode_std"])
+                x = np.asarray(g["per_episode_epochs"])
+                ax.plot(x, mean, color=color, lw=1.2, label=label)
+                if n > 1:
+                    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+            else:  # epochs of different lengths: one curve per run on its own epoch axis
+                for j, (x, y) in enumerate(zip(g["per_episode_epochs"], g["per_episode_per_run"])):
+                    ax.plot(x, y, color=color, lw=1.0, alpha=0.7, label=label if j == 0 else None)
             epochs = np.arange(1, len(g["per_epoch_mean"]) + 1)
             width = 0.8 / len(results)
             yerr = None if n < 2 else np.nan_to_num(np.asarray(g["per_epoch_std"], dtype=float))

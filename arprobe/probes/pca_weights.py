@@ -4,8 +4,9 @@ The top-3 principal components of the flattened weight snapshots are drawn as in
 helix is a slow drift along its axis plus a rotation; when the drift dominates (it does for
 small random-init models), the top two PCs describe the drift and the rotation shows up in
 lower PCs. So the winding is measured in the PC1–PC2 plane of the *detrended* trajectory
-(``detrend=window``: each snapshot minus the mean of a centred window of T episodes, the
-residual of Sec. 4.2), where the rotation is the largest variance left. ``detrend=none``
+(``detrend=window``: each snapshot minus the mean of a centred window of one cycle, the
+residual of Sec. 4.2; a cycle is the run's mean epoch length, T for the cyclic and shuffled
+orders), where the rotation is the largest variance left. ``detrend=none``
 measures it in the raw PC1–PC2 plane. The period of every raw PC says which ones rotate.
 """
 
@@ -16,24 +17,22 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
 from arprobe.probes.weight_residual_similarity import snapshot_spacing
 from arprobe.science.geometry import (
     dominant_period,
     gram_matrix,
     helix_per_epoch,
     pca_from_gram,
-    residual_operator,
+    snapshot_epochs,
+    trajectory_winding,
     trend,
 )
 
 DETRENDS = ("window", "none")
 PLANES = ((0, 1), (0, 2), (1, 2))
-
-
-def snapshot_epochs(episodes: np.ndarray, schedule_epoch: np.ndarray) -> np.ndarray:
-    """Epoch in which each snapshot was taken (0: before training)."""
-    return np.array([0 if e == 0 else int(schedule_epoch[e - 1]) for e in episodes], dtype=int)
+# Fig. 9 is drawn from the output-embedding weights; all weights next, then whatever was recorded.
+PREFERRED = ("unembed", "all")
 
 
 class PcaWeights(Probe):
@@ -43,12 +42,15 @@ class PcaWeights(Probe):
         "(≈ 2π for one revolution) and radius per epoch (shrinking as it converges)."
     )
     requires = ["weights:{weights}"]
-    options = {"weights": "unembed", "detrend": "window"}
+    options = {"weights": "", "detrend": "window"}
     option_help = {
-        "weights": "recorded parameter group (TransformerLens name); the paper uses the unembedding",
-        "detrend": "window: measure the winding after removing the drift (centred T-episode mean); none: raw PCs",
+        "weights": "recorded weights (TransformerLens name, or all); empty: unembed as in the paper's "
+        "Fig. 9, else all, else the first recorded",
+        "detrend": "window: measure the winding after removing the drift (centred one-cycle mean); "
+        "none: raw PCs",
     }
     headline_keys = [
+        "weights",
         "explained_variance",
         "pc_period_episodes",
         "winding_epochs",
@@ -57,62 +59,56 @@ class PcaWeights(Probe):
         "radius_last_over_first",
     ]
 
-    def run(self, store, out: Path, weights: str = "unembed", detrend: str = "window") -> dict:
+    def run(self, store, out: Path, weights: str = "", detrend: str = "window") -> dict:
         if detrend not in DETRENDS:
             raise UserError(
                 f"pca_weights option detrend must be one of {', '.join(DETRENDS)}, got '{detrend}'."
             )
+        weights = pick_recording(store, "weights", weights, PREFERRED)
         episodes, values = store.weights(weights)  # [S], [S, D]
-        T = store.n_docs
         schedule = store.schedule()
-        _, schedule_epoch = schedule.doc, schedule.epoch
         if len(episodes) < 4:
             raise UserError(
                 f"pca_weights needs at least 4 snapshots of '{weights}', the run has {len(episodes)}."
             )
         every = snapshot_spacing(episodes)
-        epoch_of = snapshot_epochs(episodes, schedule_epoch)
-        gram = gram_matrix(values, center=values.mean(axis=0))  # [S, S]
+        epoch_of = snapshot_epochs(episodes, schedule.epoch)
+        gram = gram_matrix(values, center=values.mean(axis=0, dtype=np.float64))  # [S, S]
         scores, ratio = pca_from_gram(gram, 4)  # [S, 4]
         periods = [dominant_period(scores[:, k]) for k in range(scores.shape[1])]
         raw_planes = {f"PC{a + 1}-PC{b + 1}": helix_per_epoch(scores[:, [a, b]], epoch_of) for a, b in PLANES}
-
-        if detrend == "window":
-            op, rows = residual_operator(len(episodes), "window", max(int(round(T / every)), 2))
-            plane, plane_ratio = pca_from_gram(op @ gram @ op.T, 2)
-            plane_epochs = epoch_of[rows]
-        else:
-            plane, plane_ratio, plane_epochs = scores[:, :2], ratio[:2], epoch_of
-        helix = helix_per_epoch(plane, plane_epochs)
-        # Only epochs with every snapshot count: the window leaves the first and last half-epoch out.
-        per_epoch = T // every
-        complete = helix["points"] >= per_epoch
+        # The residual window is one cycle: the run's mean epoch length (T for cyclic and shuffled
+        # orders), in snapshots.
+        window = max(int(round(schedule.cycle_length / every)), 2)
+        helix = trajectory_winding(gram, epoch_of, detrend=detrend, window=window)
+        # Only epochs with every snapshot count: the window leaves the first and last half-cycle out.
+        complete = helix["complete"]
         radius = helix["radius"][complete]
 
         self._plot_3d(scores, ratio, epoch_of, weights, out)
-        self._plot_plane(
-            plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out
-        )
+        self._plot_plane(helix, scores, ratio, episodes, schedule, detrend, out)
         return {
             "weights": weights,
+            "weights_are": describe_weights(store, weights),
             "snapshots": int(len(episodes)),
             "snapshot_every": every,
             "explained_variance": ratio[:3],
             "scores": scores[:, :3],
             "episodes": episodes,
+            "snapshot_epoch": epoch_of,
             # dominant Fourier period of each raw PC over the trajectory, in episodes (≈ T: it rotates)
             "pc_period_episodes": [p * every if p else None for p in periods[:3]],
             "pc4_period_episodes": periods[3] * every if len(periods) > 3 and periods[3] else None,
             "detrend": detrend,
+            "window_episodes": window * every if detrend == "window" else None,
             "plane": "PC1-PC2 of the detrended trajectory" if detrend == "window" else "PC1-PC2",
-            "plane_explained_variance": plane_ratio,
+            "plane_explained_variance": helix["plane_explained_variance"],
             "epoch": helix["epoch"],
             "epoch_complete": complete,
-            "winding_angle": helix[
-                "winding"
-            ],  # radians per epoch; sign = direction, which PCA leaves arbitrary
+            # radians per epoch; sign = direction, which PCA leaves arbitrary
+            "winding_angle": helix["winding"],
             "winding_epochs": helix["epoch"][complete],
-            "winding_revolutions": helix["winding"][complete] / (2 * np.pi),
+            "winding_revolutions": helix["revolutions"][complete],
             "radius_per_epoch": radius,
             "radius_last_over_first": float(radius[-1] / radius[0]) if len(radius) > 1 else None,
             "radius_trend_per_epoch": trend(radius),
@@ -146,11 +142,14 @@ class PcaWeights(Probe):
         save_figure(fig, out / "pca_3d.png")
 
     @staticmethod
-    def _plot_plane(
-        plane, plane_ratio, plane_epochs, scores, ratio, episodes, T, per_epoch, detrend, helix, out
-    ):
+    def _plot_plane(helix, scores, ratio, episodes, schedule, detrend, out):
         from matplotlib import colormaps
 
+        plane, plane_ratio, plane_epochs = (
+            helix["plane"],
+            helix["plane_explained_variance"],
+            helix["plane_epoch"],
+        )
         fig, (ax, ax2) = new_figure(2, width=5.6)
         cmap = colormaps["viridis"]
         n_epochs = max(int(plane_epochs.max()), 1)
@@ -164,19 +163,19 @@ class PcaWeights(Probe):
                 "-o",
                 ms=3,
                 color=cmap((e - 1) / max(n_epochs - 1, 1)),
-                label=f"epoch {e}: {helix['winding'][k] / (2 * np.pi):+.2f} rev"
-                + ("" if helix["points"][k] >= per_epoch else " (partial)"),
+                label=f"epoch {e}: {helix['revolutions'][k]:+.2f} rev"
+                + ("" if helix["complete"][k] else " (partial)"),
             )
         ax.set_aspect("equal", adjustable="datalim")
-        what = "detrended (minus centred T-episode mean)" if detrend == "window" else "raw"
+        what = "detrended (minus centred one-cycle mean)" if detrend == "window" else "raw"
         ax.set_xlabel(f"PC1 ({plane_ratio[0]:.0%})")
         ax.set_ylabel(f"PC2 ({plane_ratio[1]:.0%})")
         ax.set_title(f"PC1–PC2 of the {what} trajectory")
         ax.legend(fontsize=7)
-        x = episodes / T
+        x = schedule.episodes_in_epochs(episodes)  # epoch e ends at e, whatever its length
         for k in range(min(4, scores.shape[1])):
             ax2.plot(x, scores[:, k] / (np.abs(scores[:, k]).max() or 1), label=f"PC{k + 1} ({ratio[k]:.1%})")
-        for e in range(1, int(np.floor(x[-1])) + 1):
+        for e in range(1, schedule.n_epochs):
             ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("PC score (scaled to ±1)")

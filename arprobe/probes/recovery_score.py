@@ -14,15 +14,23 @@ class RecoveryScore(Probe):
     name = "recovery_score"
     description = "Recovery score RS(n) per epoch (Sec. 3.1) with its terms l_max, l_before, l_after."
     requires = ["eval"]
-    headline_keys = ["recovery_score"]
+    headline_keys = ["recovery_score", "undefined"]
+
+    def headline(self, result: dict) -> dict:
+        """RS per epoch, and the sentence of every undefined one (only when there is one)."""
+        head = super().headline(result)
+        if not head.get("undefined"):
+            head.pop("undefined", None)
+        return head
 
     def run(self, store, out: Path) -> dict:
-        from arprobe.science.recovery import recovery_components, recovery_scores
+        from arprobe.science.recovery import recovery_components, recovery_score_notes, recovery_scores
 
         loss_eval = store.eval_matrix()
         schedule = store.schedule()
-        schedule_doc, _ = schedule.doc, schedule.epoch
-        scores = recovery_scores(loss_eval, schedule_doc)  # [N]
+        schedule_doc = schedule.doc
+        scores = recovery_scores(loss_eval, schedule_doc)  # [N], NaN where undefined
+        notes = recovery_score_notes(loss_eval, schedule_doc)  # [N], "" where defined
         if not len(scores):
             raise MissingDataError(
                 f"Run '{store.path.parent.name}' trained no document twice, and the recovery score compares "
@@ -39,6 +47,10 @@ class RecoveryScore(Probe):
             if np.isfinite(y):
                 ax.annotate(
                     f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
+                )
+            else:  # undefined: say so where the point would be (the sentence is in result.json)
+                ax.annotate(
+                    "undefined", (x, 0), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8
                 )
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(n)
@@ -65,7 +77,9 @@ class RecoveryScore(Probe):
         save_figure(fig, out / "recovery_score.png")
         return {
             "epoch": n,
-            "recovery_score": scores,
+            "recovery_score": scores,  # null where undefined
+            "undefined": [note for note in notes if note],  # one sentence per undefined RS(n)
+            "notes": notes,  # per epoch n, "" where RS(n) is defined
             "l_max": means["l_max"],
             "l_before": means["l_before"],
             "l_after": means["l_after"],

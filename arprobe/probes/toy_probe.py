@@ -1,9 +1,16 @@
-"""toy_model: the paper's computational toy model (Sec. 4.4, App. A.5), beside a run if one is given.
+"""toy_model: the paper's computational toy model (Sec. 4.4, App. A.5), number for number beside a run.
 
-Runs both task maps, f_i(w) = w (N = M = 1000) and f_i(w) = y_i − w (N = M = 100), T = 25,
-with the initialisations of App. A.5. The learning rate of f_i(w) = w is 0.001, not the
-paper's 0.01: with N = 1000 the paper's value makes Eq. 1 diverge (see
-arprobe.science.toy.DEFAULT_LR).
+Runs both task maps, f_i(w) = w (N = M = 1000) and f_i(w) = y_i − w (N = M = 100), with the
+initialisations of App. A.5. Without a run: T = 25 tasks in cyclic order for ``epochs`` epochs.
+Given a run: the toy is trained on the run's own schedule, document t being task t, so it has
+the run's T, E and order (cyclic, shuffled, partial-shuffle, insert), and the probe reports
+side by side the recovery score per epoch of both, the Pearson correlation of their
+shift-averaged curves, and the PCA winding per epoch of both trajectories (the run's weights,
+``weights/all`` when recorded; the toy's fast weights w, which after each task sit on that
+task's embedding, so their trajectory is the ring of Fig. 11 walked in training order).
+
+The learning rate of f_i(w) = w is 0.001, not the paper's 0.01: with N = 1000 the paper's value
+makes Eq. 1 diverge (see arprobe.science.toy.DEFAULT_LR).
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
+from arprobe.science.schedule import Schedule
 from arprobe.science.toy import DEFAULT_EPOCHS, DEFAULT_LR, KINDS, circularity, pca_2d, simulate_toy_model
 
 TITLES = {"identity": "f_i(w) = w", "target": "f_i(w) = y_i − w"}
@@ -21,8 +29,9 @@ TITLES = {"identity": "f_i(w) = w", "target": "f_i(w) = y_i − w"}
 class ToyModel(Probe):
     name = "toy_model"
     description = (
-        "The paper's toy model (Sec. 4.4, App. A.5): task-1 loss (Fig. 10), recovery scores, and the "
-        "embeddings forming a circle (Fig. 11); beside the run's curve when given one."
+        "The paper's toy model (Sec. 4.4, App. A.5): task-1 loss (Fig. 10), recovery scores, the "
+        "embeddings forming a ring (Fig. 11); given a run, trained on its schedule and compared number "
+        "for number."
     )
     requires: list[str] = []
     needs_store = False
@@ -32,15 +41,19 @@ class ToyModel(Probe):
         "seed": 0,
         "lr_identity": DEFAULT_LR["identity"],
         "lr_target": DEFAULT_LR["target"],
+        "weights": "",
     }
     option_help = {
-        "epochs": "training epochs of the toy model",
-        "n_tasks": "T, tasks in the cycle (paper: 25)",
+        "epochs": "training epochs of the toy model without a run (given a run, the run's E)",
+        "n_tasks": "T, tasks in the cycle without a run (paper: 25; given a run, the run's T)",
         "seed": "seed of P, x_i, w and y_i",
         "lr_identity": "learning rate for f_i(w) = w (paper: 0.01, which diverges at N = 1000; 0.001 here)",
         "lr_target": "learning rate for f_i(w) = y_i − w (paper: 0.01)",
+        "weights": "the run's recorded weights whose winding is compared; empty: all if recorded, else "
+        "unembed, else the first recorded",
     }
     headline_keys = [
+        "toy_schedule",
         "identity_rs_first",
         "identity_rs_last",
         "target_rs_first",
@@ -48,6 +61,9 @@ class ToyModel(Probe):
         "target_circle_order_before",
         "target_circle_order_after",
         "run_rs",
+        "curve_correlation",
+        "run_winding_revolutions",
+        "toy_winding_revolutions",
     ]
 
     def run(
@@ -59,56 +75,117 @@ class ToyModel(Probe):
         seed: int = 0,
         lr_identity: float = DEFAULT_LR["identity"],
         lr_target: float = DEFAULT_LR["target"],
+        weights: str = "",
     ) -> dict:
-        from arprobe.science.recovery import recovery_scores, shift_averaged_curve
+        from arprobe.science.recovery import recovery_score_notes, recovery_scores
 
+        if store is None:
+            doc = np.tile(np.arange(n_tasks), epochs)
+            schedule = Schedule(doc, np.repeat(np.arange(1, epochs + 1), n_tasks), n_tasks)
+            where = f"cyclic, T = {n_tasks}, E = {epochs} (no run given)"
+        else:
+            schedule = store.schedule()
+            order = store.config.get("schedule", {}).get("order", "?")
+            where = (
+                f"the run's schedule: {order}, T = {store.n_docs}, E = {schedule.n_epochs}, "
+                f"K = {len(schedule)} episodes"
+            )
+        T = schedule.n_docs
+        ring_docs = schedule.repeating_docs  # in the order of their first training
         lrs = {"identity": lr_identity, "target": lr_target}
-        result: dict = {"epochs": epochs, "n_tasks": n_tasks, "seed": seed, "lr": lrs}
+        result: dict = {
+            "toy_schedule": where,
+            "n_tasks": T,
+            "epochs": schedule.n_epochs,
+            "seed": seed,
+            "lr": lrs,
+        }
         toys = {}
         for kind in KINDS:
-            toy = simulate_toy_model(kind, n_tasks=n_tasks, epochs=epochs, lr=lrs[kind], seed=seed)
-            rs = recovery_scores(toy.loss, toy.schedule)  # [E − 1]
-            before = circularity(pca_2d(toy.embeddings[0])[0])
-            after_coords, ratio = pca_2d(toy.embeddings[-1])
-            after = circularity(after_coords)
+            toy = simulate_toy_model(
+                kind, n_tasks=T, lr=lrs[kind], seed=seed, schedule=schedule.doc, epoch=schedule.epoch
+            )
+            rs = recovery_scores(toy.loss, toy.schedule)  # [N]
+            before = circularity(pca_2d(toy.embeddings[0][ring_docs])[0]) if len(ring_docs) > 2 else None
+            after_coords, ratio = pca_2d(toy.embeddings[-1][ring_docs])
+            after = circularity(after_coords) if len(ring_docs) > 2 else None
             toys[kind] = toy
             result[kind] = {
                 "dim": int(toy.embeddings.shape[2]),
                 "recovery_score": rs,
+                "recovery_score_notes": recovery_score_notes(toy.loss, toy.schedule),
                 "task1_loss": toy.loss[:, 0],
-                "circle_before": before,  # PCA of the embeddings f_i^{-1}(P x_i) before training
-                "circle_after": after,  # ... and after the last epoch
+                # PCA of the embeddings f_i^{-1}(P x_i) of the repeating tasks, in training order
+                "circle_before": before,
+                "circle_after": after,  # ... after the last epoch
                 "pca_explained_after": ratio,
             }
             result[f"{kind}_rs_first"] = float(rs[0]) if len(rs) else None
             result[f"{kind}_rs_last"] = float(rs[-1]) if len(rs) else None
-            result[f"{kind}_circle_order_before"] = before["order_agreement"]
-            result[f"{kind}_circle_order_after"] = after["order_agreement"]
+            result[f"{kind}_circle_order_before"] = before["order_agreement"] if before else None
+            result[f"{kind}_circle_order_after"] = after["order_agreement"] if after else None
 
-        run_curve = None
+        self._plot_loss(toys, schedule, result, out)
+        self._plot_circles(toys, ring_docs, out)
         if store is not None:
-            loss_eval = store.eval_matrix()
-            schedule = store.schedule()
-            schedule_doc, _ = schedule.doc, schedule.epoch
-            run_curve = shift_averaged_curve(loss_eval, schedule_doc)
-            run_rs = recovery_scores(loss_eval, schedule_doc)
-            result["run"] = str(store.path.parent)
-            result["run_rs"] = run_rs
-            result["run_n_docs"] = store.n_docs
-
-        self._plot_loss(toys, n_tasks, result, out)
-        self._plot_circles(toys, out)
-        if run_curve is not None:
-            self._plot_side_by_side(toys, n_tasks, run_curve, store.n_docs, result, out)
+            result.update(self._compare(store, schedule, toys, weights))
+            self._plot_side_by_side(result, out)
         return result
 
     @staticmethod
-    def _plot_loss(toys, T, result, out):
+    def _compare(store, schedule, toys, weights) -> dict:
+        """The run's numbers next to each toy's, all on the run's schedule."""
+        from arprobe.science.comparison import curve_correlation, revolutions_per_epoch
+        from arprobe.science.recovery import recovery_score_notes, recovery_scores
+
+        loss_eval = store.eval_matrix()
+        out: dict = {
+            "run": str(store.path.parent),
+            "run_n_docs": store.n_docs,
+            "run_rs": recovery_scores(loss_eval, schedule.doc),
+            "run_rs_notes": recovery_score_notes(loss_eval, schedule.doc),
+            "toy_rs": {kind: recovery_scores(toy.loss, toy.schedule) for kind, toy in toys.items()},
+        }
+        curves = {kind: curve_correlation(loss_eval, toy.loss, schedule) for kind, toy in toys.items()}
+        out["curves"] = curves
+        out["curve_correlation"] = {kind: c["correlation"] for kind, c in curves.items()}
+        out["curve_correlation_all_offsets"] = {
+            kind: c["correlation_all_offsets"] for kind, c in curves.items()
+        }
+
+        toy_wind = {
+            kind: revolutions_per_epoch(toy.fast_weights, np.arange(len(toy.fast_weights)), schedule)
+            for kind, toy in toys.items()
+        }
+        out["toy_winding"] = toy_wind
+        out["toy_winding_revolutions"] = {k: w["revolutions"][w["complete"]] for k, w in toy_wind.items()}
+        out["run_winding"] = None
+        out["run_winding_revolutions"] = None
+        out["run_winding_of"] = "no weights recorded (record.weights)"
+        if store.recorded("weights"):
+            from arprobe.probes.weight_residual_similarity import snapshot_spacing
+
+            name = pick_recording(store, "weights", weights, ("all", "unembed"))
+            episodes, values = store.weights(name)
+            snapshot_spacing(episodes)  # one sentence if uneven
+            if len(episodes) >= 4:
+                wind = revolutions_per_epoch(values, episodes, schedule)
+                out["run_winding"] = wind
+                out["run_winding_revolutions"] = wind["revolutions"][wind["complete"]]
+                out["run_winding_of"] = describe_weights(store, name)
+            else:
+                out["run_winding_of"] = f"only {len(episodes)} snapshots of '{name}'; the winding needs 4"
+        return out
+
+    @staticmethod
+    def _plot_loss(toys, schedule, result, out):
         fig, axes = new_figure(3, width=4.8)
+        x = schedule.episodes_in_epochs(np.arange(len(schedule) + 1))
+        first_end = int(schedule.epoch_ends[0]) if len(schedule) else 0
         for ax, kind in zip(axes[:2], KINDS):
             loss = toys[kind].loss[:, 0]
-            ax.plot(np.arange(len(loss)) / T, loss, lw=1.0)
-            _clip_first_epoch(ax, loss, T)
+            ax.plot(x, loss, lw=1.0)
+            _clip_first_epoch(ax, loss, first_end)
             ax.set_xlabel("epoch")
             ax.set_ylabel("loss on task 1")
             ax.set_title(f"Toy model, {TITLES[kind]}: task-1 loss (cf. Fig. 10)", fontsize=10)
@@ -123,17 +200,18 @@ class ToyModel(Probe):
         save_figure(fig, out / "toy_loss.png")
 
     @staticmethod
-    def _plot_circles(toys, out):
+    def _plot_circles(toys, ring_docs, out):
         from matplotlib import colormaps
 
+        if len(ring_docs) < 3:
+            return
         for kind, toy in toys.items():
             n_epochs = toy.embeddings.shape[0] - 1
             shown = sorted({0, 1, max(n_epochs // 6, 1), n_epochs // 3, 2 * n_epochs // 3, n_epochs})
             fig, axes = new_figure(len(shown), width=3.2, height=3.4)
-            T = toy.embeddings.shape[1]
-            colors = colormaps["hsv"](np.arange(T) / T)
+            colors = colormaps["hsv"](np.arange(len(ring_docs)) / len(ring_docs))
             for ax, e in zip(axes, shown):
-                coords, _ = pca_2d(toy.embeddings[e])
+                coords, _ = pca_2d(toy.embeddings[e][ring_docs])
                 closed = np.vstack([coords, coords[:1]])
                 ax.plot(closed[:, 0], closed[:, 1], "-", color="0.75", lw=0.8)
                 ax.scatter(coords[:, 0], coords[:, 1], c=colors, s=18, zorder=3)
@@ -143,50 +221,71 @@ class ToyModel(Probe):
                 ax.set_yticks([])
                 ax.set_aspect("equal", adjustable="datalim")
             fig.suptitle(
-                f"Toy model, {TITLES[kind]}: PCA of f_i^-1(P x_i), tasks coloured in order (cf. Fig. 11)"
+                f"Toy model, {TITLES[kind]}: PCA of f_i^-1(P x_i), "
+                "tasks coloured in training order (cf. Fig. 11)"
             )
             save_figure(fig, out / f"toy_circle_{kind}.png")
 
     @staticmethod
-    def _plot_side_by_side(toys, T, run_curve, run_T, result, out):
-        from arprobe.science.recovery import shift_averaged_curve
-
+    def _plot_side_by_side(result, out):
         fig, axes = new_figure(3, width=4.8)
-        axes[0].plot(run_curve.offset / run_T, run_curve.mean, color="tab:blue")
-        axes[0].fill_between(
-            run_curve.offset / run_T,
-            run_curve.mean - run_curve.std,
-            run_curve.mean + run_curve.std,
-            color="tab:blue",
-            alpha=0.2,
-        )
-        axes[0].set_title("This run: shift-averaged loss", fontsize=10)
-        axes[0].set_ylabel("loss")
-        target = toys["target"]
-        toy_curve = shift_averaged_curve(target.loss, target.schedule)
-        axes[1].plot(toy_curve.offset / T, toy_curve.mean, color="tab:orange")
-        _clip_first_epoch(axes[1], toy_curve.mean, T)
-        axes[1].set_title(f"Toy model {TITLES['target']}: shift-averaged loss", fontsize=10)
-        axes[1].set_ylabel("loss")
-        for ax in axes[:2]:
-            ax.set_xlabel("epochs since just before first training")
+        ax = axes[0]
+        curves = result["curves"]
+        first = next(iter(curves.values()))
+        x = np.asarray(first["offset_epochs"])[1:]
+        ax.plot(x, _standardise(first["run"]), lw=1.5, label="this run")
+        for kind, c in curves.items():
+            label = f"toy {TITLES[kind]}: r = {c['correlation']:.2f}"
+            ax.plot(x, _standardise(c["toy"]), lw=1.0, label=label)
+        ax.set_xlabel("epochs since just before first training")
+        ax.set_ylabel("shift-averaged loss, standardised")
+        ax.set_title("Shift-averaged loss: run vs toy model", fontsize=10)
+        ax.legend(fontsize=8)
+
+        ax = axes[1]
         run_rs = np.asarray(result["run_rs"], dtype=float)
-        axes[2].plot(np.arange(1, len(run_rs) + 1), run_rs, "o-", label="this run")
-        for kind in KINDS:
-            rs = np.asarray(result[kind]["recovery_score"], dtype=float)
-            axes[2].plot(np.arange(1, len(rs) + 1), rs, "-", lw=1, label=f"toy {TITLES[kind]}")
-        axes[2].set_xlabel("epoch n")
-        axes[2].set_ylabel("RS(n)")
-        axes[2].set_title("Recovery score: run vs toy model", fontsize=10)
-        axes[2].legend(fontsize=8)
+        ax.plot(np.arange(1, len(run_rs) + 1), run_rs, "o-", label="this run")
+        for kind, rs in result["toy_rs"].items():
+            rs = np.asarray(rs, dtype=float)
+            ax.plot(np.arange(1, len(rs) + 1), rs, "s--", ms=4, lw=1, label=f"toy {TITLES[kind]}")
+        ax.set_xlabel("epoch n")
+        ax.set_ylabel("RS(n)")
+        ax.set_title("Recovery score: run vs toy model (same schedule)", fontsize=10)
+        ax.legend(fontsize=8)
+
+        ax = axes[2]
+        series = {"this run": result["run_winding"]} if result["run_winding"] else {}
+        series.update({f"toy {TITLES[k]}": w for k, w in result["toy_winding"].items()})
+        width = 0.8 / max(len(series), 1)
+        for i, (label, w) in enumerate(series.items()):
+            keep = np.asarray(w["complete"], dtype=bool)
+            epochs = np.asarray(w["epoch"])[keep]
+            ax.bar(
+                epochs + (i - (len(series) - 1) / 2) * width,
+                np.asarray(w["revolutions"])[keep],
+                width,
+                label=label,
+            )
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("epoch (complete in the detrending window)")
+        ax.set_ylabel("winding (revolutions; sign is arbitrary)")
+        ax.set_title("PCA winding per epoch: run weights vs toy w", fontsize=10)
+        ax.legend(fontsize=8)
         save_figure(fig, out / "toy_vs_run.png")
 
 
-def _clip_first_epoch(ax, loss: np.ndarray, T: int) -> None:
+def _standardise(curve) -> np.ndarray:
+    """A shift-averaged curve after the first training (offset ≥ 1), as z-scores: run and toy losses
+    have different scales, and the correlation reported beside them ignores scale."""
+    y = np.asarray(curve, dtype=float)[1:]
+    return (y - y.mean()) / (y.std() or 1.0)
+
+
+def _clip_first_epoch(ax, loss: np.ndarray, first_epoch_end: int) -> None:
     """Linear y-axis up to the highest loss after the first epoch: the untrained start can be
     100x larger and would flatten every later cycle (a log axis instead turns the exact
     solves of Eq. 2, loss ~1e-30, into spikes)."""
-    later = loss[T + 1 :]
+    later = loss[first_epoch_end + 1 :]
     if len(later) and later.max() > 0:
         top = float(later.max()) * 1.1
         ax.set_ylim(0, top)

@@ -1,14 +1,18 @@
 """weight_residual_similarity: do the weights return to the same place each epoch? (paper Sec. 4.2, Fig. 8c)
 
 Raw weight snapshots along one trajectory all have cosine ≈ 1, so the paper compares weight
-*residuals*: each snapshot minus the mean of a centred window of T episodes around it
-(``residual=window``, the default), which removes the slow drift and leaves the per-document
-update. ``residual=initial`` subtracts the weights before training instead.
+*residuals*: each snapshot minus the mean of a centred window of one cycle around it
+(``residual=window``, the default; a cycle is T episodes in the cyclic and shuffled orders and
+the mean epoch length otherwise), which removes the slow drift and leaves the per-document
+update. ``residual=initial`` subtracts the weights before training instead. The paper's
+residuals are over the whole model: by default the probe reads ``weights/all`` (a count-sketch
+of every parameter, whose cosines match the full vectors') and says so in ``weights_are``.
 
 The stripe period alone does not tell cyclic from shuffled training: the centred-window
 residual of any drifting trajectory has some structure at lag ≈ T. The similarity of
-residuals one epoch apart (``similarity_at_lag_T``) does: 0.85 cyclic vs 0.16 shuffled on the
-default run.
+residuals one epoch apart (``similarity_at_lag_T``) does, and ``similarity_same_doc`` (each
+residual against the one after the same document's next training, whatever the order) says
+whether an update on a document resembles the last update on it.
 """
 
 from __future__ import annotations
@@ -18,8 +22,23 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
-from arprobe.probes.base import Probe, epoch_extent, new_figure, save_figure
-from arprobe.science.geometry import diagonal_means, gram_matrix, residual_cosines, stripe_period
+from arprobe.probes.base import (
+    Probe,
+    describe_weights,
+    episode_extent,
+    mark_epochs,
+    new_figure,
+    pick_recording,
+    save_figure,
+)
+from arprobe.science.geometry import (
+    diagonal_means,
+    gram_matrix,
+    next_training_pairs,
+    residual_cosines,
+    snapshot_epochs,
+    stripe_period,
+)
 
 RESIDUALS = ("window", "initial")
 
@@ -41,94 +60,103 @@ class WeightResidualSimilarity(Probe):
         "of its stripes in episodes (≈ T for a cyclic run)."
     )
     requires = ["weights:{weights}"]
-    options = {"weights": "unembed", "residual": "window", "from_epoch": 2}
+    options = {"weights": "", "residual": "window", "from_epoch": 2}
     option_help = {
-        "weights": "recorded parameter group (TransformerLens name)",
-        "residual": "window: minus the mean of a centred window of T episodes (paper); initial: minus the weights before training",
+        "weights": "recorded weights (all, or a TransformerLens name); empty: all if recorded "
+        "(the paper's whole model), else the first recorded",
+        "residual": "window: minus the mean of a centred window of one cycle (paper); "
+        "initial: minus the weights before training",
         "from_epoch": "first epoch shown (the paper shows epochs 2-4); earlier epochs still feed the windows",
     }
     headline_keys = [
+        "weights",
         "residual",
         "stripe_period_episodes",
         "stripe_period_epochs",
         "similarity_at_lag_T",
         "similarity_at_lag_half_T",
+        "similarity_same_doc",
     ]
 
-    def run(
-        self, store, out: Path, weights: str = "unembed", residual: str = "window", from_epoch: int = 2
-    ) -> dict:
+    def run(self, store, out: Path, weights: str = "", residual: str = "window", from_epoch: int = 2) -> dict:
         if residual not in RESIDUALS:
             raise UserError(
-                f"weight_residual_similarity option residual must be one of {', '.join(RESIDUALS)}, got '{residual}'."
+                f"weight_residual_similarity option residual must be one of {', '.join(RESIDUALS)}, "
+                f"got '{residual}'."
             )
+        weights = pick_recording(store, "weights", weights, ("all",))
         episodes, values = store.weights(weights)  # [S], [S, D]
-        T = store.n_docs
         schedule = store.schedule()
-        _, schedule_epoch = schedule.doc, schedule.epoch
         every = snapshot_spacing(episodes)
-        window = max(int(round(T / every)), 2)  # T episodes, in snapshots
+        cycle = schedule.cycle_length  # episodes per epoch: T, or the mean for epochs of different lengths
+        window = max(int(round(cycle / every)), 2)  # one cycle, in snapshots
         # Centring on the mean snapshot changes no residual (residual rows sum to zero) but keeps
         # the float64 Gram matrix accurate: the residuals are tiny next to the weights.
-        gram = gram_matrix(values, center=values.mean(axis=0))
+        gram = gram_matrix(values, center=values.mean(axis=0, dtype=np.float64))
         cos, rows = residual_cosines(gram, residual, window)  # [m, m], snapshot index per row
         res_episodes = episodes[rows]
-        n_epochs = int(schedule_epoch.max()) if len(schedule_epoch) else 0
-        from_epoch = min(max(from_epoch, 1), max(n_epochs, 1))
-        keep = res_episodes > (from_epoch - 1) * T
+        from_epoch = min(max(from_epoch, 1), max(schedule.n_epochs, 1))
+        keep = snapshot_epochs(res_episodes, schedule.epoch) >= from_epoch  # the stored epochs
         if keep.sum() < 3:
             raise MissingDataError(
-                f"Run '{store.path.parent.name}' has only {int(keep.sum())} '{weights}' residuals from epoch {from_epoch} on; "
-                "record more snapshots (record.weights_every) or train longer (schedule.epochs)."
+                f"Run '{store.path.parent.name}' has only {int(keep.sum())} '{weights}' residuals from "
+                f"epoch {from_epoch} on; record more snapshots (record.weights_every) or train longer "
+                "(schedule.epochs)."
             )
         cos, res_episodes = cos[np.ix_(keep, keep)], res_episodes[keep]
         profile = diagonal_means(cos)  # [lag] in snapshots
         period = stripe_period(cos)
-        lag_T = int(round(T / every))
+        lag_cycle = int(round(cycle / every))
+        pairs = next_training_pairs(res_episodes, schedule.doc)  # same document, its next training
+        same_doc = float(np.nanmean(cos[pairs[:, 0], pairs[:, 1]])) if len(pairs) else None
 
         def at(lag: int):
             return float(profile[lag]) if 0 <= lag < len(profile) else None
 
-        self._plot(cos, res_episodes, profile, every, T, weights, residual, period, out)
+        self._plot(cos, res_episodes, profile, every, cycle, schedule, weights, residual, period, out)
         return {
             "weights": weights,
+            "weights_are": describe_weights(store, weights),
             "residual": residual,
             "window_episodes": window * every if residual == "window" else None,
+            "cycle_length": cycle,
             "episodes": res_episodes,
             "similarity": cos,
             "lag_profile": profile,  # mean similarity at lag 0, 1, ... snapshots
             "snapshot_every": every,
             "stripe_period_episodes": period * every if period else None,
-            "stripe_period_epochs": period * every / T if period else None,
-            "similarity_at_lag_T": at(lag_T),
-            "similarity_at_lag_half_T": at(lag_T // 2),
+            "stripe_period_epochs": period * every / cycle if period else None,
+            # at a lag of one cycle (T episodes when every epoch has T), and half of it
+            "similarity_at_lag_T": at(lag_cycle),
+            "similarity_at_lag_half_T": at(lag_cycle // 2),
+            "similarity_same_doc": same_doc,
+            "same_doc_pairs": len(pairs),
             "sketch": store.sketch_info("weights", weights),
         }
 
     @staticmethod
-    def _plot(cos, episodes, profile, every, T, weights, residual, period, out):
+    def _plot(cos, episodes, profile, every, cycle, schedule, weights, residual, period, out):
         fig, (ax, ax2) = new_figure(2, width=5.6)
-        lo, hi = epoch_extent(episodes, T)
+        lo, hi = episode_extent(episodes)
         off = cos[~np.eye(len(cos), dtype=bool)]
         lim = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 1.0
         im = ax.imshow(
             cos, cmap="RdBu_r", vmin=-lim, vmax=lim, extent=(lo, hi, hi, lo), interpolation="nearest"
         )
         fig.colorbar(im, ax=ax, label="cosine similarity")
-        what = "minus centred T-episode mean" if residual == "window" else "minus initial weights"
+        what = "minus centred one-cycle mean" if residual == "window" else "minus initial weights"
         ax.set_title(f"Weight residuals of {weights} ({what})\n(cf. paper Fig. 8c)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("epoch")
+        mark_epochs(ax, schedule, lo, hi, axes="xy", lines=False)
         lags = np.arange(len(profile)) * every
         ax2.plot(lags, profile, "-", color="tab:blue")
-        for k in range(1, int(lags[-1] // T) + 1):
-            ax2.axvline(k * T, color="0.8", lw=0.8, zorder=0)
+        for k in range(1, int(lags[-1] // cycle) + 1):
+            ax2.axvline(k * cycle, color="0.8", lw=0.8, zorder=0)
         if period:
             ax2.axvline(
                 period * every,
                 color="tab:red",
                 ls="--",
-                label=f"stripe period {period * every} episodes (T = {T})",
+                label=f"stripe period {period * every} episodes (cycle = {cycle:g})",
             )
             ax2.legend(fontsize=8)
         ax2.set_xlabel("lag (episodes)")

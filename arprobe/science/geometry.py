@@ -239,6 +239,17 @@ def pca(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return pca_from_gram(gram_matrix(vectors, center=vectors.mean(axis=0)), k)
 
 
+def snapshot_epochs(episodes: np.ndarray, schedule_epoch: np.ndarray) -> np.ndarray:
+    """Epoch [S] in which each snapshot was taken: the epoch of its episode (0: before training).
+
+    episodes [S] are 1-based episode numbers (0 for the initial model); schedule_epoch [K] is the
+    run's stored epoch of every episode, so epochs of any length are read as they were trained.
+    """
+    episodes = np.asarray(episodes, dtype=int)
+    schedule_epoch = np.asarray(schedule_epoch, dtype=int)
+    return np.where(episodes > 0, schedule_epoch[np.clip(episodes, 1, None) - 1], 0).astype(int)
+
+
 def epoch_segments(snapshot_epoch: np.ndarray) -> dict[int, np.ndarray]:
     """Snapshot indices that trace each epoch, including the snapshot just before it starts.
 
@@ -298,6 +309,62 @@ def helix_per_epoch(scores_2d: np.ndarray, snapshot_epoch: np.ndarray) -> dict[s
     return {"epoch": epochs, "winding": winding, "radius": radius, "points": points}
 
 
+def trajectory_winding(
+    gram: np.ndarray, snapshot_epoch: np.ndarray, *, detrend: str = "window", window: int = 2
+) -> dict:
+    """Winding per epoch of a trajectory of snapshots in its top PC plane (paper Fig. 9).
+
+    gram [S, S]: Gram matrix of the snapshots (any common vector subtracted); snapshot_epoch [S]
+    (0: before training). detrend "window": the plane is PC1-PC2 of the residuals (each snapshot
+    minus the mean of a centred window of ``window`` snapshots, one cycle), where a helix's
+    rotation is left once its drift is gone; "none": PC1-PC2 of the raw snapshots.
+
+    Returns the plane's scores [m, 2] and explained variance [2], the snapshots' epochs [m], and
+    per epoch (``helix_per_epoch``) "epoch", "winding" (radians), "radius", "points", plus
+    "complete" [E]: the window kept every snapshot of the epoch (the first and last half-cycle
+    of a run are cut by it), and "revolutions" = winding / 2π.
+    """
+    snapshot_epoch = np.asarray(snapshot_epoch, dtype=int)
+    if detrend == "window":
+        op, rows = residual_operator(len(snapshot_epoch), "window", window)
+        plane, ratio = pca_from_gram(op @ gram @ op.T, 2)
+        plane_epoch = snapshot_epoch[rows]
+    else:
+        assert detrend == "none", detrend
+        plane, ratio = pca_from_gram(gram, 2)
+        plane_epoch = snapshot_epoch
+    helix = helix_per_epoch(plane, plane_epoch)
+    recorded = np.array([(snapshot_epoch == e).sum() for e in helix["epoch"]], dtype=int)
+    return {
+        **helix,
+        "complete": helix["points"] >= recorded,
+        "revolutions": helix["winding"] / (2 * np.pi),
+        "plane": plane,
+        "plane_explained_variance": ratio,
+        "plane_epoch": plane_epoch,
+    }
+
+
+def next_training_pairs(snapshot_episodes: np.ndarray, schedule_doc: np.ndarray) -> np.ndarray:
+    """Pairs [p, 2] of snapshot indices (i, j): snapshot j is taken right after the next training of
+    the document trained just before snapshot i, so both follow an update on the same document.
+
+    Works for any order: in a cyclic run j − i is one cycle, in a shuffled or insert run it
+    varies. Snapshots before training (episode 0) and documents not trained again pair with nothing.
+    """
+    snapshot_episodes = np.asarray(snapshot_episodes, dtype=int)
+    schedule_doc = np.asarray(schedule_doc, dtype=int)
+    index_of = {int(e): i for i, e in enumerate(snapshot_episodes)}
+    pairs = []
+    for i, episode in enumerate(snapshot_episodes):
+        if episode < 1:
+            continue
+        later = np.flatnonzero(schedule_doc[episode:] == schedule_doc[episode - 1])
+        if len(later) and int(episode + later[0] + 1) in index_of:
+            pairs.append((i, index_of[int(episode + later[0] + 1)]))
+    return np.array(pairs, dtype=int).reshape(-1, 2)
+
+
 # --- summary helpers ----------------------------------------------------------------------------
 
 
@@ -326,12 +393,48 @@ def intervals_between(curve: np.ndarray, trained: np.ndarray) -> dict[str, np.nd
     return out
 
 
-def interval_peaks(curve: np.ndarray, period: int) -> dict[str, np.ndarray]:
+def common_training_offsets(schedule_doc: np.ndarray, docs, length: int) -> np.ndarray | None:
+    """Offsets on a shift-averaged curve (offset 0 = just before a document's first training) at
+    which every one of ``docs`` is trained, below ``length``; None if the documents return at
+    different offsets (shuffled orders), where the averaged curve has no common intervals.
+
+    Cyclic order: 1, T + 1, 2T + 1, ...; insert order, the repeating block: 1 plus the episodes
+    between the starts of its epochs, whatever their lengths.
+    """
+    schedule_doc = np.asarray(schedule_doc, dtype=int)
+    offsets = None
+    for t in docs:
+        eps = np.flatnonzero(schedule_doc == int(t)) + 1
+        if not len(eps):
+            continue
+        mine = eps - eps[0] + 1
+        mine = mine[mine < length]
+        if offsets is None:
+            offsets = mine
+        elif not np.array_equal(offsets, mine):
+            return None
+    return offsets
+
+
+def interval_peaks(curve: np.ndarray, trained) -> dict[str, np.ndarray]:
     """``intervals_between`` for a shift-averaged curve (offset 0 = just before the first
-    training), whose trainings fall at offsets 1, T + 1, 2T + 1, ... in a cyclic run."""
+    training). ``trained``: the offsets of the trainings (``common_training_offsets``), or an
+    int period T for a cyclic run, whose trainings fall at offsets 1, T + 1, 2T + 1, ..."""
     curve = np.asarray(curve)
-    trained = np.arange(1, len(curve), period)
+    if np.ndim(trained) == 0:
+        trained = np.arange(1, len(curve), int(trained))
     return intervals_between(curve, trained)
+
+
+def pearson(a, b) -> float:
+    """Pearson correlation of two equal-length series (NaN pairs dropped); NaN if either is constant
+    or fewer than 3 pairs remain."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def trend(values: np.ndarray) -> float:

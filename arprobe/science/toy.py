@@ -50,13 +50,15 @@ class ToyResult:
     """Everything one toy-model run records. E = epochs, T = tasks, M = embedding dim.
 
     Row k of `loss` is taken after episode k (row 0 before any training); an episode is
-    all the training steps on one task.
+    all the training steps on one task. After episode k, w = f_i^{-1}(P x_i) of the task just
+    trained, so ``fast_weights`` walks the ring of embeddings: the toy's weight trajectory.
     """
 
-    loss: np.ndarray  # float64 [E*T + 1, T]  l_j(P, w) for every task j
-    schedule: np.ndarray  # int32 [E*T]  task trained at episode k, cyclic 0..T-1
-    epoch: np.ndarray  # int32 [E*T]  1-based epoch of episode k
+    loss: np.ndarray  # float64 [K + 1, T]  l_j(P, w) for every task j (K = E*T when cyclic)
+    schedule: np.ndarray  # int32 [K]  task trained at episode k (cyclic 0..T-1 by default)
+    epoch: np.ndarray  # int32 [K]  1-based epoch of episode k
     embeddings: np.ndarray  # float64 [E+1, T, M]  f_i^{-1}(P x_i), before training and after each epoch
+    fast_weights: np.ndarray  # float64 [K + 1, M]  w before training and after each episode
 
 
 def simulate_toy_model(
@@ -68,8 +70,12 @@ def simulate_toy_model(
     lr: float | None = None,
     steps_per_task: int = 1,
     seed: int = 0,
+    schedule: np.ndarray | None = None,
+    epoch: np.ndarray | None = None,
 ) -> ToyResult:
-    """Draw a toy model as in App. A.5 and train it cyclically (see `train_toy_model`).
+    """Draw a toy model as in App. A.5 and train it (see `train_toy_model`): cyclically for
+    ``epochs`` epochs, or on a given task sequence ``schedule`` [K] with its ``epoch`` [K] (a
+    run's own document order: documents are tasks, and ``epochs`` is then ignored).
 
     kind: "identity" (f_i(w) = w) or "target" (f_i(w) = y_i - w).
     dim: N = M; None takes App. A.5's value for the kind (1000 or 100).
@@ -90,7 +96,9 @@ def simulate_toy_model(
     X = rng.uniform(-1.0, 1.0, size=(dim, n_tasks))  # [N, T], column i is x_i
     w = rng.uniform(-1.0, 1.0, size=dim)  # [M]
     Y = rng.uniform(-1.0, 1.0, size=(dim, n_tasks)) if kind == "target" else None  # [M, T]
-    return train_toy_model(kind, P, X, w, Y, epochs=epochs, lr=lr, steps_per_task=steps_per_task)
+    return train_toy_model(
+        kind, P, X, w, Y, epochs=epochs, lr=lr, steps_per_task=steps_per_task, schedule=schedule, epoch=epoch
+    )
 
 
 def train_toy_model(
@@ -100,11 +108,16 @@ def train_toy_model(
     w: np.ndarray,
     Y: np.ndarray | None = None,
     *,
-    epochs: int,
+    epochs: int = 0,
     lr: float,
     steps_per_task: int = 1,
+    schedule: np.ndarray | None = None,
+    epoch: np.ndarray | None = None,
 ) -> ToyResult:
-    """Train a given toy model cyclically on tasks 0..T-1 for `epochs` epochs.
+    """Train a given toy model cyclically on tasks 0..T-1 for `epochs` epochs, or on the task
+    sequence ``schedule`` [K] (0-based tasks, any order, tasks may repeat or appear once) whose
+    1-based, non-decreasing epochs are ``epoch`` [K]; the embeddings are then taken at the end of
+    each of those epochs, whatever their lengths.
 
     P [M, N] initial embedding, X [N, T] data points as columns, w [M] initial fast
     weights, Y [M, T] task targets y_i as columns ("target" only, None for "identity").
@@ -117,9 +130,12 @@ def train_toy_model(
         raise UserError(f"Unknown toy model kind {kind!r}. Available: {', '.join(KINDS)}.")
     if (Y is None) != (kind == "identity"):
         raise UserError(f'Toy model kind {kind!r} needs Y [M, T] exactly when kind is "target".')
-    for name, value in (("epochs", epochs), ("steps_per_task", steps_per_task)):
-        if value < 1:
-            raise UserError(f"Toy model option {name} must be at least 1, got {value}.")
+    if schedule is None:
+        for name, value in (("epochs", epochs), ("steps_per_task", steps_per_task)):
+            if value < 1:
+                raise UserError(f"Toy model option {name} must be at least 1, got {value}.")
+    elif steps_per_task < 1:
+        raise UserError(f"Toy model option steps_per_task must be at least 1, got {steps_per_task}.")
     if lr <= 0:
         raise UserError(f"Toy model learning rate must be positive, got lr={lr}.")
     P, X, w = (np.asarray(a, dtype=np.float64) for a in (P, X, w))
@@ -144,11 +160,23 @@ def train_toy_model(
         """f_j^{-1}(P x_j) for every task j: [T, M]."""
         return (PX if Y is None else Y - PX).T
 
-    n_episodes = epochs * n_tasks
+    if schedule is None:
+        schedule = np.tile(np.arange(n_tasks, dtype=np.int32), epochs)
+        epoch = np.repeat(np.arange(1, epochs + 1, dtype=np.int32), n_tasks)
+    else:
+        schedule = np.asarray(schedule, dtype=np.int32)
+        epoch = np.asarray(epoch, dtype=np.int32)
+        if not len(schedule) or schedule.min() < 0 or schedule.max() >= n_tasks:
+            raise UserError(
+                f"A toy model task sequence needs tasks in 0..{n_tasks - 1} and at least one episode."
+            )
+        assert epoch.shape == schedule.shape and (np.diff(epoch) >= 0).all(), (epoch.shape, schedule.shape)
+    n_episodes = len(schedule)
+    # The episode (1-based) that closes each epoch; the embeddings are taken there.
+    epoch_end = {int(k) + 1 for k in np.flatnonzero(np.append(np.diff(epoch) != 0, True))}
     loss = np.empty((n_episodes + 1, n_tasks))
-    embeddings = np.empty((epochs + 1, n_tasks, dim_m))
-    schedule = np.tile(np.arange(n_tasks, dtype=np.int32), epochs)
-    epoch = np.repeat(np.arange(1, epochs + 1, dtype=np.int32), n_tasks)
+    embeddings = np.empty((len(epoch_end) + 1, n_tasks, dim_m))
+    fast_weights = np.empty((n_episodes + 1, dim_m))
 
     # Losses, embeddings and Eq. 2 only ever read P through P @ X, so we evolve PX [M, T]
     # instead of P [M, N]: right-multiplying Eq. 1 by X gives
@@ -160,6 +188,8 @@ def train_toy_model(
     w = w.copy()
     loss[0] = 0.5 * np.sum((PX - targets(w)) ** 2, axis=0)
     embeddings[0] = embed(PX)
+    fast_weights[0] = w
+    n_closed = 0
 
     for k, i in enumerate(schedule):
         for _ in range(steps_per_task):
@@ -167,10 +197,14 @@ def train_toy_model(
             PX -= lr * np.outer(PX[:, i] - target, gram[i])  # Eq. 1: slow weights take one gradient step
             w = PX[:, i].copy() if Y is None else Y[:, i] - PX[:, i]  # Eq. 2: fast weights solve task i
         loss[k + 1] = 0.5 * np.sum((PX - targets(w)) ** 2, axis=0)
-        if (k + 1) % n_tasks == 0:
-            embeddings[(k + 1) // n_tasks] = embed(PX)
+        fast_weights[k + 1] = w
+        if k + 1 in epoch_end:
+            n_closed += 1
+            embeddings[n_closed] = embed(PX)
 
-    return ToyResult(loss=loss, schedule=schedule, epoch=epoch, embeddings=embeddings)
+    return ToyResult(
+        loss=loss, schedule=schedule, epoch=epoch, embeddings=embeddings, fast_weights=fast_weights
+    )
 
 
 def pca_2d(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

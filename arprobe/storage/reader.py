@@ -14,7 +14,8 @@ import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
 from arprobe.science.schedule import Schedule
-from arprobe.storage.schema import FORMAT, FORMAT_VERSION, RECORDING_OPTION
+from arprobe.storage.recordings import KINDS as RECORDING_OPTION
+from arprobe.storage.schema import FORMAT, FORMAT_VERSION
 
 
 def resolve_store_path(run: str | Path) -> Path:
@@ -110,9 +111,17 @@ class RunStore:
     # --- per-episode data -----------------------------------------------------------------
 
     def docs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """tokens int32 [T, C + s], lengths int32 [T], texts [T]."""
+        """tokens int32 [T, W], lengths int32 [T], texts [T]."""
         texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
         return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
+
+    def doc_arrays(self) -> dict[str, np.ndarray]:
+        """Every ``docs/<name>`` array but the text, as the task stored them; a format-1 store gets
+        ``window_start`` = 0 (its window shift was one-sided from token 0)."""
+        out = {name: ds[:] for name, ds in self.h5["docs"].items() if name != "text"}
+        if "window_start" not in out and "lengths" in out:
+            out["window_start"] = np.zeros_like(out["lengths"])
+        return out
 
     def eval_matrix(self) -> np.ndarray:
         """float32 [K+1, T]: row 0 before training, row k after episode k."""
@@ -172,6 +181,18 @@ class RunStore:
             )
         episodes = self.recording_episodes(kind, name)
         return episodes, self._dataset(f"{kind}/{name}/values")[: len(episodes)]
+
+    def recording_info(self, kind: str, name: str) -> dict:
+        """What the recording table said about a recording: {"what", "when", ...} (format 2; empty before)."""
+        if kind == "checkpoints":
+            attrs = self.h5["checkpoints"].attrs if "checkpoints" in self.h5 else {}
+        else:
+            attrs = self.h5[kind][name].attrs
+        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if k in ("what", "when")}
+
+    @property
+    def format_version(self) -> int:
+        return int(self.h5.attrs.get("format_version", 1))
 
     def sketch_info(self, kind: str, name: str) -> dict | None:
         """{"dim", "seed", "full_dim"} if the recording is a sketch, else None."""

@@ -8,22 +8,16 @@ which no dataset, group or attribute may be created once writing has started:
   ``checkpoints/episodes`` [S], instead of one group per episode;
 - the live episode counter is the dataset ``progress`` [1]; the root attribute
   ``completed_episodes`` is written when the run stops.
+What is recorded is declared in one table, ``arprobe.storage.recordings``.
 """
 
 from __future__ import annotations
 
 FORMAT = "arprobe-run"
-FORMAT_VERSION = 1
-
-STATUSES = ("running", "complete", "failed", "diverged")
-
-# The run option that records each kind of data, for "not recorded" errors.
-RECORDING_OPTION = {
-    "weights": "record.weights (with record.weights_every > 0)",
-    "grads": "record.grads (with record.grads_at = epoch or end)",
-    "activations": "record.activations (with record.activations_every > 0)",
-    "checkpoints": "record.checkpoints (epoch or a number of episodes)",
-}
+# 2: the planned schedule (schedule/planned_doc, planned_epoch), the clean window of each document
+# (docs/window_start, two-sided window shift), recordings described by the recording table
+# (attributes what / when), weights/all. Format-1 stores are read as they are.
+FORMAT_VERSION = 2
 
 EPISODE_FILL = -1  # fill value of */episodes: an entry still -1 was never committed
 

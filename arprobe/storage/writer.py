@@ -20,6 +20,7 @@ import numpy as np
 
 from arprobe import __version__
 from arprobe.storage.recover import clear_write_flags
+from arprobe.storage.recordings import Recording
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
 
 
@@ -28,21 +29,23 @@ class StoreLayout:
     """Shapes of everything the run will write; fixed before the first episode."""
 
     n_docs: int  # T
-    token_width: int  # C + max_shift: stored tokens per document
     steps_per_doc: int  # M
     layer_names: list[str]  # L parameter groups of stats/grad_norm, TransformerLens names
-    weights: dict[str, int] = field(default_factory=dict)  # name -> D (flattened or sketched size)
-    grads: dict[str, int] = field(default_factory=dict)  # name -> D
-    activations: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # hook -> (n docs, C, d)
-    activation_docs: list[int] = field(default_factory=list)
+    recordings: list[Recording] = field(default_factory=list)  # the recording table (weights, grads, ...)
+    planned_doc: np.ndarray | None = None  # int32 [K] the whole schedule, stored up front
+    planned_epoch: np.ndarray | None = None  # int32 [K]
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
-    optim_shapes: dict[str, tuple[int, ...]] = field(
-        default_factory=dict
-    )  # "<param>/<state>" -> shape (kept Adam state)
+    optim_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" (kept Adam state)
     rng_bytes: int = 0  # size of the saved RNG state
-    checkpoints: bool = True  # keep full checkpoints at chosen episodes (checkpoints/)
     resume: bool = True  # keep the rolling two-slot resume checkpoint (resume/)
-    sketches: dict[str, dict] = field(default_factory=dict)  # "weights/<name>" -> {"dim", "seed", "full_dim"}
+
+    @property
+    def checkpoints(self) -> bool:
+        return any(r.kind == "checkpoints" for r in self.recordings)
+
+    def snapshot_recordings(self) -> list[Recording]:
+        """Recordings stored as ``<kind>/<name>/values`` next to ``<kind>/<name>/episodes``."""
+        return [r for r in self.recordings if r.kind in ("weights", "grads", "activations")]
 
 
 def _writer_identity() -> dict:
@@ -103,8 +106,7 @@ class RunWriter:
         layout: StoreLayout,
         config_json: str,
         seed: int,
-        tokens: np.ndarray,  # int32 [T, C + s]
-        lengths: np.ndarray,  # int32 [T]
+        docs: dict[str, np.ndarray],  # docs/<name>: what the task keeps of the documents (tokens, lengths, ...)
         texts: list[str],
         model_info: dict,
         initial_eval: np.ndarray,  # float32 [T], row 0 of the eval matrix
@@ -129,8 +131,8 @@ class RunWriter:
                     **_writer_identity(),
                 }
             )
-            h5["docs/tokens"] = tokens.astype(np.int32)
-            h5["docs/lengths"] = lengths.astype(np.int32)
+            for name, values in docs.items():
+                h5[f"docs/{name}"] = values
             h5.create_dataset("docs/text", data=np.array(texts, dtype=object), dtype=h5py.string_dtype())
             h5.create_group("model").attrs["info"] = json.dumps(model_info, sort_keys=True, default=str)
             _append(h5["loss/eval"], initial_eval.astype(np.float32))
@@ -144,31 +146,26 @@ class RunWriter:
 
     @staticmethod
     def _create_datasets(h5: h5py.File, lay: StoreLayout) -> None:
-        T, M, L = lay.n_docs, lay.steps_per_doc, len(lay.layer_names)
+        M, L = lay.steps_per_doc, len(lay.layer_names)
         _grow(h5, "schedule/doc", (), np.int32)
         _grow(h5, "schedule/epoch", (), np.int32)
-        _grow(h5, "loss/eval", (T,), np.float32)
+        if lay.planned_doc is not None:
+            h5["schedule/planned_doc"] = np.asarray(lay.planned_doc, dtype=np.int32)
+            h5["schedule/planned_epoch"] = np.asarray(lay.planned_epoch, dtype=np.int32)
+        _grow(h5, "loss/eval", (lay.n_docs,), np.float32)
         _grow(h5, "loss/train", (M,), np.float32)
         _grow(h5, "stats/grad_norm", (M, L), np.float32).attrs["layers"] = json.dumps(lay.layer_names)
         _grow(h5, "stats/lr", (M,), np.float32)
         h5.create_dataset("progress", data=np.zeros(1, dtype=np.int64))
-        for kind, table, row in (
-            ("weights", lay.weights, lambda d: (d,)),
-            ("grads", lay.grads, lambda d: (T, d)),
-            ("activations", lay.activations, lambda shape: shape),
-        ):
-            root = h5.require_group(kind)
-            for name, size in table.items():
-                g = root.create_group(name)
-                _grow(g, "values", row(size), np.float32)
-                _grow(g, "episodes", (), np.int32, fill=EPISODE_FILL)
-                sketch = lay.sketches.get(f"{kind}/{name}")
-                if sketch:
-                    g.attrs.update({f"sketch_{k}": v for k, v in sketch.items()})
-                if kind == "activations":
-                    g.attrs["docs"] = json.dumps(lay.activation_docs)
+        for rec in lay.snapshot_recordings():
+            g = h5.require_group(rec.kind).create_group(rec.name)
+            _grow(g, "values", rec.row_shape, np.float32)
+            _grow(g, "episodes", (), np.int32, fill=EPISODE_FILL)
+            g.attrs.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.describe().items()})
         if lay.checkpoints:
             ck = h5.require_group("checkpoints")
+            (rec,) = [r for r in lay.recordings if r.kind == "checkpoints"]
+            ck.attrs.update(rec.describe())
             _grow(ck, "episodes", (), np.int32, fill=EPISODE_FILL)
             for name, shape in lay.param_shapes.items():
                 _grow(ck.require_group("model"), name, shape, np.float32)
@@ -308,7 +305,7 @@ class RunWriter:
             keep = 0
             while keep < len(episodes) and 0 <= episodes[keep] <= episode:
                 keep += 1
-            group.visititems(lambda n, o: o.resize(keep, axis=0) if isinstance(o, h5py.Dataset) else None)
+            group.visititems(lambda n, o, keep=keep: o.resize(keep, axis=0) if isinstance(o, h5py.Dataset) else None)
         h5["progress"][0] = episode
 
     def commit(self, episode: int) -> None:

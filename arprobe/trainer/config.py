@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import tomllib
 import types
@@ -31,7 +32,7 @@ class DataConfig:
     tokenizer: str = "auto"  # "auto": the model's own (hub id / path), "bpe" for a size preset; "bpe": trained on the docs; or a hub id / path
     vocab_size: int = 4096  # vocabulary of the trained BPE tokenizer
     mask_prob: float = 0.0  # p: probability of replacing each input token with the mask token (Sec. 3.3)
-    max_shift: int = 0  # s: the C-token training window starts at a random offset in [0, s] (Sec. 3.3)
+    max_shift: int = 0  # S: each training window moves by a random s in [-S, +S] tokens (Sec. 3.3)
 
 
 @dataclass
@@ -97,6 +98,7 @@ class RecordConfig:
     resume_every: int = (
         1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
     )
+    all_weights_dim: int = 65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
     sketch_dim: int = 524288  # weights/grads with over 2*sketch_dim values are stored as a seeded count-sketch of this size (0: exact)
 
 
@@ -105,6 +107,8 @@ class RunConfig:
     name: str = ""  # run name; the store goes to <out>/<name>/run.h5 (empty: derived from the config)
     out: str = "runs"  # folder that holds runs
     seed: int = 0  # seeds document sampling, the schedule, model init and data randomness
+    task: str = "text-lm"  # what is trained: "text-lm" (causal language modelling on the documents)
+    threads: int = 0  # torch CPU threads (0: the cores this process may use, from its affinity mask)
     eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -123,8 +127,57 @@ class RunConfig:
         return Path(self.out) / (self.name or default_run_name(self))
 
 
+# Short forms of the options most often varied, for run names; others use their leaf name.
+_SHORT = {
+    "optim.name": "", "optim.lr": "lr", "optim.lr_schedule": "", "optim.min_lr": "minlr",
+    "optim.reset_per_doc": "reset", "optim.weight_decay": "wd", "optim.grad_clip": "clip",
+    "model.name": "", "model.init": "init", "model.d_model": "d", "model.n_layers": "L", "model.n_heads": "H",
+    "model.freeze_blocks": "freeze", "model.revision": "", "model.dtype": "", "data.mask_prob": "mask",
+    "data.max_shift": "shift", "data.source": "data", "data.vocab_size": "V", "data.min_tokens": "min",
+    "schedule.shuffle_until": "N", "schedule.repeat_docs": "R", "schedule.insert_min": "imin",
+    "schedule.insert_max": "imax",
+}
+# Keys that never change what is trained, or are already in the name's fixed part.
+_NOT_IN_NAME = {
+    "name", "out", "seed", "threads", "eval_batch_size", "model.device", "schedule.order", "data.n_docs",
+    "data.context_length", "schedule.steps_per_doc", "schedule.epochs",
+}
+_MAX_NAME = 80
+
+
 def default_run_name(cfg: RunConfig) -> str:
-    return f"{cfg.schedule.order}-T{cfg.data.n_docs}-C{cfg.data.context_length}-M{cfg.schedule.steps_per_doc}-E{cfg.schedule.epochs}-s{cfg.seed}"
+    """``<order>-T<T>-C<C>-M<M>-E<E>[-<option><value>...]-s<seed>``: every training option that
+    differs from the default, in short form; a short hash of them when that would be too long."""
+    base = (
+        f"{cfg.schedule.order}-T{cfg.data.n_docs}-C{cfg.data.context_length}"
+        f"-M{cfg.schedule.steps_per_doc}-E{cfg.schedule.epochs}"
+    )
+    changed = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in _NOT_IN_NAME and not k.startswith("record.")}
+    defaults = _flatten(RunConfig().to_dict())
+    changed = {k: v for k, v in changed.items() if v != defaults[k]}
+    parts = [f"{_SHORT.get(k, k.split('.')[-1])}{_short_value(v)}" for k, v in sorted(changed.items())]
+    name = "-".join([base, *parts])
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha1(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+        name = f"{base}-{digest}"
+    return f"{name}-s{cfg.seed}"
+
+
+def _short_value(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value).rstrip("/").split("/")[-1]  # a hub id or path: its last part
+    return "".join(c if c.isalnum() or c in ".+" else "_" for c in text)
+
+
+def training_differences(a: dict, b: dict) -> list[str]:
+    """``key: a vs b`` for every option two stored configs train differently with."""
+    fa, fb = _flatten(a), _flatten(b)
+    skip = {"name", "out", "threads", "eval_batch_size", "model.device"}
+    return [f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
+            if k not in skip and fa.get(k) != fb.get(k)]
 
 
 # --- keys -------------------------------------------------------------------------------
@@ -299,7 +352,7 @@ def validate(cfg: RunConfig) -> None:
         ),
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
         (
-            min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every) >= 0,
+            min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every, r.all_weights_dim) >= 0,
             "record.*_every and record.sketch_dim must be non-negative.",
         ),
         (

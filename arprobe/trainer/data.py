@@ -218,12 +218,12 @@ def _column_texts(dataset, field: str, where: str) -> list[str]:
 
 @dataclass
 class Documents:
-    """The T documents of the cycle, in cyclic order x_1..x_T. Width W = C + max_shift."""
+    """The T documents of the cycle, in cyclic order x_1..x_T. Width W = C + 2 max_shift."""
 
     tokens: np.ndarray  # int32 [doc, W]: token ids, padded with pad_id after `lengths`
     lengths: np.ndarray  # int32 [doc]: real tokens per row (<= W)
+    window_start: np.ndarray  # int32 [doc]: first token of the clean C-token window (the document proper)
     texts: list[str]  # [doc]: the text that was kept (decoded from the kept tokens), for people
-    source_index: np.ndarray  # int64 [doc]: index of each chosen document in the candidate list
     n_candidates: int  # candidates after dropping too-short ones
     n_dropped: int  # candidates dropped for having fewer than min_tokens tokens
 
@@ -239,13 +239,15 @@ def select_documents(
     seed: int,
     pad_id: int,
 ) -> Documents:
-    """Tokenize every candidate, drop short ones, sample ``n_docs`` without replacement, keep the first C + s tokens.
+    """Tokenize every candidate, drop short ones, sample ``n_docs`` without replacement, keep the
+    first C + 2S tokens (S = ``max_shift``).
 
     ``tokenizer`` is a Hugging Face tokenizer; no special tokens are added. A document needs
     at least ``max(min_tokens, 2)`` tokens. The sampled order (``np.random.default_rng(seed)``)
-    is the cyclic order.
+    is the cyclic order. With a window shift the document proper (its clean window) starts at
+    token min(S, length − C), so a training window can move by up to S tokens either way.
     """
-    width = context_length + max_shift
+    width = context_length + 2 * max_shift
     needed = max(min_tokens, MIN_USABLE_TOKENS)
     # Only the first `width` tokens are kept, and `needed` decide eligibility.
     ids, n_tokens = _tokenize_prefixes(texts, tokenizer, keep=max(width, needed))
@@ -266,11 +268,12 @@ def select_documents(
         tokens[row, : len(kept)] = kept
         lengths[row] = len(kept)
         kept_texts.append(tokenizer.decode(kept))
+    window_start = np.clip(lengths - context_length, 0, max_shift).astype(np.int32)
     return Documents(
         tokens=tokens,
         lengths=lengths,
+        window_start=window_start,
         texts=kept_texts,
-        source_index=chosen.astype(np.int64),
         n_candidates=int(len(eligible)),
         n_dropped=int(len(texts) - len(eligible)),
     )

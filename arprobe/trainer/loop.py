@@ -1,16 +1,16 @@
 """The cyclic fine-tuning loop: setup, then one loop over episodes whose phases read at a glance.
 
-for each episode k (document schedule[k]):
-    train: M steps on the document (batch 1), optimizer reset if asked
-    evaluate: the loss of all T documents, batched          -> loss/eval row k
-    record: weights / activations / per-document grads / checkpoint, as configured
-    commit: flush, bump the episode counter
+    for each episode k (document schedule.doc[k - 1]):
+        train: the episode step (trainer.episode.train_episode): M steps on the document
+        evaluate: the loss of all T documents, batched          -> loss/eval row k
+        record: whatever the recording table says is due (weights, grads, activations, checkpoint)
+        commit: flush, bump the episode counter; then the rolling resume slot
 """
 
 from __future__ import annotations
 
-import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -20,15 +20,16 @@ import numpy as np
 import torch
 
 from arprobe.errors import UserError
+from arprobe.science.schedule import Schedule
 from arprobe.storage import RunWriter, StoreLayout
-from arprobe.trainer import steps
+from arprobe.tasks.base import Task
+from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, optimizer_shapes, restore_state
 from arprobe.trainer.config import RunConfig
+from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
 from arprobe.trainer.naming import ModelNames, bridge_names
 from arprobe.trainer.plan import check_disk_space, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import make_schedule
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,16 +40,14 @@ class Setup:
     model: torch.nn.Module
     tokenizer: object
     names: ModelNames
-    tokens: torch.Tensor  # int64 [T, C + s] on device
-    lengths: torch.Tensor  # int64 [T] on device
+    task: Task
+    schedule: Schedule  # the whole planned schedule
     texts: list[str]
-    schedule_doc: np.ndarray  # int32 [K]
-    schedule_epoch: np.ndarray  # int32 [K]
     model_info: dict
     device: torch.device
-    mask_id: int
     data_provenance: str
     n_dropped: int
+    threads: int
 
 
 @dataclass
@@ -57,14 +56,25 @@ class RunResult:
     status: str
     completed_episodes: int
     seconds: float
-    recovery_scores: np.ndarray  # RS(n), n = 1..E-1
+    recovery_scores: np.ndarray  # RS(n), n = 1..E-1; NaN where undefined
     online_loss: float  # mean over epochs 2..E
     stop_reason: str = ""
     data_note: str = ""  # documents dropped as too short / padded
+    recovery_notes: list[str] | None = None  # why an RS(n) is undefined ("" where defined)
+    threads: int = 0
+
+
+def set_threads(threads: int) -> int:
+    """Torch's CPU threads: ``threads``, or every core this process may run on (its affinity mask,
+    which is what a container or `taskset` grants, not the machine's core count)."""
+    n = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
 
 
 def prepare(cfg: RunConfig) -> Setup:
     """Data, tokenizer, model and names: everything before the first episode."""
+    from arprobe.tasks.text import TextLM
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
     from arprobe.trainer.tokenizer import (
@@ -74,6 +84,7 @@ def prepare(cfg: RunConfig) -> Setup:
         train_bpe_tokenizer,
     )
 
+    threads = set_threads(cfg.threads)
     d, m = cfg.data, cfg.model
     if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
         # Checked before the tokenizer, which would otherwise be the first to trip on the path.
@@ -106,15 +117,16 @@ def prepare(cfg: RunConfig) -> Setup:
     loaded = build_model(m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length)
     device = resolve_device(m.device)
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
-    schedule_doc, schedule_epoch = make_schedule(
-        cfg.schedule.order,
+    sched = cfg.schedule
+    doc, epoch = make_schedule(
+        sched.order,
         d.n_docs,
-        cfg.schedule.epochs,
+        sched.epochs,
         cfg.seed,
-        shuffle_until=cfg.schedule.shuffle_until,
-        repeat_docs=cfg.schedule.repeat_docs,
-        insert_min=cfg.schedule.insert_min,
-        insert_max=cfg.schedule.insert_max,
+        shuffle_until=sched.shuffle_until,
+        repeat_docs=sched.repeat_docs,
+        insert_min=sched.insert_min,
+        insert_max=sched.insert_max,
     )
     model_info = dict(loaded.provenance)
     model_info["tokenizer"] = (
@@ -125,6 +137,7 @@ def prepare(cfg: RunConfig) -> Setup:
     model_info["vocab_size"] = len(tokenizer)
     model_info["data"] = provenance
     model_info["mask_id"] = int(mask_id)
+    model_info["task"] = cfg.task
     attn = loaded.model.config._attn_implementation
     names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
     # The bridge forces eager attention on the config it boots from, which its skeleton shares with
@@ -135,16 +148,14 @@ def prepare(cfg: RunConfig) -> Setup:
         model=loaded.model,
         tokenizer=tokenizer,
         names=names,
-        tokens=torch.as_tensor(docs.tokens, dtype=torch.long, device=device),
-        lengths=torch.as_tensor(docs.lengths, dtype=torch.long, device=device),
+        task=TextLM.from_documents(docs, cfg, device=device, mask_id=mask_id),
+        schedule=Schedule(doc, epoch, d.n_docs),
         texts=docs.texts,
-        schedule_doc=schedule_doc,
-        schedule_epoch=schedule_epoch,
         model_info=model_info,
         device=device,
-        mask_id=mask_id,
         data_provenance=provenance,
         n_dropped=docs.n_dropped,
+        threads=threads,
     )
 
 
@@ -153,11 +164,9 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     run_dir = cfg.run_dir
     store_path = run_dir / "run.h5"
     if store_path.exists() and not overwrite:
-        raise UserError(
-            f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it."
-        )
+        raise UserError(_existing_store_message(store_path, cfg))
     setup = prepare(cfg)
-    recorder = Recorder(setup)
+    recorder = _recorder(setup)
     layout = _layout(setup, recorder)
     check_disk_space(run_dir, estimate_store_bytes(layout, setup))
     created_dir = not run_dir.exists()
@@ -169,8 +178,27 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     optimizer, generator = _fresh_state(setup)
-    recorder.after_commit(writer, 0, generator, optimizer)
-    return _drive(setup, writer, recorder, optimizer, generator, start=0, progress=progress)
+    state = _State(optimizer, generator, [writer.h5["loss/eval"][0]])
+    _write_resume_if_due(setup, writer, state, 0)
+    return _drive(setup, writer, recorder, state, start=0, progress=progress)
+
+
+def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
+    from arprobe.storage import RunStore
+    from arprobe.trainer.config import training_differences
+
+    try:
+        with RunStore(store_path) as store:
+            differences = training_differences(store.config, cfg.to_dict())
+    except UserError:
+        differences = []
+    if differences:
+        shown = "; ".join(differences[:3]) + (" ..." if len(differences) > 3 else "")
+        return (
+            f"'{store_path}' holds a run of another config ({shown}); choose another --name or --out, "
+            "or pass --overwrite to replace it."
+        )
+    return f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it."
 
 
 def dry_run(cfg: RunConfig) -> str:
@@ -178,7 +206,7 @@ def dry_run(cfg: RunConfig) -> str:
     from arprobe.trainer.plan import format_plan
 
     setup = prepare(cfg)
-    recorder = Recorder(setup)
+    recorder = _recorder(setup)
     layout = _layout(setup, recorder)
     return format_plan(setup, layout, estimate_store_bytes(layout, setup))
 
@@ -188,6 +216,7 @@ def resume(run: str | Path, *, progress: bool = True) -> RunResult:
 
     The finished store is the one an uninterrupted run would have written (bit for bit on CPU):
     the schedule is redrawn from the seed, and model, optimizer and RNG state come from the store.
+    ``model.trust_remote_code`` is never taken from a store (see ``cli/run.py``).
     """
     from arprobe.storage import RunStore, resolve_store_path
     from arprobe.trainer.config import config_from_dict
@@ -198,33 +227,45 @@ def resume(run: str | Path, *, progress: bool = True) -> RunResult:
     if status == "complete":
         raise UserError(f"'{store_path}' is already complete; nothing to resume.")
     cfg = config_from_dict(stored)
+    cfg.model.trust_remote_code = False  # running a model's code is the user's call, never a store's
     setup = prepare(cfg)
-    recorder = Recorder(setup)
-    writer, episode, state = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
+    recorder = _recorder(setup)
+    writer, episode, saved = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
     optimizer, generator = _fresh_state(setup)
-    recorder.restore(state, optimizer, generator)
-    recorder.loss_eval.extend(writer.h5["loss/eval"][: episode + 1])
-    recorder.loss_train.extend(writer.h5["loss/train"][:episode])
-    return _drive(setup, writer, recorder, optimizer, generator, start=episode, progress=progress)
+    restore_state(saved, setup.model, optimizer, generator)
+    state = _State(optimizer, generator, list(writer.h5["loss/eval"][: episode + 1]))
+    return _drive(setup, writer, recorder, state, start=episode, progress=progress)
+
+
+@dataclass
+class _State:
+    """What changes as the loop runs, besides the model."""
+
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    loss_eval: list  # rows [T] of the eval matrix so far
+    last_checkpoint: int | None = None
+
+
+def _recorder(setup: Setup) -> Recorder:
+    return Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
 
 
 def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
-    cfg = setup.cfg
-    trainable = [p for p in setup.model.parameters() if p.requires_grad]
-    optimizer = steps.make_optimizer(trainable, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
-    return optimizer, torch.Generator().manual_seed(cfg.seed)
+    o = setup.cfg.optim
+    optimizer = make_optimizer(setup.model, o.name, o.lr, o.weight_decay)
+    return optimizer, torch.Generator().manual_seed(setup.cfg.seed)
 
 
-def _drive(
-    setup: Setup, writer: RunWriter, recorder: Recorder, optimizer, generator, *, start: int, progress: bool
-) -> RunResult:
+def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool):
     """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
-    from arprobe.science.recovery import online_loss, recovery_scores
+    from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
+    from arprobe.trainer.plan import data_note
 
     started = time.perf_counter()
     status, reason = "failed", ""
     try:
-        status, reason = _train(setup, writer, recorder, optimizer, generator, start=start, progress=progress)
+        status, reason = _train(setup, writer, recorder, state, start=start, progress=progress)
     except KeyboardInterrupt:
         status, reason = "failed", "interrupted"
         raise
@@ -234,158 +275,107 @@ def _drive(
     finally:
         writer.close(status, reason)
     k = writer.completed
-    loss_eval = np.asarray(recorder.loss_eval)[: k + 1]
-    scores = recovery_scores(loss_eval, setup.schedule_doc[:k])
-    online = (
-        online_loss(loss_eval, setup.schedule_doc[:k], setup.schedule_epoch[:k]).mean_after_first_epoch
-        if k
-        else float("nan")
-    )
-    from arprobe.trainer.plan import data_note
-
+    loss_eval = np.asarray(state.loss_eval)[: k + 1]
+    done = setup.schedule.head(k)
+    online = online_loss(loss_eval, done.doc, done.epoch).mean_after_first_epoch if k else float("nan")
     return RunResult(
         path=writer.path,
         status=status,
         completed_episodes=k,
         seconds=time.perf_counter() - started,
-        recovery_scores=scores,
+        recovery_scores=recovery_scores(loss_eval, done.doc),
         online_loss=online,
         stop_reason=reason,
         data_note=data_note(setup),
+        recovery_notes=recovery_score_notes(loss_eval, done.doc),
+        threads=setup.threads,
     )
 
 
 def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
-    cfg = setup.cfg
+    keep = keeps_optimizer_state(setup.cfg)
     return StoreLayout(
-        n_docs=cfg.data.n_docs,
-        token_width=setup.tokens.shape[1],
-        steps_per_doc=cfg.schedule.steps_per_doc,
+        n_docs=setup.cfg.data.n_docs,
+        steps_per_doc=setup.cfg.schedule.steps_per_doc,
         layer_names=recorder.layer_names,
-        **recorder.layout_fields(),
+        recordings=recorder.table,
+        planned_doc=setup.schedule.doc,
+        planned_epoch=setup.schedule.epoch,
+        param_shapes={n: tuple(p.shape) for n, p in setup.model.named_parameters()},
+        optim_shapes=optimizer_shapes(setup.model, keep),
+        rng_bytes=len(torch.Generator().get_state()),
+        resume=setup.cfg.record.resume_every > 0,
     )
 
 
 def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_path: Path) -> RunWriter:
     cfg = setup.cfg
-    C = cfg.data.context_length
-    initial_eval = (
-        steps.evaluate_docs(
-            setup.model,
-            setup.tokens[:, :C],
-            setup.lengths.clamp(max=C),
-            steps.eval_batch_size(cfg.eval_batch_size, C),
-        )
-        .cpu()
-        .numpy()
-    )
     writer = RunWriter.create(
         store_path,
         layout=layout,
         config_json=cfg.to_json(),
         seed=cfg.seed,
-        tokens=setup.tokens.cpu().numpy(),
-        lengths=setup.lengths.cpu().numpy(),
+        docs=setup.task.store_arrays(),
         texts=setup.texts,
         model_info=setup.model_info,
-        initial_eval=initial_eval,
+        initial_eval=setup.task.eval_losses(setup.model).cpu().numpy(),
     )
-    recorder.loss_eval.append(initial_eval)
-    recorder.record_initial(writer)
+    _record(writer, recorder, 0)
     writer.commit(0)
     return writer
 
 
-def _train(
-    setup: Setup,
-    writer: RunWriter,
-    recorder: Recorder,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    *,
-    start: int,
-    progress: bool,
-) -> tuple[str, str]:
+def _record(writer: RunWriter, recorder: Recorder, episode: int) -> None:
+    for recording in recorder.due(episode):
+        writer.append_recording(recording.kind, recording.name, episode, recorder.capture[recording.key](episode))
+
+
+def _write_resume_if_due(setup: Setup, writer: RunWriter, state: _State, episode: int) -> None:
+    """The rolling resume checkpoint, written only for committed episodes."""
+    every = setup.cfg.record.resume_every
+    if every and (episode % every == 0 or episode == len(setup.schedule)):
+        saved = capture_state(setup.model, state.optimizer, state.generator, keeps_optimizer_state(setup.cfg))
+        writer.write_resume(episode, saved["model"], saved["optim"], saved["rng"])
+
+
+def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool):
     """The episode loop from episode ``start`` + 1. Returns (status, reason)."""
     from tqdm.auto import tqdm
 
-    cfg, model = setup.cfg, setup.model
-    C, M = cfg.data.context_length, cfg.schedule.steps_per_doc
-    eval_tokens, eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
-    doc_lengths = setup.lengths.tolist()  # once: reading a device tensor every step would sync the GPU
-    batch = steps.eval_batch_size(cfg.eval_batch_size, C)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    n_episodes = len(setup.schedule_doc)
-    total_steps = n_episodes * M
+    cfg, model, task, schedule = setup.cfg, setup.model, setup.task, setup.schedule
+    rules = TrainingRules.from_config(cfg, len(schedule))
+    keep = keeps_optimizer_state(cfg)
     model.train()
-
-    bar = tqdm(
-        total=n_episodes, initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True
-    )
+    bar = tqdm(total=len(schedule), initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
     try:
-        for k in range(start + 1, n_episodes + 1):
-            doc, epoch = int(setup.schedule_doc[k - 1]), int(setup.schedule_epoch[k - 1])
-            # train: M steps on one document, batch size 1
-            if cfg.optim.reset_per_doc:
-                steps.reset_optimizer(optimizer)
-            losses, grad_norms, lrs = [], [], []
-            for j in range(M):
-                lr = steps.lr_at(
-                    (k - 1) * M + j, total_steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.lr_schedule
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                inputs, labels = steps.training_window(
-                    setup.tokens[doc],
-                    doc_lengths[doc],
-                    C,
-                    max_shift=cfg.data.max_shift,
-                    mask_prob=cfg.data.mask_prob,
-                    mask_id=setup.mask_id,
-                    generator=generator,
-                )
-                loss = steps.step_loss(model, inputs, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norms.append(recorder.group_grad_norms())
-                if cfg.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip)
-                optimizer.step()
-                losses.append(loss.detach())
-                lrs.append(lr)
-            train_loss = torch.stack(losses).float().cpu().numpy()
-
-            # evaluate: the loss of every document after this episode (recorded activations come from this forward)
+        for k in range(start + 1, len(schedule) + 1):
+            doc, epoch = int(schedule.doc[k - 1]), int(schedule.epoch[k - 1])
+            log = train_episode(model, state.optimizer, task, doc, episode=k, rules=rules,
+                                generator=state.generator, grad_norms=recorder.group_grad_norms)
+            train_loss = log.losses.cpu().numpy()
+            # evaluate: every document after this episode (recorded activations come from this forward)
             with recorder.activations_from_eval(k) as after_batch:
-                eval_row = (
-                    steps.evaluate_docs(model, eval_tokens, eval_lengths, batch, after_batch).cpu().numpy()
-                )
-
+                eval_row = task.eval_losses(model, after_batch).cpu().numpy()
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
+                last = state.last_checkpoint if state.last_checkpoint is not None else "none"
                 return "diverged", (
                     f"the loss became NaN or infinite in episode {k} (epoch {epoch}); the last good checkpoint "
-                    f"is episode {recorder.last_checkpoint if recorder.last_checkpoint is not None else 'none'} "
-                    f"and the store holds episodes up to {k - 1}; try a lower optim.lr (now {cfg.optim.lr:g})"
+                    f"is episode {last} and the store holds episodes up to {k - 1}; "
+                    f"try a lower optim.lr (now {cfg.optim.lr:g})"
                 )
-
             # record, then commit: readers and crashes only ever see whole episodes
-            writer.append_episode(
-                doc=doc,
-                epoch=epoch,
-                eval_row=eval_row,
-                train_loss=train_loss,
-                grad_norm=torch.stack(grad_norms).cpu().numpy(),
-                lr=np.asarray(lrs, dtype=np.float32),
-            )
-            recorder.loss_eval.append(eval_row)
-            recorder.loss_train.append(train_loss)
-            recorder.after_episode(writer, k, generator, optimizer)
+            writer.append_episode(doc=doc, epoch=epoch, eval_row=eval_row, train_loss=train_loss,
+                                  grad_norm=log.grad_norms.cpu().numpy(), lr=log.lrs)
+            state.loss_eval.append(eval_row)
+            _record(writer, recorder, k)
+            if recorder.checkpoint_due(k):
+                saved = capture_state(model, state.optimizer, state.generator, keep)
+                writer.append_checkpoint(k, saved["model"], saved["optim"], saved["rng"])
+                state.last_checkpoint = k
             writer.commit(k)
-            recorder.after_commit(writer, k, generator, optimizer)
+            _write_resume_if_due(setup, writer, state, k)
             bar.update(1)
-            bar.set_postfix(
-                epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}"
-            )
+            bar.set_postfix(epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}")
     finally:
         bar.close()
     return "complete", ""
@@ -393,15 +383,21 @@ def _train(
 
 def format_summary(result: RunResult) -> str:
     """The headline numbers a person reads after `arprobe run`."""
-    lines = [f"status: {result.status} ({result.completed_episodes} episodes, {result.seconds:.1f} s)"]
+    lines = [
+        f"status: {result.status} ({result.completed_episodes} episodes, {result.seconds:.1f} s, "
+        f"{result.threads} torch thread{'s' if result.threads != 1 else ''})"
+    ]
     if result.data_note:
         lines.append(f"documents: {result.data_note}")
     if len(result.recovery_scores):
         scores = "  ".join(
-            f"RS({n})={s:.3f}" if not math.isnan(s) else f"RS({n})=n/a"
+            f"RS({n})={s:.3f}" if not math.isnan(s) else f"RS({n})=undefined"
             for n, s in enumerate(result.recovery_scores, start=1)
         )
         lines.append(f"recovery score per epoch: {scores}")
+        for note in result.recovery_notes or []:
+            if note and "no document was trained" not in note:
+                lines.append(f"  {note}")
     if not math.isnan(result.online_loss):
         lines.append(f"mean online loss, epochs 2..E: {result.online_loss:.4f}")
     if result.stop_reason:

@@ -115,7 +115,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
 
     model.to(device)
     model.train()
-    _disable_dropout(model)
+    disable_dropout(model)
     freeze_first_blocks(model, cfg.freeze_blocks)
     provenance.update(
         name=cfg.name,
@@ -124,12 +124,25 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
         hf_config=model.config.to_dict(),
         attn_implementation=getattr(model.config, "_attn_implementation", None),
         n_params=sum(p.numel() for p in model.parameters()),
+        n_embedding_params=embedding_params(model),
         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         freeze_blocks=cfg.freeze_blocks,
         dtype=cfg.dtype,
         device=str(device),
     )
     return LoadedModel(model=model, provenance=provenance, bridge_name=bridge_name)
+
+
+def embedding_params(model) -> int:
+    """Values in the input and output embeddings (counted once when tied). Pythia's presets here
+    pair its architecture with arprobe's vocabulary, so only the rest matches Pythia's sizes."""
+    seen, total = set(), 0
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        for p in module.parameters() if module is not None else []:
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+    return total
 
 
 def resolve_device(name: str) -> torch.device:
@@ -414,7 +427,7 @@ def _zero_dropout_config(config) -> None:
             setattr(config, key, 0.0)
 
 
-def _disable_dropout(model) -> None:
+def disable_dropout(model) -> None:
     # Belt and braces for architectures whose dropout is not all driven by config fields.
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):

@@ -10,36 +10,24 @@ from arprobe.errors import UserError
 from arprobe.storage import StoreLayout
 
 
-def _snapshots(n_episodes: int, every: int) -> int:
-    """Snapshots taken at episode 0 and every ``every`` episodes after it."""
-    return 1 + n_episodes // every if every else 0
-
-
 def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
-    """Bytes per part of the finished store, from the recording policy and the shapes."""
-    cfg = setup.cfg
-    rec = cfg.record
-    K = len(setup.schedule_doc)
-    E = int(setup.schedule_epoch.max())
+    """Bytes per part of the finished store, from the recording table and the shapes."""
+    from arprobe.storage.recordings import sizes_by_kind
+
+    K = len(setup.schedule)
     T, M, L = layout.n_docs, layout.steps_per_doc, len(layout.layer_names)
     f4 = 4
     params = sum(math.prod(s) for s in layout.param_shapes.values()) * f4
     optim = sum(math.prod(s) for s in layout.optim_shapes.values()) * f4
-    if rec.checkpoints == "none":
-        n_checkpoints = 0
-    elif rec.checkpoints == "epoch":
-        n_checkpoints = E
-    else:
-        n_checkpoints = math.ceil(K / int(rec.checkpoints))
-    n_grads = {"epoch": E, "end": 1, "never": 0}[rec.grads_at]
+    recorded = sizes_by_kind(layout.recordings)
+    docs = setup.task.store_arrays()
     parts = {
-        "losses and stats": K * (f4 * (T + 2 * M + M * L) + 8) + f4 * T,
-        "docs": layout.n_docs * layout.token_width * 4 + sum(len(t.encode()) for t in setup.texts),
-        "weights": sum(d * f4 for d in layout.weights.values()) * _snapshots(K, rec.weights_every),
-        "activations": sum(math.prod(s) * f4 for s in layout.activations.values())
-        * _snapshots(K, rec.activations_every),
-        "grads": sum(T * d * f4 for d in layout.grads.values()) * n_grads,
-        "checkpoints": (params + optim) * n_checkpoints,
+        "losses and stats": K * (f4 * (T + 2 * M + M * L) + 8 + 2 * 4) + f4 * T,
+        "docs": sum(a.nbytes for a in docs.values()) + sum(len(t.encode()) for t in setup.texts),
+        "weights": recorded.get("weights", 0),
+        "activations": recorded.get("activations", 0),
+        "grads": recorded.get("grads", 0),
+        "checkpoints": recorded.get("checkpoints", 0),
         "resume": 2 * (params + optim) if layout.resume else 0,
     }
     parts["total"] = sum(parts.values())
@@ -73,7 +61,7 @@ def human_bytes(n: float) -> str:
 def data_note(setup) -> str:
     """How many documents were dropped as too short and how many are padded to C."""
     C = setup.cfg.data.context_length
-    padded = int((setup.lengths.cpu().numpy() < C).sum())
+    padded = int((setup.task.eval_lengths.cpu().numpy() < C).sum())
     return (
         f"{setup.n_dropped} candidate(s) under data.min_tokens={setup.cfg.data.min_tokens} tokens dropped, "
         f"{padded} of {len(setup.texts)} chosen document(s) shorter than C and padded"
@@ -82,27 +70,41 @@ def data_note(setup) -> str:
 
 def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
     """The run plan a person checks before spending GPU hours."""
-    cfg = setup.cfg
-    K = len(setup.schedule_doc)
-    E = int(setup.schedule_epoch.max())
+    cfg, schedule = setup.cfg, setup.schedule
+    K, E, M = len(schedule), schedule.n_epochs, cfg.schedule.steps_per_doc
     info = setup.model_info
-    order = setup.schedule_doc[: min(K, 12)].tolist()
+    order = schedule.doc[: min(K, 12)].tolist()
     lines = [
         f"run:      {cfg.run_dir / 'run.h5'}",
-        f"model:    {info.get('kind')} {info.get('name')} ({info.get('n_params', 0) / 1e6:.2f}M params, "
-        f"{info.get('n_trainable', 0) / 1e6:.2f}M trainable, init {info.get('init')}) on {setup.device}",
+        f"model:    {info.get('kind')} {info.get('name')} ({parameter_split(info)}, init {info.get('init')}) "
+        f"on {setup.device}, {setup.threads} torch thread(s)",
         f"data:     {setup.data_provenance}; T={cfg.data.n_docs}, C={cfg.data.context_length}; {data_note(setup)}",
-        f"schedule: {cfg.schedule.order}, E={E}, M={cfg.schedule.steps_per_doc}: {K} episodes, "
-        f"{K * cfg.schedule.steps_per_doc} gradient steps, {K + 1} eval rows of {cfg.data.context_length * cfg.data.n_docs} tokens; "
+        f"schedule: {cfg.schedule.order}, E={E}, M={M}: {K} episodes, {K * M} gradient steps, "
+        f"{K + 1} eval rows of {cfg.data.context_length * cfg.data.n_docs} tokens; "
         f"first episodes train docs {order}{' ...' if K > 12 else ''}",
         f"optim:    {cfg.optim.name} lr {cfg.optim.lr:g} ({cfg.optim.lr_schedule}), state "
         f"{'reset per document' if cfg.optim.reset_per_doc else 'kept'}",
-        "store estimate:",
+        "recordings:",
     ]
+    for r in layout.recordings:
+        lines.append(f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
+                     + (" (sketch)" if r.sketch else ""))
+    lines.append("store estimate (an upper bound):")
     for part, size in estimate.items():
         if part not in ("total", "per_episode") and size:
             lines.append(f"  {part:<17} {human_bytes(size)}")
-    lines.append(
-        f"  {'total':<17} {human_bytes(estimate['total'])} ({human_bytes(estimate['per_episode'])} per episode)"
-    )
+    total, per = human_bytes(estimate["total"]), human_bytes(estimate["per_episode"])
+    lines.append(f"  {'total':<17} {total} ({per} per episode)")
     return "\n".join(lines)
+
+
+def parameter_split(info: dict) -> str:
+    """"5.30M params: 4.25M non-embedding + 1.05M embedding (input and output), 5.30M trainable"."""
+    n, emb = info.get("n_params", 0), info.get("n_embedding_params")
+    trainable = f"{info.get('n_trainable', 0) / 1e6:.2f}M trainable"
+    if emb is None:
+        return f"{n / 1e6:.2f}M params, {trainable}"
+    return (
+        f"{n / 1e6:.2f}M params: {(n - emb) / 1e6:.2f}M non-embedding + {emb / 1e6:.2f}M embedding "
+        f"(input and output), {trainable}"
+    )

@@ -1,21 +1,30 @@
-"""What the loop records besides losses: per-layer gradient norms every step, and weights,
-activations, per-document gradients and checkpoints at the episodes the config asks for.
+"""What the loop records besides losses: the recording table of this run and its capture functions.
+
+``Recorder.table`` declares every recording (``arprobe.storage.recordings.Recording``: what,
+when, shape, exact or sketched); ``capture`` maps each one's key to the function that takes a
+snapshot. The loop asks ``due(episode)`` and appends what it returns. Per-layer gradient norms
+are read every step inside the episode step. Checkpoints and resume slots live in
+``arprobe.trainer.checkpoints``.
 
 Weights and gradients of a layer with more than 2 x ``record.sketch_dim`` values are stored as a
 seeded count-sketch of ``sketch_dim`` values (``arprobe.storage.sketch``), whose inner products,
-cosines and PCA match the exact ones to about sqrt(2 / sketch_dim).
+cosines and PCA match the exact ones to about sqrt(2 / sketch_dim). ``weights/all`` — every
+parameter as one vector, the paper's weight trajectory (Fig. 8c, 22b) — is always a sketch of
+``record.all_weights_dim`` values.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from arprobe.science.schedule import Schedule
+from arprobe.storage.recordings import Recording, describe_every, every
 from arprobe.storage.sketch import CountSketch, stored_dim
-from arprobe.trainer import steps
 from arprobe.trainer.naming import capture
 
 log = logging.getLogger(__name__)
@@ -26,14 +35,12 @@ SKETCH_SEED = 0
 
 
 class Recorder:
-    def __init__(self, setup):
-        self.setup = setup
-        cfg, model, names = setup.cfg, setup.model, setup.names
-        rec = cfg.record
-        self.record = rec
-        self.loss_eval: list[np.ndarray] = []
-        self.loss_train: list[np.ndarray] = []
-        self.last_checkpoint: int | None = None
+    def __init__(self, model: torch.nn.Module, names, task, cfg, schedule: Schedule, device: torch.device):
+        self.model, self.names, self.task, self.cfg = model, names, task, cfg
+        rec = self.record = cfg.record
+        K = len(schedule)
+        self.table: list[Recording] = []
+        self.capture: dict[str, Callable[[int], np.ndarray]] = {}
 
         # per-layer gradient norm: one flat list of parameters and the group of each
         groups = names.parameter_groups(model)
@@ -41,83 +48,92 @@ class Recorder:
         self.layer_names = list(groups)
         self._norm_params = [params[n] for g in groups.values() for n in g if params[n].requires_grad]
         owner = [i for i, g in enumerate(groups.values()) for n in g if params[n].requires_grad]
-        self._norm_owner = torch.tensor(owner, dtype=torch.long, device=setup.device)
-        self._norm_zeros = torch.zeros(len(self.layer_names), device=setup.device)
+        self._norm_owner = torch.tensor(owner, dtype=torch.long, device=device)
+        self._norm_zeros = torch.zeros(len(self.layer_names), device=device)
 
-        # recorded parameter groups, by TransformerLens component name: {name: {HF param name: param}}
-        self.weights = {
-            names.expand(n): self._component_params(n) for n in (rec.weights if rec.weights_every else [])
-        }
-        self.grads = {
-            names.expand(n): self._component_params(n) for n in (rec.grads if rec.grads_at != "never" else [])
-        }
-        self.sketches: dict[str, CountSketch] = {}  # "weights/<name>" | "grads/<name>" -> its sketch
-        for kind, table in (("weights", self.weights), ("grads", self.grads)):
-            for name, group in table.items():
-                full = sum(p.numel() for p in group.values())
-                if stored_dim(full, rec.sketch_dim) < full:
-                    self.sketches[f"{kind}/{name}"] = CountSketch(
-                        full_dim=full, dim=rec.sketch_dim, seed=SKETCH_SEED
-                    )
-        C = cfg.data.context_length
-        self._eval_tokens, self._eval_lengths = setup.tokens[:, :C], setup.lengths.clamp(max=C)
         # A backward keeps several times a forward's activations: a quarter of the eval batch.
-        self._grad_chunk = max(1, steps.eval_batch_size(cfg.eval_batch_size, C) // 4)
+        self._grad_chunk = max(1, task.eval_batch // 4)
         self._grad_method = "vmap"
         self._eval_activations: dict[int, dict[str, torch.Tensor]] = {}  # episode -> {hook: [n, C, d]}
-        self.hooks = [names.expand(h) for h in (rec.activations if rec.activations_every else [])]
         self.activation_docs = list(rec.activation_docs)
-        self.params = dict(model.named_parameters())
-        self.keep_optimizer_state = not cfg.optim.reset_per_doc and cfg.optim.name == "adam"
-        self.epoch_ends = self._epoch_ends(setup.schedule_epoch)
+        self.hooks = [names.expand(h) for h in (rec.activations if rec.activations_every else [])]
+
+        weight_episodes = every(rec.weights_every, K)
+        for component in rec.weights if rec.weights_every else []:
+            name = names.expand(component)
+            self._add_params("weights", name, self._component_params(component), weight_episodes,
+                             describe_every(rec.weights_every), rec.sketch_dim, f"the parameters of {name}, flattened")
+        if rec.all_weights_dim:
+            everything = {n: p for n, p in model.named_parameters()}
+            self._add_params("weights", "all", everything, every(1, K), describe_every(1), rec.all_weights_dim,
+                             "every parameter of the model as one vector", force_sketch=True)
+        grad_episodes = {"epoch": tuple(int(k) for k in schedule.epoch_ends), "end": (K,), "never": ()}[rec.grads_at]
+        grad_when = {"epoch": "end of each epoch", "end": "end of the run", "never": "never"}[rec.grads_at]
+        for component in rec.grads if grad_episodes else []:
+            name = names.expand(component)
+            self._add_params("grads", name, self._component_params(component), grad_episodes, grad_when,
+                             rec.sketch_dim, f"the gradient of each document's loss w.r.t. {name}")
+        if self.hooks:
+            shapes = {h: tuple(v.shape) for h, v in self._capture_activations().items()}
+            for hook in self.hooks:
+                self.table.append(Recording(
+                    kind="activations", name=hook, what=f"activations at {hook} of documents {self.activation_docs}",
+                    when=describe_every(rec.activations_every), row_shape=shapes[hook],
+                    episodes=every(rec.activations_every, K), attrs={"docs": self.activation_docs},
+                ))
+                self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[hook]
+        self._add_checkpoints(schedule)
+
+    # --- the table ---------------------------------------------------------------------------
 
     def _component_params(self, component: str) -> dict[str, torch.nn.Parameter]:
-        path = self.setup.names.module_path(component)
-        module = self.setup.model.get_submodule(path)
+        path = self.names.module_path(component)
+        module = self.model.get_submodule(path)
         return {f"{path}.{n}": p for n, p in module.named_parameters()}
 
-    @staticmethod
-    def _epoch_ends(epoch: np.ndarray) -> set[int]:
-        """1-based episodes that end an epoch."""
-        return {k for k in range(1, len(epoch) + 1) if k == len(epoch) or epoch[k] != epoch[k - 1]}
+    def _add_params(self, kind: str, name: str, params: dict[str, torch.Tensor], episodes: tuple[int, ...],
+                    when: str, sketch_dim: int, what: str, force_sketch: bool = False) -> None:
+        full = sum(p.numel() for p in params.values())
+        dim = min(sketch_dim, full) if force_sketch else stored_dim(full, sketch_dim)
+        sketch = CountSketch(full_dim=full, dim=dim, seed=SKETCH_SEED) if dim < full or force_sketch else None
+        row = (dim,) if kind == "weights" else (self.task.n_docs, dim)
+        self.table.append(Recording(kind=kind, name=name, what=what + (f" (count-sketch of {full:,})" if sketch else ""),
+                                    when=when, row_shape=row, episodes=episodes,
+                                    sketch=sketch.attrs if sketch else None))
+        if kind == "weights":
+            self.capture[f"{kind}/{name}"] = lambda episode: self._snapshot(params, sketch)
+        else:
+            self.capture[f"{kind}/{name}"] = lambda episode: self._per_document_grads(params, sketch)
 
-    # --- shapes, fixed before the store is created ------------------------------------------
+    def _add_checkpoints(self, schedule: Schedule) -> None:
+        policy, K = self.record.checkpoints, len(schedule)
+        if policy == "none":
+            return
+        if policy == "epoch":
+            episodes, when = tuple(int(k) for k in schedule.epoch_ends), "end of each epoch"
+        else:
+            n = int(policy)
+            episodes = tuple(sorted(set(range(n, K + 1, n)) | {K}))
+            when = f"every {n} episodes and the last"
+        n_values = sum(p.numel() for p in self.model.parameters())
+        self.table.append(Recording(
+            kind="checkpoints", name="model", what="full model, kept optimizer state and RNG", when=when,
+            row_shape=(n_values,), episodes=episodes, bytes_per_snapshot=4 * n_values * self._optim_factor(),
+        ))
 
-    def layout_fields(self) -> dict:
-        activations = {}
-        if self.hooks:
-            for hook, value in self._capture_activations().items():
-                activations[hook] = tuple(value.shape)
-        optim = {}
-        if self.keep_optimizer_state:
-            for name, p in self.params.items():
-                if p.requires_grad:
-                    optim[f"{name}/exp_avg"] = tuple(p.shape)
-                    optim[f"{name}/exp_avg_sq"] = tuple(p.shape)
-                    optim[f"{name}/step"] = ()
-        return {
-            "weights": self._stored_dims("weights", self.weights),
-            "grads": self._stored_dims("grads", self.grads),
-            "sketches": {key: sketch.attrs for key, sketch in self.sketches.items()},
-            "activations": activations,
-            "activation_docs": self.activation_docs,
-            "param_shapes": {n: tuple(p.shape) for n, p in self.params.items()},
-            "optim_shapes": optim,
-            "rng_bytes": len(torch.Generator().get_state()),
-            "checkpoints": self.record.checkpoints != "none",
-            "resume": self.record.resume_every > 0,
-        }
+    def _optim_factor(self) -> int:
+        from arprobe.trainer.checkpoints import keeps_optimizer_state
 
-    def _stored_dims(self, kind: str, table: dict[str, dict[str, torch.Tensor]]) -> dict[str, int]:
-        """Values per snapshot of each recorded group: its size, or its sketch's."""
-        return {
-            name: self.sketches[f"{kind}/{name}"].dim
-            if f"{kind}/{name}" in self.sketches
-            else sum(p.numel() for p in group.values())
-            for name, group in table.items()
-        }
+        return 3 if keeps_optimizer_state(self.cfg) else 1
 
-    # --- the recordings ---------------------------------------------------------------------
+    def due(self, episode: int) -> list[Recording]:
+        """Snapshot recordings (weights, grads, activations) to take after ``episode``."""
+        return [r for r in self.table if r.kind in ("weights", "grads", "activations") and r.due(episode)]
+
+    def checkpoint_due(self, episode: int) -> bool:
+        return any(r.kind == "checkpoints" and r.due(episode) for r in self.table)
+
+    # --- capture functions -------------------------------------------------------------------
 
     def group_grad_norms(self) -> torch.Tensor:
         """[L] gradient norm of every layer group, computed on device without a sync."""
@@ -130,29 +146,54 @@ class Recorder:
             squares = torch.stack(torch._foreach_norm(grads)).float().square_()  # one fused kernel
         return self._norm_zeros.index_add(0, self._norm_owner, squares).sqrt_()
 
-    def _snapshot(self, key: str, params: dict[str, torch.Tensor]) -> np.ndarray:
+    @staticmethod
+    def _snapshot(params: dict[str, torch.Tensor], sketch: CountSketch | None) -> np.ndarray:
         """[D] the flattened parameters, or [k] their sketch."""
-        if key in self.sketches:
-            return self.sketches[key].apply(list(params.values())).cpu().numpy()
+        if sketch is not None:
+            return sketch.apply(list(params.values())).cpu().numpy()
         flat = [p.detach().reshape(-1).float() for p in params.values()]
         # One parameter (the unembedding) is written straight from its memory: no copy on CPU.
         return (flat[0] if len(flat) == 1 else torch.cat(flat)).cpu().numpy()
 
-    def _activations_due(self, episode: int) -> bool:
-        return bool(
-            self.hooks and self.record.activations_every and episode % self.record.activations_every == 0
-        )
+    def _per_document_grads(self, params: dict[str, torch.Tensor], sketch: CountSketch | None) -> np.ndarray:
+        """[T, D] (or [T, k] sketched): gradient of each document's loss w.r.t. ``params`` now."""
+        try:
+            return self._document_grads_by(self._grad_method, params, sketch)
+        except (RuntimeError, NotImplementedError) as exc:
+            if self._grad_method == "loop":
+                raise
+            # vmap cannot batch every architecture (data-dependent control flow, missing batching rules).
+            log.warning("per-document gradients: vmap failed (%s); using one backward pass per document.", exc)
+            self._grad_method = "loop"
+            return self._document_grads_by("loop", params, sketch)
+
+    def _document_grads_by(self, method: str, params, sketch: CountSketch | None) -> np.ndarray:
+        rows = []
+        for chunk in self.task.per_document_grads(self.model, params, chunk=self._grad_chunk, method=method):
+            if sketch is not None:
+                rows.append(sketch.apply(chunk, batch_dims=1).cpu())  # sketched per chunk: [n, k] on device at most
+            else:
+                rows.append(torch.cat([g.reshape(g.shape[0], -1).float() for g in chunk], 1).cpu())
+        return torch.cat(rows).numpy()
+
+    def _activations(self, episode: int) -> dict[str, np.ndarray]:
+        captured = self._eval_activations.get(episode)
+        if captured is None:
+            captured = self._capture_activations()
+            self._eval_activations = {episode: captured}
+        return {h: v.cpu().numpy() for h, v in captured.items()}
 
     @contextlib.contextmanager
     def activations_from_eval(self, episode: int):
-        """Around the eval pass of ``episode``: yields the ``after_batch`` callback of
-        ``steps.evaluate_docs`` that keeps the recorded documents' activations from that forward,
-        or None when none are due. Saves the extra forward ``_capture_activations`` would run."""
-        if not self._activations_due(episode):
+        """Around the eval pass of ``episode``: yields the ``after_batch`` callback of the task's
+        eval that keeps the recorded documents' activations from that forward, or None when none
+        are due. Saves the extra forward ``_capture_activations`` would run."""
+        self._eval_activations = {}
+        if not any(r.kind == "activations" and r.due(episode) for r in self.table):
             yield None
             return
         rows: dict[str, list] = {h: [None] * len(self.activation_docs) for h in self.hooks}
-        with capture(self.setup.model, self.setup.names, self.hooks) as cache:
+        with capture(self.model, self.names, self.hooks) as cache:
 
             def after_batch(start: int, stop: int) -> None:
                 for j, doc in enumerate(self.activation_docs):
@@ -161,148 +202,17 @@ class Recorder:
                             rows[h][j] = cache[h][doc - start].float().clone()  # [C, d]
 
             yield after_batch
-        if all(
-            row is not None for hook_rows in rows.values() for row in hook_rows
-        ):  # else: a separate forward later
+        if all(row is not None for hook_rows in rows.values() for row in hook_rows):  # else: a forward later
             self._eval_activations[episode] = {h: torch.stack(rows[h]) for h in self.hooks}
 
     @torch.inference_mode()
     def _capture_activations(self) -> dict[str, torch.Tensor]:
         """{hook: [n docs, C, d]} for the recorded documents at the current weights."""
-        s = self.setup
-        C = s.cfg.data.context_length
-        idx = torch.as_tensor(self.activation_docs, device=s.device)
-        was_training = s.model.training
-        s.model.eval()
+        was_training = self.model.training
+        self.model.eval()
         try:
-            with capture(s.model, s.names, self.hooks) as cache:
-                s.model(input_ids=s.tokens[idx, :C])
+            with capture(self.model, self.names, self.hooks) as cache:
+                self.task.forward_docs(self.model, self.activation_docs)
         finally:
-            s.model.train(was_training)
+            self.model.train(was_training)
         return {h: cache[h].float() for h in self.hooks}
-
-    def _per_document_grads(self, key: str, params: dict[str, torch.Tensor]) -> np.ndarray:
-        """[T, D] (or [T, k] sketched): gradient of each document's loss w.r.t. ``params`` now."""
-        try:
-            return self._document_grads_by(self._grad_method, key, params)
-        except (RuntimeError, NotImplementedError) as exc:
-            if self._grad_method == "loop":
-                raise
-            # vmap cannot batch every architecture (data-dependent control flow, missing batching rules).
-            log.warning(
-                "per-document gradients: vmap failed (%s); using one backward pass per document.", exc
-            )
-            self._grad_method = "loop"
-            return self._document_grads_by("loop", key, params)
-
-    def _document_grads_by(self, method: str, key: str, params: dict[str, torch.Tensor]) -> np.ndarray:
-        sketch = self.sketches.get(key)
-        rows = []
-        for chunk in steps.per_document_grads(
-            self.setup.model,
-            params,
-            self._eval_tokens,
-            self._eval_lengths,
-            chunk=self._grad_chunk,
-            method=method,
-        ):
-            if sketch is not None:
-                rows.append(
-                    sketch.apply(chunk, batch_dims=1).cpu()
-                )  # sketched per chunk: [n, k] on device at most
-            else:
-                rows.append(torch.cat([g.reshape(g.shape[0], -1).float() for g in chunk], 1).cpu())
-        return torch.cat(rows).numpy()
-
-    def _record_snapshots(self, writer, episode: int) -> None:
-        rec = self.record
-        if rec.weights_every and episode % rec.weights_every == 0:
-            for name, params in self.weights.items():
-                writer.append_recording("weights", name, episode, self._snapshot(f"weights/{name}", params))
-        if self._activations_due(episode):
-            captured = self._eval_activations.pop(episode, None)
-            for hook, value in (captured if captured is not None else self._capture_activations()).items():
-                writer.append_recording("activations", hook, episode, value.cpu().numpy())
-
-    def record_initial(self, writer) -> None:
-        """Episode 0: the model before training."""
-        self._record_snapshots(writer, 0)
-
-    def after_episode(
-        self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer
-    ) -> None:
-        rec = self.record
-        self._record_snapshots(writer, episode)
-        last = episode == len(self.setup.schedule_doc)
-        if self.grads and (
-            (rec.grads_at == "epoch" and episode in self.epoch_ends) or (rec.grads_at == "end" and last)
-        ):
-            for name, params in self.grads.items():
-                writer.append_recording(
-                    "grads", name, episode, self._per_document_grads(f"grads/{name}", params)
-                )
-        if self._checkpoint_due(episode):
-            writer.append_checkpoint(
-                episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy()
-            )
-            self.last_checkpoint = episode
-
-    def after_commit(
-        self, writer, episode: int, generator: torch.Generator, optimizer: torch.optim.Optimizer
-    ) -> None:
-        """The rolling resume checkpoint, written only for committed episodes."""
-        every = self.record.resume_every
-        if every and (episode % every == 0 or episode == len(self.setup.schedule_doc)):
-            writer.write_resume(
-                episode, self.param_state(), self.optimizer_state(optimizer), generator.get_state().numpy()
-            )
-
-    def _checkpoint_due(self, episode: int) -> bool:
-        policy = self.record.checkpoints
-        if policy == "none":
-            return False
-        if policy == "epoch":
-            return episode in self.epoch_ends
-        return episode % int(policy) == 0 or episode == len(self.setup.schedule_doc)
-
-    def param_state(self) -> dict[str, np.ndarray]:
-        return {n: p.detach().float().cpu().numpy() for n, p in self.params.items()}
-
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
-        """Adam's moments and step per parameter, when they carry over between episodes."""
-        if not self.keep_optimizer_state:
-            return {}
-        out = {}
-        for name, p in self.params.items():
-            if not p.requires_grad:
-                continue
-            state = optimizer.state.get(p, {})
-            out[f"{name}/exp_avg"] = (
-                state["exp_avg"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
-            )
-            out[f"{name}/exp_avg_sq"] = (
-                state["exp_avg_sq"].float().cpu().numpy() if state else np.zeros(p.shape, np.float32)
-            )
-            out[f"{name}/step"] = np.float32(float(state["step"])) if state else np.float32(0)
-        return out
-
-    @torch.no_grad()
-    def restore(self, state: dict, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
-        """Load a saved {"model", "optim", "rng"} state into the live model, optimizer and RNG."""
-        for name, p in self.params.items():
-            p.copy_(torch.from_numpy(np.asarray(state["model"][name])).to(p.dtype))
-        if self.keep_optimizer_state:
-            for name, p in self.params.items():
-                if p.requires_grad and float(state["optim"][f"{name}/step"]) > 0:
-                    optimizer.state[p] = {
-                        "step": torch.tensor(
-                            float(state["optim"][f"{name}/step"]), dtype=torch.float32, device=p.device
-                        ),
-                        "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(
-                            p.device, p.dtype
-                        ),
-                        "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(
-                            p.device, p.dtype
-                        ),
-                    }
-        generator.set_state(torch.from_numpy(np.asarray(state["rng"], dtype=np.uint8)))

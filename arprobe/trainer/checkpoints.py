@@ -1,0 +1,89 @@
+"""Training state in and out of the store: model parameters, the optimizer's kept state and the
+run's RNG, for full checkpoints, the rolling resume slots, and replays of training.
+
+A state is a plain dict {"model": {param: array}, "optim": {"<param>/<state>": array},
+"rng": uint8 array} of numpy arrays: the store keeps nothing that needs unpickling.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def keeps_optimizer_state(cfg) -> bool:
+    """Adam's moments carry over between episodes (and so belong in a checkpoint)."""
+    return not cfg.optim.reset_per_doc and cfg.optim.name == "adam"
+
+
+def optimizer_shapes(model: torch.nn.Module, keep: bool) -> dict[str, tuple[int, ...]]:
+    if not keep:
+        return {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            shapes.update({f"{name}/exp_avg": tuple(p.shape), f"{name}/exp_avg_sq": tuple(p.shape), f"{name}/step": ()})
+    return shapes
+
+
+def capture_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, keep_optimizer: bool
+) -> dict:
+    """The state to store, as numpy arrays."""
+    params = {n: p.detach().float().cpu().numpy() for n, p in model.named_parameters()}
+    optim = {}
+    if keep_optimizer:
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            state = optimizer.state.get(p, {})
+            zeros = np.zeros(p.shape, np.float32)
+            optim[f"{name}/exp_avg"] = state["exp_avg"].float().cpu().numpy() if state else zeros
+            optim[f"{name}/exp_avg_sq"] = state["exp_avg_sq"].float().cpu().numpy() if state else zeros
+            optim[f"{name}/step"] = np.float32(float(state["step"])) if state else np.float32(0)
+    return {"model": params, "optim": optim, "rng": generator.get_state().numpy()}
+
+
+@torch.no_grad()
+def restore_state(
+    state: dict,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
+) -> None:
+    """Load a stored state into the live model, optimizer (its kept Adam state, if any) and RNG."""
+    params = dict(model.named_parameters())
+    for name, p in params.items():
+        p.copy_(torch.from_numpy(np.asarray(state["model"][name])).to(p.dtype))
+    if optimizer is not None:
+        optimizer.state.clear()
+        for name, p in params.items():
+            step = state["optim"].get(f"{name}/step")
+            if p.requires_grad and step is not None and float(step) > 0:
+                optimizer.state[p] = {
+                    "step": torch.tensor(float(step), dtype=torch.float32, device=p.device),
+                    "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(p.device, p.dtype),
+                    "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(
+                        p.device, p.dtype
+                    ),
+                }
+    if generator is not None and state.get("rng") is not None:
+        generator.set_state(torch.from_numpy(np.asarray(state["rng"], dtype=np.uint8)))
+
+
+def model_from_info(info: dict, cfg) -> torch.nn.Module:
+    """A model with the run's architecture (from the store's ``model`` info, never from the hub and
+    never running a model's own code), frozen and dropout-free as the run's was."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from arprobe.trainer.models import disable_dropout, freeze_first_blocks
+
+    hf_config = dict(info["hf_config"])
+    model_type = hf_config.pop("model_type")
+    drop = ("architectures", "transformers_version", "auto_map")
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in hf_config.items() if k not in drop})
+    attn = info.get("attn_implementation") or "sdpa"
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    disable_dropout(model)
+    freeze_first_blocks(model, cfg.model.freeze_blocks)
+    return model
