@@ -2,13 +2,17 @@
 
 One run: every probe (or those named) into ``<run>/report``. Several runs: probes that compare
 runs (online_loss) run once over all of them into ``--out`` (default ``./report``); the others
-run on each run into its own report. No run: the probes that need none (toy_model) into
-``--out`` (default ``./report``).
+run on each run into its own report; and the runs, grouped by config minus seed, are aggregated
+over seeds into ``<out>/groups/`` like a sweep. No run: the probes that need none (toy_model) into
+``--out`` (default ``./report``). A sweep folder (one with manifest.json): the aggregate report
+over seeds and grid factors into ``<sweep>/report`` (sweep.json, figures, index.html); probes
+named with --probe run on every run and their headline numbers are aggregated per point.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -23,10 +27,16 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
         description="Run probes (all whose data the run holds, by default) and write the report. "
         "Probes that lack data are skipped with the reason; a failing probe does not stop the others.",
         epilog="Examples: arprobe analyze runs/cyclic;  arprobe analyze runs/cyclic --probe pca_weights "
-        "--option pca_weights.detrend=none;  arprobe analyze runs/cyclic-s* runs/shuffle-s* --probe online_loss;  "
-        "arprobe analyze --probe toy_model",
+        "--option pca_weights.detrend=none;  "
+        "arprobe analyze runs/cyclic-s* runs/shuffle-s* --probe online_loss;  "
+        "arprobe analyze --probe toy_model;  arprobe analyze sweeps/table1 --probe recovery_score",
     )
-    p.add_argument("runs", nargs="*", metavar="RUN", help="run folder(s) (runs/<name>) or their run.h5")
+    p.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN",
+        help="run folder(s) (runs/<name>) or their run.h5, or one sweep folder",
+    )
     p.add_argument(
         "--probe",
         action="append",
@@ -110,6 +120,13 @@ def analyze_command(args, extra) -> int:
     options = merge_options(
         read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry
     )
+    from arprobe.sweep.manifest import is_sweep_dir
+
+    sweeps = [r for r in args.runs if is_sweep_dir(r)]
+    if sweeps and len(args.runs) > 1:
+        raise UserError(f"'{sweeps[0]}' is a sweep folder; analyze one sweep at a time, without other runs.")
+    if sweeps:
+        return analyze_sweep(Path(sweeps[0]), args, explicit or [], options, registry)
     names = explicit or registry.names()
 
     probes, broken = [], []
@@ -172,21 +189,89 @@ def analyze_command(args, extra) -> int:
         finally:
             for s in stores:
                 s.close()
+    if args.runs and len(args.runs) > 1:
+        from arprobe.sweep.report import groups_from_runs
+
+        factors, grid, groups = groups_from_runs(paths)
+        out = Path(args.out or "report") / "groups"
+        summary = write_aggregate(out, f"{len(paths)} runs in {len(groups)} group(s)", factors, grid, groups)
+        print_aggregate(summary)
+        print(f"report: {out / 'index.html'}")
     return 1 if printer.bad else 0
+
+
+def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> dict:
+    from arprobe.sweep.report import write_sweep_report
+
+    return write_sweep_report(out, title=title, factors=factors, grid=grid, groups=groups, **kwargs)
+
+
+def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, registry) -> int:
+    """The aggregate report of a sweep folder, with the named probes run on every run."""
+    from arprobe.sweep.manifest import read_manifest
+    from arprobe.sweep.report import groups_from_manifest
+
+    manifest = read_manifest(sweep_dir)
+    factors, grid, groups = groups_from_manifest(sweep_dir, manifest)
+    probes = []
+    for name in probe_names:
+        probe = registry.get(name)
+        probe.progress = False  # the sweep's own bar would be drowned by one per run
+        probes.append(probe)
+    out = Path(args.out) if args.out else sweep_dir / "report"
+    printer = OutcomePrinter(probe_names, quiet=True)
+    print(f"analyze sweep {manifest['name']} ({len(manifest['points'])} runs) -> {out}")
+    summary = write_aggregate(
+        out,
+        f"{manifest['name']} ({sweep_dir})",
+        factors,
+        grid,
+        groups,
+        probes=probes,
+        probe_options=options,
+        on_outcome=printer,
+        run_links=Path(os.path.relpath(sweep_dir / "runs", out)),
+    )
+    print_aggregate(summary)
+    if printer.bad:
+        print(f"arprobe analyze: {printer.bad} probe run(s) failed; see the runs' reports.", file=sys.stderr)
+    print(f"report: {out / 'index.html'}")
+    return 1 if printer.bad else 0
+
+
+def print_aggregate(summary: dict) -> None:
+    """One line per point: seeds, final recovery score and online loss, mean ± std."""
+    from arprobe.sweep.report import mean_pm_std, table1_markdown
+
+    for e in summary["points"]:
+        line = f"  {e['label']:<36} n={e['n']}"
+        if e["n"]:
+            final = e["final_recovery_score"]
+            line += (
+                f"  RS({final['epoch']}) {mean_pm_std(final)}  online loss {mean_pm_std(e['online_loss'], 4)}"
+            )
+        if e["excluded"]:
+            line += f"  ({len(e['excluded'])} run(s) not complete, left out)"
+        print(line)
+    if summary.get("table1"):
+        print(table1_markdown(summary["table1"]))
 
 
 class OutcomePrinter:
     """Prints one line per probe as it finishes, headline numbers indented below."""
 
-    def __init__(self, explicit: list[str] | None):
+    def __init__(self, explicit: list[str] | None, quiet: bool = False):
         self.explicit = set(explicit or [])
         self.bad = 0
+        self.quiet = quiet  # only failures (a sweep runs every probe on every run)
 
     def __call__(self, outcome) -> None:
         from arprobe.probes.report import format_value
 
         if outcome.status == "failed" or (outcome.status == "skipped" and outcome.probe in self.explicit):
             self.bad += 1
+        if self.quiet and outcome.status == "ok":
+            return
         tag = {"ok": "ok", "skipped": "skipped", "failed": "FAILED"}[outcome.status]
         line = f"  {outcome.probe:<28} {tag:<8}"
         if outcome.status == "ok":
