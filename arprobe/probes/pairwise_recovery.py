@@ -42,7 +42,7 @@ class PairwiseRecovery(Probe):
         "episode": "checkpoint episode; -1: the latest before the last episode (end of the second-to-last epoch)",
         "steps": "gradient steps on each x_i; 0: the run's M (steps_per_doc)",
         "device": "torch device for the training: auto, cpu, cuda, ...",
-        "seed": "seed of the training windows (only matters with max_shift or mask_prob > 0)",
+        "seed": "0: the run's RNG state at the checkpoint; else a seed for the data randomness (shift, mask)",
         "threads": "CPU threads for torch while this probe trains (restored after); 0: torch's default",
     }
     headline_keys = [
@@ -79,13 +79,7 @@ class PairwiseRecovery(Probe):
     def _run(self, store, out: Path, episode: int, steps: int, device: str, seed: int) -> dict:
         from tqdm.auto import tqdm
 
-        from arprobe.trainer.api import (
-            evaluate,
-            model_from_checkpoint,
-            restore_params,
-            snapshot_params,
-            train_on_document,
-        )
+        from arprobe.trainer.api import Replay
 
         checkpoints = store.checkpoint_episodes()
         schedule = store.schedule()
@@ -96,17 +90,20 @@ class PairwiseRecovery(Probe):
                 f"Run '{store.path.parent.name}' has no checkpoint at episode {episode} "
                 f"(have: {', '.join(map(str, checkpoints))}); pick one of those or set record.checkpoints."
             )
-        model, ctx = model_from_checkpoint(store, episode, device=device)
-        steps = steps or ctx.cfg.schedule.steps_per_doc
-        snapshot = snapshot_params(model)  # restored before every i: no file reads inside the loop
-        before = evaluate(model, ctx).astype(np.float64)  # [T]
+        # The run's own episode step from the checkpoint: its freezing, lr schedule, clipping,
+        # optimizer-state policy and (unless a seed is given) its RNG state.
+        replay = Replay(
+            store, episode, device=device, steps_per_doc=steps or None, seed=seed if seed else None
+        )
+        steps = replay.rules.steps_per_doc
+        before = replay.evaluate().astype(np.float64)  # [T]
         T = len(before)
         recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
         for i in tqdm(range(T), desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False):
-            restore_params(model, snapshot)
-            train_on_document(model, ctx, i, n_steps=steps, seed=seed)
-            recovery[i] = before - evaluate(model, ctx)
-        restore_params(model, snapshot)
+            replay.reset()
+            replay.train_episode(i)
+            recovery[i] = before - replay.evaluate()
+        replay.reset()
 
         # Where is the checkpoint in the cycle? Documents trained s episodes before it: s = 0 is
         # the document just trained. The paper reads b from how far the strongest neighbour
@@ -142,7 +139,8 @@ class PairwiseRecovery(Probe):
             # b: how many documents after its own training a document gains most from its neighbours
             "b_since_trained": b_since,
             "b_cyclic": int(min(b_since, T - b_since)) if b_since is not None else None,
-            "optimizer": "fresh per document, as in an episode with optimizer reset",
+            "replay": "the run's episode step from the checkpoint (its freezing, lr schedule, clipping, "
+            "optimizer-state policy and RNG)",
         }
 
     @staticmethod

@@ -188,7 +188,9 @@ class RunStore:
             attrs = self.h5["checkpoints"].attrs if "checkpoints" in self.h5 else {}
         else:
             attrs = self.h5[kind][name].attrs
-        return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if k in ("what", "when")}
+        return {
+            k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items() if k in ("what", "when")
+        }
 
     @property
     def format_version(self) -> int:

@@ -75,4 +75,3 @@ def sizes_by_kind(recordings: list[Recording]) -> dict[str, int]:
     for r in recordings:
         out[r.kind] = out.get(r.kind, 0) + r.nbytes
     return out
-

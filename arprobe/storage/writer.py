@@ -35,7 +35,9 @@ class StoreLayout:
     planned_doc: np.ndarray | None = None  # int32 [K] the whole schedule, stored up front
     planned_epoch: np.ndarray | None = None  # int32 [K]
     param_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # HF param name -> shape
-    optim_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # "<param>/<state>" (kept Adam state)
+    optim_shapes: dict[str, tuple[int, ...]] = field(
+        default_factory=dict
+    )  # "<param>/<state>" (kept Adam state)
     rng_bytes: int = 0  # size of the saved RNG state
     resume: bool = True  # keep the rolling two-slot resume checkpoint (resume/)
 
@@ -106,7 +108,9 @@ class RunWriter:
         layout: StoreLayout,
         config_json: str,
         seed: int,
-        docs: dict[str, np.ndarray],  # docs/<name>: what the task keeps of the documents (tokens, lengths, ...)
+        docs: dict[
+            str, np.ndarray
+        ],  # docs/<name>: what the task keeps of the documents (tokens, lengths, ...)
         texts: list[str],
         model_info: dict,
         initial_eval: np.ndarray,  # float32 [T], row 0 of the eval matrix
@@ -161,7 +165,9 @@ class RunWriter:
             g = h5.require_group(rec.kind).create_group(rec.name)
             _grow(g, "values", rec.row_shape, np.float32)
             _grow(g, "episodes", (), np.int32, fill=EPISODE_FILL)
-            g.attrs.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.describe().items()})
+            g.attrs.update(
+                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in rec.describe().items()}
+            )
         if lay.checkpoints:
             ck = h5.require_group("checkpoints")
             (rec,) = [r for r in lay.recordings if r.kind == "checkpoints"]
@@ -305,7 +311,9 @@ class RunWriter:
             keep = 0
             while keep < len(episodes) and 0 <= episodes[keep] <= episode:
                 keep += 1
-            group.visititems(lambda n, o, keep=keep: o.resize(keep, axis=0) if isinstance(o, h5py.Dataset) else None)
+            group.visititems(
+                lambda n, o, keep=keep: o.resize(keep, axis=0) if isinstance(o, h5py.Dataset) else None
+            )
         h5["progress"][0] = episode
 
     def commit(self, episode: int) -> None:

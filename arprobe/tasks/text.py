@@ -218,7 +218,9 @@ def per_document_grads(
             for t in range(lo, min(lo + chunk, T)):
                 loss = doc_losses(model, tokens[t : t + 1], lengths[t : t + 1])[0]
                 grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
-                rows.append([g if g is not None else torch.zeros_like(params[n]) for g, n in zip(grads, names)])
+                rows.append(
+                    [g if g is not None else torch.zeros_like(params[n]) for g, n in zip(grads, names)]
+                )
             yield [torch.stack(column) for column in zip(*rows)]
         return
     assert method == "vmap", f"unknown per-document gradient method {method!r}"

@@ -15,6 +15,7 @@ clipping, the optimizer-state policy and the data randomness are the run's:
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
@@ -27,7 +28,14 @@ from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
 class Replay:
     """A run's training state at its checkpoint after ``episode``, able to train as the run did."""
 
-    def __init__(self, store, episode: int, device: str = "auto"):
+    def __init__(
+        self,
+        store,
+        episode: int,
+        device: str = "auto",
+        steps_per_doc: int | None = None,
+        seed: int | None = None,
+    ):
         from arprobe.tasks.text import TextLM
         from arprobe.trainer.models import resolve_device
 
@@ -39,16 +47,23 @@ class Replay:
         self.optimizer = make_optimizer(self.model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rules = TrainingRules.from_config(cfg, len(store.planned_schedule()))
+        if steps_per_doc:  # a probe may ask for another M; the lr schedule keeps the run's length
+            self.rules = dataclasses.replace(self.rules, steps_per_doc=steps_per_doc)
         self.task = TextLM.from_documents(
-            _Arrays(store.doc_arrays()), cfg, device=self.device, mask_id=int(store.model_info.get("mask_id", 0))
+            _Arrays(store.doc_arrays()),
+            cfg,
+            device=self.device,
+            mask_id=int(store.model_info.get("mask_id", 0)),
         )
+        if seed is not None:  # the data randomness from this seed instead of the run's RNG state
+            state = {**state, "rng": torch.Generator().manual_seed(seed).get_state().numpy()}
         self._state = state
         self._keep = keeps_optimizer_state(cfg) and bool(state["optim"])
         self.reset()
 
     def reset(self) -> None:
         """Back to the checkpoint: parameters, kept optimizer state and RNG (no file read)."""
-        restore_state(self._state, self.model, self.optimizer, self.generator if self._state["rng"] is not None else None)
+        restore_state(self._state, self.model, self.optimizer, self.generator)
 
     def train_episode(self, doc: int, episode: int | None = None) -> np.ndarray:
         """One episode on ``doc`` (by default the episode right after the checkpoint, for its place

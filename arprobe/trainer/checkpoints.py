@@ -22,7 +22,9 @@ def optimizer_shapes(model: torch.nn.Module, keep: bool) -> dict[str, tuple[int,
     shapes: dict[str, tuple[int, ...]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            shapes.update({f"{name}/exp_avg": tuple(p.shape), f"{name}/exp_avg_sq": tuple(p.shape), f"{name}/step": ()})
+            shapes.update(
+                {f"{name}/exp_avg": tuple(p.shape), f"{name}/exp_avg_sq": tuple(p.shape), f"{name}/step": ()}
+            )
     return shapes
 
 
@@ -60,11 +62,14 @@ def restore_state(
         for name, p in params.items():
             step = state["optim"].get(f"{name}/step")
             if p.requires_grad and step is not None and float(step) > 0:
+                # Copies: Adam updates its moments in place, and the state may be restored again.
                 optimizer.state[p] = {
                     "step": torch.tensor(float(step), dtype=torch.float32, device=p.device),
-                    "exp_avg": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg"])).to(p.device, p.dtype),
-                    "exp_avg_sq": torch.from_numpy(np.asarray(state["optim"][f"{name}/exp_avg_sq"])).to(
-                        p.device, p.dtype
+                    "exp_avg": torch.tensor(
+                        np.asarray(state["optim"][f"{name}/exp_avg"]), dtype=p.dtype, device=p.device
+                    ),
+                    "exp_avg_sq": torch.tensor(
+                        np.asarray(state["optim"][f"{name}/exp_avg_sq"]), dtype=p.dtype, device=p.device
                     ),
                 }
     if generator is not None and state.get("rng") is not None:

@@ -98,7 +98,9 @@ class RecordConfig:
     resume_every: int = (
         1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
     )
-    all_weights_dim: int = 65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
+    all_weights_dim: int = (
+        65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
+    )
     sketch_dim: int = 524288  # weights/grads with over 2*sketch_dim values are stored as a seeded count-sketch of this size (0: exact)
 
 
@@ -129,18 +131,44 @@ class RunConfig:
 
 # Short forms of the options most often varied, for run names; others use their leaf name.
 _SHORT = {
-    "optim.name": "", "optim.lr": "lr", "optim.lr_schedule": "", "optim.min_lr": "minlr",
-    "optim.reset_per_doc": "reset", "optim.weight_decay": "wd", "optim.grad_clip": "clip",
-    "model.name": "", "model.init": "init", "model.d_model": "d", "model.n_layers": "L", "model.n_heads": "H",
-    "model.freeze_blocks": "freeze", "model.revision": "", "model.dtype": "", "data.mask_prob": "mask",
-    "data.max_shift": "shift", "data.source": "data", "data.vocab_size": "V", "data.min_tokens": "min",
-    "schedule.shuffle_until": "N", "schedule.repeat_docs": "R", "schedule.insert_min": "imin",
+    "optim.name": "",
+    "optim.lr": "lr",
+    "optim.lr_schedule": "",
+    "optim.min_lr": "minlr",
+    "optim.reset_per_doc": "reset",
+    "optim.weight_decay": "wd",
+    "optim.grad_clip": "clip",
+    "model.name": "",
+    "model.init": "init",
+    "model.d_model": "d",
+    "model.n_layers": "L",
+    "model.n_heads": "H",
+    "model.freeze_blocks": "freeze",
+    "model.revision": "",
+    "model.dtype": "",
+    "data.mask_prob": "mask",
+    "data.max_shift": "shift",
+    "data.source": "data",
+    "data.vocab_size": "V",
+    "data.min_tokens": "min",
+    "schedule.shuffle_until": "N",
+    "schedule.repeat_docs": "R",
+    "schedule.insert_min": "imin",
     "schedule.insert_max": "imax",
 }
 # Keys that never change what is trained, or are already in the name's fixed part.
 _NOT_IN_NAME = {
-    "name", "out", "seed", "threads", "eval_batch_size", "model.device", "schedule.order", "data.n_docs",
-    "data.context_length", "schedule.steps_per_doc", "schedule.epochs",
+    "name",
+    "out",
+    "seed",
+    "threads",
+    "eval_batch_size",
+    "model.device",
+    "schedule.order",
+    "data.n_docs",
+    "data.context_length",
+    "schedule.steps_per_doc",
+    "schedule.epochs",
 }
 _MAX_NAME = 80
 
@@ -152,7 +180,11 @@ def default_run_name(cfg: RunConfig) -> str:
         f"{cfg.schedule.order}-T{cfg.data.n_docs}-C{cfg.data.context_length}"
         f"-M{cfg.schedule.steps_per_doc}-E{cfg.schedule.epochs}"
     )
-    changed = {k: v for k, v in _flatten(cfg.to_dict()).items() if k not in _NOT_IN_NAME and not k.startswith("record.")}
+    changed = {
+        k: v
+        for k, v in _flatten(cfg.to_dict()).items()
+        if k not in _NOT_IN_NAME and not k.startswith("record.")
+    }
     defaults = _flatten(RunConfig().to_dict())
     changed = {k: v for k, v in changed.items() if v != defaults[k]}
     parts = [f"{_SHORT.get(k, k.split('.')[-1])}{_short_value(v)}" for k, v in sorted(changed.items())]
@@ -176,8 +208,11 @@ def training_differences(a: dict, b: dict) -> list[str]:
     """``key: a vs b`` for every option two stored configs train differently with."""
     fa, fb = _flatten(a), _flatten(b)
     skip = {"name", "out", "threads", "eval_batch_size", "model.device"}
-    return [f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
-            if k not in skip and fa.get(k) != fb.get(k)]
+    return [
+        f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
+        for k in sorted(set(fa) | set(fb))
+        if k not in skip and fa.get(k) != fb.get(k)
+    ]
 
 
 # --- keys -------------------------------------------------------------------------------

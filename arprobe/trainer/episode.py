@@ -59,7 +59,9 @@ class EpisodeLog:
     grad_norms: torch.Tensor | None  # [M, L] per-layer gradient norms before clipping, if asked
 
 
-def make_optimizer(model: torch.nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: torch.nn.Module, name: str, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
     """The run's optimizer over the trainable (``requires_grad``) parameters: frozen ones are never
     in it, so no step can move them."""
     params = [p for p in model.parameters() if p.requires_grad]

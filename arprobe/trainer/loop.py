@@ -1,10 +1,10 @@
 """The cyclic fine-tuning loop: setup, then one loop over episodes whose phases read at a glance.
 
-    for each episode k (document schedule.doc[k - 1]):
-        train: the episode step (trainer.episode.train_episode): M steps on the document
-        evaluate: the loss of all T documents, batched          -> loss/eval row k
-        record: whatever the recording table says is due (weights, grads, activations, checkpoint)
-        commit: flush, bump the episode counter; then the rolling resume slot
+for each episode k (document schedule.doc[k - 1]):
+    train: the episode step (trainer.episode.train_episode): M steps on the document
+    evaluate: the loss of all T documents, batched          -> loss/eval row k
+    record: whatever the recording table says is due (weights, grads, activations, checkpoint)
+    commit: flush, bump the episode counter; then the rolling resume slot
 """
 
 from __future__ import annotations
@@ -327,7 +327,9 @@ def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_p
 
 def _record(writer: RunWriter, recorder: Recorder, episode: int) -> None:
     for recording in recorder.due(episode):
-        writer.append_recording(recording.kind, recording.name, episode, recorder.capture[recording.key](episode))
+        writer.append_recording(
+            recording.kind, recording.name, episode, recorder.capture[recording.key](episode)
+        )
 
 
 def _write_resume_if_due(setup: Setup, writer: RunWriter, state: _State, episode: int) -> None:
@@ -346,12 +348,27 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
     rules = TrainingRules.from_config(cfg, len(schedule))
     keep = keeps_optimizer_state(cfg)
     model.train()
-    bar = tqdm(total=len(schedule), initial=start, desc="episodes", unit="ep", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(schedule),
+        initial=start,
+        desc="episodes",
+        unit="ep",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for k in range(start + 1, len(schedule) + 1):
             doc, epoch = int(schedule.doc[k - 1]), int(schedule.epoch[k - 1])
-            log = train_episode(model, state.optimizer, task, doc, episode=k, rules=rules,
-                                generator=state.generator, grad_norms=recorder.group_grad_norms)
+            log = train_episode(
+                model,
+                state.optimizer,
+                task,
+                doc,
+                episode=k,
+                rules=rules,
+                generator=state.generator,
+                grad_norms=recorder.group_grad_norms,
+            )
             train_loss = log.losses.cpu().numpy()
             # evaluate: every document after this episode (recorded activations come from this forward)
             with recorder.activations_from_eval(k) as after_batch:
@@ -364,8 +381,14 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
                     f"try a lower optim.lr (now {cfg.optim.lr:g})"
                 )
             # record, then commit: readers and crashes only ever see whole episodes
-            writer.append_episode(doc=doc, epoch=epoch, eval_row=eval_row, train_loss=train_loss,
-                                  grad_norm=log.grad_norms.cpu().numpy(), lr=log.lrs)
+            writer.append_episode(
+                doc=doc,
+                epoch=epoch,
+                eval_row=eval_row,
+                train_loss=train_loss,
+                grad_norm=log.grad_norms.cpu().numpy(),
+                lr=log.lrs,
+            )
             state.loss_eval.append(eval_row)
             _record(writer, recorder, k)
             if recorder.checkpoint_due(k):
@@ -375,7 +398,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
             writer.commit(k)
             _write_resume_if_due(setup, writer, state, k)
             bar.update(1)
-            bar.set_postfix(epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}")
+            bar.set_postfix(
+                epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}"
+            )
     finally:
         bar.close()
     return "complete", ""

@@ -87,8 +87,10 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
         "recordings:",
     ]
     for r in layout.recordings:
-        lines.append(f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
-                     + (" (sketch)" if r.sketch else ""))
+        lines.append(
+            f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
+            + (" (sketch)" if r.sketch else "")
+        )
     lines.append("store estimate (an upper bound):")
     for part, size in estimate.items():
         if part not in ("total", "per_episode") and size:
@@ -99,7 +101,7 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
 
 
 def parameter_split(info: dict) -> str:
-    """"5.30M params: 4.25M non-embedding + 1.05M embedding (input and output), 5.30M trainable"."""
+    """ "5.30M params: 4.25M non-embedding + 1.05M embedding (input and output), 5.30M trainable"."""
     n, emb = info.get("n_params", 0), info.get("n_embedding_params")
     trainable = f"{info.get('n_trainable', 0) / 1e6:.2f}M trainable"
     if emb is None:

@@ -61,27 +61,59 @@ class Recorder:
         weight_episodes = every(rec.weights_every, K)
         for component in rec.weights if rec.weights_every else []:
             name = names.expand(component)
-            self._add_params("weights", name, self._component_params(component), weight_episodes,
-                             describe_every(rec.weights_every), rec.sketch_dim, f"the parameters of {name}, flattened")
+            self._add_params(
+                "weights",
+                name,
+                self._component_params(component),
+                weight_episodes,
+                describe_every(rec.weights_every),
+                rec.sketch_dim,
+                f"the parameters of {name}, flattened",
+            )
         if rec.all_weights_dim:
             everything = {n: p for n, p in model.named_parameters()}
-            self._add_params("weights", "all", everything, every(1, K), describe_every(1), rec.all_weights_dim,
-                             "every parameter of the model as one vector", force_sketch=True)
-        grad_episodes = {"epoch": tuple(int(k) for k in schedule.epoch_ends), "end": (K,), "never": ()}[rec.grads_at]
+            self._add_params(
+                "weights",
+                "all",
+                everything,
+                every(1, K),
+                describe_every(1),
+                rec.all_weights_dim,
+                "every parameter of the model as one vector",
+                force_sketch=True,
+            )
+        grad_episodes = {"epoch": tuple(int(k) for k in schedule.epoch_ends), "end": (K,), "never": ()}[
+            rec.grads_at
+        ]
         grad_when = {"epoch": "end of each epoch", "end": "end of the run", "never": "never"}[rec.grads_at]
         for component in rec.grads if grad_episodes else []:
             name = names.expand(component)
-            self._add_params("grads", name, self._component_params(component), grad_episodes, grad_when,
-                             rec.sketch_dim, f"the gradient of each document's loss w.r.t. {name}")
+            self._add_params(
+                "grads",
+                name,
+                self._component_params(component),
+                grad_episodes,
+                grad_when,
+                rec.sketch_dim,
+                f"the gradient of each document's loss w.r.t. {name}",
+            )
         if self.hooks:
             shapes = {h: tuple(v.shape) for h, v in self._capture_activations().items()}
             for hook in self.hooks:
-                self.table.append(Recording(
-                    kind="activations", name=hook, what=f"activations at {hook} of documents {self.activation_docs}",
-                    when=describe_every(rec.activations_every), row_shape=shapes[hook],
-                    episodes=every(rec.activations_every, K), attrs={"docs": self.activation_docs},
-                ))
-                self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[hook]
+                self.table.append(
+                    Recording(
+                        kind="activations",
+                        name=hook,
+                        what=f"activations at {hook} of documents {self.activation_docs}",
+                        when=describe_every(rec.activations_every),
+                        row_shape=shapes[hook],
+                        episodes=every(rec.activations_every, K),
+                        attrs={"docs": self.activation_docs},
+                    )
+                )
+                self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[
+                    hook
+                ]
         self._add_checkpoints(schedule)
 
     # --- the table ---------------------------------------------------------------------------
@@ -91,15 +123,32 @@ class Recorder:
         module = self.model.get_submodule(path)
         return {f"{path}.{n}": p for n, p in module.named_parameters()}
 
-    def _add_params(self, kind: str, name: str, params: dict[str, torch.Tensor], episodes: tuple[int, ...],
-                    when: str, sketch_dim: int, what: str, force_sketch: bool = False) -> None:
+    def _add_params(
+        self,
+        kind: str,
+        name: str,
+        params: dict[str, torch.Tensor],
+        episodes: tuple[int, ...],
+        when: str,
+        sketch_dim: int,
+        what: str,
+        force_sketch: bool = False,
+    ) -> None:
         full = sum(p.numel() for p in params.values())
         dim = min(sketch_dim, full) if force_sketch else stored_dim(full, sketch_dim)
         sketch = CountSketch(full_dim=full, dim=dim, seed=SKETCH_SEED) if dim < full or force_sketch else None
         row = (dim,) if kind == "weights" else (self.task.n_docs, dim)
-        self.table.append(Recording(kind=kind, name=name, what=what + (f" (count-sketch of {full:,})" if sketch else ""),
-                                    when=when, row_shape=row, episodes=episodes,
-                                    sketch=sketch.attrs if sketch else None))
+        self.table.append(
+            Recording(
+                kind=kind,
+                name=name,
+                what=what + (f" (count-sketch of {full:,})" if sketch else ""),
+                when=when,
+                row_shape=row,
+                episodes=episodes,
+                sketch=sketch.attrs if sketch else None,
+            )
+        )
         if kind == "weights":
             self.capture[f"{kind}/{name}"] = lambda episode: self._snapshot(params, sketch)
         else:
@@ -116,10 +165,17 @@ class Recorder:
             episodes = tuple(sorted(set(range(n, K + 1, n)) | {K}))
             when = f"every {n} episodes and the last"
         n_values = sum(p.numel() for p in self.model.parameters())
-        self.table.append(Recording(
-            kind="checkpoints", name="model", what="full model, kept optimizer state and RNG", when=when,
-            row_shape=(n_values,), episodes=episodes, bytes_per_snapshot=4 * n_values * self._optim_factor(),
-        ))
+        self.table.append(
+            Recording(
+                kind="checkpoints",
+                name="model",
+                what="full model, kept optimizer state and RNG",
+                when=when,
+                row_shape=(n_values,),
+                episodes=episodes,
+                bytes_per_snapshot=4 * n_values * self._optim_factor(),
+            )
+        )
 
     def _optim_factor(self) -> int:
         from arprobe.trainer.checkpoints import keeps_optimizer_state
@@ -163,7 +219,9 @@ class Recorder:
             if self._grad_method == "loop":
                 raise
             # vmap cannot batch every architecture (data-dependent control flow, missing batching rules).
-            log.warning("per-document gradients: vmap failed (%s); using one backward pass per document.", exc)
+            log.warning(
+                "per-document gradients: vmap failed (%s); using one backward pass per document.", exc
+            )
             self._grad_method = "loop"
             return self._document_grads_by("loop", params, sketch)
 
@@ -171,7 +229,9 @@ class Recorder:
         rows = []
         for chunk in self.task.per_document_grads(self.model, params, chunk=self._grad_chunk, method=method):
             if sketch is not None:
-                rows.append(sketch.apply(chunk, batch_dims=1).cpu())  # sketched per chunk: [n, k] on device at most
+                rows.append(
+                    sketch.apply(chunk, batch_dims=1).cpu()
+                )  # sketched per chunk: [n, k] on device at most
             else:
                 rows.append(torch.cat([g.reshape(g.shape[0], -1).float() for g in chunk], 1).cpu())
         return torch.cat(rows).numpy()
