@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from arprobe.probes import analysis as A
+from arprobe.science import geometry as A
 
 
 def circle(n: int, revolutions: float = 1.0, radius: float = 1.0, centre=(0.0, 0.0)) -> np.ndarray:
@@ -190,3 +190,68 @@ def test_interval_peaks_of_a_shift_averaged_curve():
     out = A.interval_peaks(curve, T)
     np.testing.assert_allclose(out["recovered"], [(3 - 2) / (3 - 1), (2 - 1) / (2 - 0.5)])
     np.testing.assert_array_equal(out["peak_position"], [1, 1])
+    # the same with the offsets given: an insert run's block returns after epochs of 5 and 4
+    uneven = A.interval_peaks(np.array([6.0, 1, 3, 4, 3.5, 3, 1, 3, 4, 3.5, 1]), np.array([1, 6, 10]))
+    np.testing.assert_allclose(uneven["recovered"], [(4 - 3) / (4 - 1), (4 - 3.5) / (4 - 1)])
+
+
+# --- orders other than cyclic ------------------------------------------------------------------
+
+# Insert order (App. B.7), T = 8: block 0, 1, 2 every epoch, then 2, 1, 2 one-off documents.
+INSERT_DOC = np.array([0, 1, 2, 3, 4, 0, 1, 2, 5, 0, 1, 2, 6, 7])
+INSERT_EPOCH = np.array([1] * 5 + [2] * 4 + [3] * 5)
+# Shuffle (x_1 first, the rest re-shuffled), T = 3, E = 3.
+SHUFFLE_DOC = np.array([0, 1, 2, 0, 2, 1, 0, 1, 2])
+
+
+def test_common_training_offsets_by_order():
+    # insert: the block returns after the epoch lengths 5 and 4, whatever documents were inserted
+    np.testing.assert_array_equal(A.common_training_offsets(INSERT_DOC, [0, 1, 2], 13), [1, 6, 10])
+    np.testing.assert_array_equal(A.common_training_offsets(INSERT_DOC, [0, 1, 2], 10), [1, 6])
+    # cyclic T = 3: 1, 4, 7
+    np.testing.assert_array_equal(A.common_training_offsets(np.tile([0, 1, 2], 3), [0, 1, 2], 8), [1, 4, 7])
+    # shuffle: doc 1 returns 4 episodes later, doc 2 only 2: no common offsets
+    assert A.common_training_offsets(SHUFFLE_DOC, [0, 1, 2], 7) is None
+
+
+def test_snapshot_epochs_read_the_stored_epochs():
+    np.testing.assert_array_equal(
+        A.snapshot_epochs(np.array([0, 1, 5, 6, 9, 10, 14]), INSERT_EPOCH), [0, 1, 1, 2, 2, 3, 3]
+    )
+
+
+def test_next_training_pairs_follow_each_document_in_any_order():
+    # snapshots after every episode 0..9 of the shuffled order: episode 2 trains doc 1, whose next
+    # training is episode 6; episode 3 (doc 2) -> 5; episode 4 (doc 0) -> 7; ...
+    pairs = A.next_training_pairs(np.arange(10), SHUFFLE_DOC)
+    np.testing.assert_array_equal(pairs, [[1, 4], [2, 6], [3, 5], [4, 7], [5, 9], [6, 8]])
+    # every second snapshot (episodes 0, 2, 4, 6, 8): only pairs whose both ends were recorded,
+    # episode 2 -> 6 and 6 -> 8 (doc 1); doc 0's 4 -> 7 is not
+    np.testing.assert_array_equal(
+        A.next_training_pairs(np.array([0, 2, 4, 6, 8]), SHUFFLE_DOC), [[1, 3], [3, 4]]
+    )
+
+
+def test_trajectory_winding_counts_one_revolution_per_stored_epoch():
+    # one revolution per epoch of 5, 4 and 5 episodes: the angle advances 2π/5, 2π/4, 2π/5 per step
+    steps = np.concatenate([np.full(5, 1 / 5), np.full(4, 1 / 4), np.full(5, 1 / 5)])
+    angle = 2 * np.pi * np.concatenate([[0.0], np.cumsum(steps)])
+    points = np.stack([np.cos(angle), np.sin(angle), np.full(15, 3.0)], axis=1)
+    epoch_of = A.snapshot_epochs(np.arange(15), INSERT_EPOCH)
+    h = A.trajectory_winding(A.gram_matrix(points), epoch_of, detrend="none")
+    np.testing.assert_array_equal(h["epoch"], [1, 2, 3])
+    np.testing.assert_allclose(np.abs(h["revolutions"]), [1, 1, 1], atol=1e-9)
+    np.testing.assert_allclose(h["radius"], [1, 1, 1], atol=1e-9)
+    assert h["complete"].tolist() == [True, True, True] and h["points"].tolist() == [5, 4, 5]
+    # detrended with a window of 4 snapshots, 2 dropped at each end: the initial one and the first of
+    # epoch 1, the last two of epoch 3, so epochs 1 and 3 are partial
+    d = A.trajectory_winding(A.gram_matrix(points), epoch_of, detrend="window", window=4)
+    assert d["complete"].tolist() == [False, True, False] and d["points"].tolist() == [4, 4, 3]
+
+
+def test_pearson_by_hand():
+    assert A.pearson([1, 2, 3, 4], [2, 4, 6, 8]) == pytest.approx(1.0)
+    assert A.pearson([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # x = 1, 2, 3; y = 1, 3, 2: cov 0.5 / (var 1 · var 1) -> 0.5
+    assert A.pearson([1, 2, 3, np.nan], [1, 3, 2, 7]) == pytest.approx(0.5)
+    assert np.isnan(A.pearson([1, 1, 1], [1, 2, 3]))

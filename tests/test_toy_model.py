@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from arprobe.errors import UserError
+from arprobe.science.comparison import curve_correlation, revolutions_per_epoch, ring_order
+from arprobe.science.recovery import recovery_scores
+from arprobe.science.schedule import Schedule
 from arprobe.science.toy import (
     DEFAULT_EPOCHS,
     circularity,
@@ -13,41 +16,20 @@ from arprobe.science.toy import (
 )
 
 
-def recovery_scores(loss: np.ndarray) -> np.ndarray:
-    """Paper's RS(n) for n = 1..E-1 from loss [E*T + 1, T] of a cyclic run; returns [E-1].
-
-    For each task, between its n-th and (n+1)-th training: l_after = loss right after the
-    n-th, l_before = loss right before the (n+1)-th, l_max = max over that stretch. Each is
-    averaged over tasks before the ratio (l_max - l_before) / (l_max - l_after). The last
-    epoch has no (n+1)-th training, so E epochs give E-1 scores.
-    """
-    n_tasks = loss.shape[1]
-    n_epochs = (loss.shape[0] - 1) // n_tasks
-    tasks = np.arange(n_tasks)
-    scores = []
-    for n in range(1, n_epochs):
-        after = (n - 1) * n_tasks + tasks + 1  # row right after task t's n-th training
-        before = n * n_tasks + tasks  # row right before its (n+1)-th training
-        l_max = np.mean([loss[a : b + 1, t].max() for t, a, b in zip(tasks, after, before)])
-        l_before = loss[before, tasks].mean()
-        l_after = loss[after, tasks].mean()
-        scores.append((l_max - l_before) / (l_max - l_after))
-    return np.array(scores)
-
-
-def explicit_reference(P, X, w, Y, epochs, lr):
-    """Eq. 1 and Eq. 2 written literally on the full P; losses [E*T + 1, T]."""
+def explicit_reference(P, X, w, Y, epochs, lr, sequence=None):
+    """Eq. 1 and Eq. 2 written literally on the full P, over tasks 0..T-1 ``epochs`` times or the
+    task ``sequence``; losses [K + 1, T]."""
     P, w = P.copy(), w.copy()
     f = (lambda w, i: w) if Y is None else (lambda w, i: Y[:, i] - w)
     f_inv = (lambda v, i: v) if Y is None else (lambda v, i: Y[:, i] - v)
     n_tasks = X.shape[1]
+    sequence = list(range(n_tasks)) * epochs if sequence is None else sequence
     rows = [[0.5 * np.sum((P @ X[:, j] - f(w, j)) ** 2) for j in range(n_tasks)]]
-    for _ in range(epochs):
-        for i in range(n_tasks):
-            x = X[:, i]
-            P = P - lr * np.outer(P @ x - f(w, i), x)
-            w = f_inv(P @ x, i)
-            rows.append([0.5 * np.sum((P @ X[:, j] - f(w, j)) ** 2) for j in range(n_tasks)])
+    for i in sequence:
+        x = X[:, i]
+        P = P - lr * np.outer(P @ x - f(w, i), x)
+        w = f_inv(P @ x, i)
+        rows.append([0.5 * np.sum((P @ X[:, j] - f(w, j)) ** 2) for j in range(n_tasks)])
     return np.array(rows)
 
 
@@ -132,7 +114,8 @@ def test_extra_steps_per_task_change_nothing():
 # 0.887 -> 0.974 for "identity" and 0.408 -> 0.952 for "target".
 @pytest.mark.parametrize(("kind", "first", "last"), [("identity", 0.887, 0.974), ("target", 0.408, 0.952)])
 def test_anticipatory_recovery_grows_over_epochs(kind, first, last):
-    scores = recovery_scores(simulate_toy_model(kind).loss)
+    toy = simulate_toy_model(kind)
+    scores = recovery_scores(toy.loss, toy.schedule)
     assert scores.shape == (DEFAULT_EPOCHS - 1,)
     np.testing.assert_allclose(scores[[0, -1]], [first, last], atol=2e-3)
     assert scores[-1] > 0.9  # most of the forgetting is recovered before the task returns
@@ -140,15 +123,68 @@ def test_anticipatory_recovery_grows_over_epochs(kind, first, last):
     assert np.all(np.diff(scores) > -2e-3)  # grows, up to wobbles of a thousandth once saturated
 
 
-def test_recovery_score_on_hand_made_curve():
-    # T = 3, E = 2. Between trainings, task 0 reads rows 1..3 = 1, 5, 3 (after 1, max 5,
-    # before 3); task 1 rows 2..4 = 2, 6, 4; task 2 rows 3..5 = 3, 6, 5.
-    # Means: max 17/3, before 4, after 2 -> RS = (17/3 - 4) / (17/3 - 2) = 5/11.
-    loss = np.array(
-        [[9, 9, 9], [1, 7, 8], [5, 2, 8], [3, 6, 3], [0, 4, 6], [2, 0, 5], [4, 3, 0]],
-        dtype=float,
+def test_a_given_task_sequence_by_hand():
+    # identity, lr 0.1, the tiny tasks in the order 1, 0 (one epoch), then 2 (a second epoch).
+    # Task 1: residual P x_1 - w = (0, 1) -> P = [[1, 0], [0, 0.9]], w = P x_1 = (0, 0.9).
+    #   l_0 = 1/2 |(1, 0) - (0, 0.9)|^2 = 0.905, l_2 = 1/2 |(1, 0.9) - (0, 0.9)|^2 = 0.5.
+    result = train_toy_model(
+        "identity", P_TINY, X_TINY, W_TINY, lr=0.1, schedule=np.array([1, 0, 2]), epoch=np.array([1, 1, 2])
     )
-    np.testing.assert_allclose(recovery_scores(loss), [5 / 11])
+    np.testing.assert_allclose(result.loss[1], [0.905, 0.0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(result.fast_weights[:2], [[0, 0], [0, 0.9]], atol=1e-12)
+    np.testing.assert_array_equal(result.schedule, [1, 0, 2])
+    # embeddings before training, after epoch 1 (episode 2) and after epoch 2 (episode 3)
+    assert result.embeddings.shape == (3, 3, 2)
+    np.testing.assert_allclose(
+        result.loss, explicit_reference(P_TINY, X_TINY, W_TINY, None, 0, 0.1, [1, 0, 2])
+    )
+
+
+@pytest.mark.parametrize("kind", ["identity", "target"])
+def test_a_run_order_matches_the_literal_equations(kind):
+    # an insert-like order: block 0, 1 every epoch, one-off tasks 2, 3, 4 in epochs of 3, 2 and 4
+    rng = np.random.default_rng(2)
+    P, X, w = rng.normal(0, 1 / 6, (6, 6)), rng.uniform(-1, 1, (6, 5)), rng.uniform(-1, 1, 6)
+    Y = rng.uniform(-1, 1, (6, 5)) if kind == "target" else None
+    sequence, epoch = [0, 1, 2, 0, 1, 0, 1, 3, 4], [1, 1, 1, 2, 2, 3, 3, 3, 3]
+    result = train_toy_model(kind, P, X, w, Y, lr=0.05, schedule=np.array(sequence), epoch=np.array(epoch))
+    expected = explicit_reference(P, X, w, Y, 0, 0.05, sequence)
+    np.testing.assert_allclose(result.loss, expected, rtol=1e-10, atol=1e-12)
+    assert result.embeddings.shape == (4, 5, 6) and result.fast_weights.shape == (10, 6)
+    # after each episode w solves the task just trained: its loss is zero
+    np.testing.assert_allclose(result.loss[np.arange(1, 10), sequence], 0, atol=1e-20)
+    # the embeddings closing epoch 2 are those after episode 5, i.e. of the first 5 steps alone
+    head = train_toy_model(
+        kind, P, X, w, Y, lr=0.05, schedule=np.array(sequence[:5]), epoch=np.array(epoch[:5])
+    )
+    np.testing.assert_allclose(result.embeddings[2], head.embeddings[-1], rtol=1e-12)
+    with pytest.raises(UserError, match=r"tasks in 0\.\.4"):
+        train_toy_model(kind, P, X, w, Y, lr=0.05, schedule=np.array([0, 5]), epoch=np.array([1, 1]))
+
+
+def test_comparison_of_a_run_with_itself_and_with_a_toy():
+    schedule = Schedule(np.tile(np.arange(5), 4), np.repeat(np.arange(1, 5), 5), 5)
+    toy = simulate_toy_model("target", n_tasks=5, dim=8, schedule=schedule.doc, epoch=schedule.epoch)
+    same = curve_correlation(toy.loss, toy.loss, schedule)
+    assert (
+        same["correlation"] == pytest.approx(1.0) and len(same["offset"]) == 17
+    )  # 21 rows - doc 4 starts at row 4
+    np.testing.assert_allclose(same["offset_epochs"][:3], [0, 0.2, 0.4])
+    # a run whose loss is the toy's, reversed in sign after the first training: correlation −1
+    flipped = toy.loss.copy()
+    flipped[1:] *= -1
+    assert curve_correlation(flipped, toy.loss, schedule)["correlation"] == pytest.approx(-1.0)
+    # a circle walked once per epoch of 5 episodes: one revolution in the complete epochs 2 and 3
+    angle = 2 * np.pi * np.arange(21) / 5
+    circle = np.stack([np.cos(angle), np.sin(angle), np.zeros(21)], axis=1)
+    wind = revolutions_per_epoch(circle, np.arange(21), schedule)
+    assert wind["complete"].tolist() == [False, True, True, False]
+    np.testing.assert_allclose(np.abs(wind["revolutions"][1:3]), 1.0, atol=1e-9)
+    # a ring of 8 points 45° apart, read in order, then with 4 and 5 swapped: the steps turn
+    # +45, +45, +45, +90, −45, +90, +45 and +45 back to the start, so 7 of 8 agree
+    ring = np.stack([np.cos(np.pi * np.arange(8) / 4), np.sin(np.pi * np.arange(8) / 4)], axis=1)
+    assert ring_order(ring, np.arange(8))["order_agreement"] == 1.0
+    assert ring_order(ring, np.array([0, 1, 2, 3, 5, 4, 6, 7]))["order_agreement"] == pytest.approx(7 / 8)
 
 
 def test_target_embeddings_self_organise_into_a_circle():
