@@ -169,19 +169,24 @@ def test_select_documents_shapes_padding_and_counts():
     texts = [words(10 * i, n) for i, n in enumerate(counts)]
     docs = select(texts, tok, n_docs=5)
 
-    assert docs.tokens.shape == (5, 10) and docs.tokens.dtype == np.int32
-    assert docs.lengths.dtype == np.int32 and docs.source_index.dtype == np.int64
-    assert sorted(docs.source_index.tolist()) == [1, 2, 4, 6, 7]  # all eligible, each once
+    # C + 2S = 8 + 2·2 tokens kept: the window may shift by up to S = 2 either way
+    assert docs.tokens.shape == (5, 12) and docs.tokens.dtype == np.int32
+    assert docs.lengths.dtype == np.int32 and docs.window_start.dtype == np.int32
+    chosen = docs.tokens[:, 0] // 10  # document i starts with word 10 i
+    assert sorted(chosen.tolist()) == [1, 2, 4, 6, 7]  # all eligible, each once
     assert (docs.n_candidates, docs.n_dropped) == (5, 3)
     expected_index = np.array([1, 2, 4, 6, 7])[np.random.default_rng(0).choice(5, size=5, replace=False)]
-    np.testing.assert_array_equal(docs.source_index, expected_index)  # sampled order is the cyclic order
-    for row, index in enumerate(docs.source_index):
-        n = min(counts[index], 10)
+    np.testing.assert_array_equal(chosen, expected_index)  # sampled order is the cyclic order
+    for row, index in enumerate(chosen):
+        n = min(counts[index], 12)
         assert docs.lengths[row] == n
+        # the clean window starts S tokens in when the document is long enough to shift both ways
+        assert docs.window_start[row] == min(max(n - 8, 0), 2)
         np.testing.assert_array_equal(docs.tokens[row, :n], [(10 * index + i) % 100 for i in range(n)])
         assert (docs.tokens[row, n:] == -1).all()  # padded with pad_id
         assert docs.texts[row] == words(10 * index, n)  # decoded from the kept tokens
-    assert (docs.lengths < 10).any()  # the padding branch was exercised
+    assert (docs.lengths < 12).any()  # the padding branch was exercised
+    np.testing.assert_array_equal(select(texts, tok, n_docs=5, max_shift=0).window_start, 0)
 
 
 def test_select_documents_is_seeded():
@@ -191,9 +196,8 @@ def test_select_documents_is_seeded():
     again = select(texts, tok, n_docs=6, seed=7)
     other = select(texts, tok, n_docs=6, seed=8)
     np.testing.assert_array_equal(first.tokens, again.tokens)
-    np.testing.assert_array_equal(first.source_index, again.source_index)
     assert first.texts == again.texts
-    assert not np.array_equal(first.source_index, other.source_index)
+    assert first.texts != other.texts
 
 
 def test_too_few_documents_error():
@@ -214,8 +218,7 @@ def test_min_tokens_drops_short_documents():
     strict = select(texts, tok, n_docs=2, min_tokens=9)
     assert (loose.n_candidates, loose.n_dropped) == (6, 0)
     assert (strict.n_candidates, strict.n_dropped) == (2, 4)
-    assert sorted(strict.source_index.tolist()) == [4, 5]
-    assert (strict.lengths == 10).all()  # 10 and 12 tokens, cut to C + s = 10
+    assert sorted(strict.lengths.tolist()) == [10, 12]  # the two with at least 9 tokens (C + 2S = 12 kept)
 
 
 # --- tokenizers ---------------------------------------------------------------------------

@@ -165,10 +165,10 @@ def test_disk_estimate_refuses_and_dry_run_writes_nothing(tmp_path, monkeypatch)
 
 
 def test_size_estimate_matches_the_written_store(tiny_run, tmp_path):
-    from arprobe.trainer.loop import Recorder, _layout, prepare
+    from arprobe.trainer.loop import _layout, _recorder, prepare
     from arprobe.trainer.plan import estimate_store_bytes
 
     setup = prepare(tiny_config(tmp_path))
-    estimate = estimate_store_bytes(_layout(setup, Recorder(setup)), setup)["total"]
+    estimate = estimate_store_bytes(_layout(setup, _recorder(setup)), setup)["total"]
     actual = (tiny_run / "run.h5").stat().st_size
     assert 0.8 < actual / estimate < 1.25, (actual, estimate)
