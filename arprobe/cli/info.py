@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 
 def command_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("info", help="what a run store holds, its status and config")
@@ -16,6 +18,8 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 
 def summarize(store) -> dict:
     """What a person wants to know about a store, as plain data."""
+    from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
+
     cfg = store.config
     schedule = store.schedule()
     doc, epoch = schedule.doc, schedule.epoch
@@ -29,9 +33,12 @@ def summarize(store) -> dict:
                 "snapshots": int(len(episodes)),
                 "episodes": _span(episodes),
                 "shape": list(shape),
+                **store.recording_info(kind, name),  # what and when (format 2)
                 **({"sketch": sketch} if sketch else {}),
             }
     checkpoints = store.checkpoint_episodes()
+    loss_eval = store.eval_matrix()
+    scores = recovery_scores(loss_eval, doc)
     return {
         "path": str(store.path),
         "status": store.status,
@@ -46,6 +53,9 @@ def summarize(store) -> dict:
         "layers": store.layer_names,
         "recorded": recordings,
         "checkpoints": [int(e) for e in checkpoints],
+        "recovery_scores": [None if np.isnan(x) else float(x) for x in scores],
+        "recovery_notes": [n for n in recovery_score_notes(loss_eval, doc) if n],
+        "online_loss": online_loss(loss_eval, doc, epoch).mean_after_first_epoch if len(doc) else None,
         "config": cfg,
     }
 
@@ -58,6 +68,7 @@ def _span(episodes) -> str:
 
 def info_command(args, extra) -> int:
     from arprobe.storage import RunStore
+    from arprobe.trainer.plan import parameter_split
 
     with RunStore(args.run) as store:
         summary = summarize(store)
@@ -70,23 +81,35 @@ def info_command(args, extra) -> int:
         f"status:     {summary['status']}"
         + (f" ({summary['stop_reason']})" if summary["stop_reason"] else "")
     )
+    schedule = cfg["schedule"]
     print(
         f"episodes:   {summary['completed_episodes']} done, {summary['epochs_done']} epoch(s) reached "
-        f"(T={summary['n_docs']}, M={summary['steps_per_doc']}, E={cfg['schedule']['epochs']}, order={cfg['schedule']['order']})"
+        f"(T={summary['n_docs']}, M={summary['steps_per_doc']}, E={schedule['epochs']}, "
+        f"order={schedule['order']})"
     )
     model = summary["model"]
-    print(
-        f"model:      {model.get('kind', '?')} {model.get('name', '')} "
-        f"({model.get('n_params', 0) / 1e6:.2f}M params, init {model.get('init', '?')}), data: {model.get('data', '?')}"
-    )
+    print(f"model:      {model.get('kind', '?')} {model.get('name', '')} ({parameter_split(model)}, "
+          f"init {model.get('init', '?')})")  # fmt: skip
+    print(f"data:       {model.get('data', '?')}")
     print(f"seed:       {summary['seed']}    created: {summary['created']}")
+    scores = summary["recovery_scores"]
+    if scores:
+        shown = "  ".join(
+            f"RS({n})={'undefined' if s is None else f'{s:.3f}'}" for n, s in enumerate(scores, 1)
+        )
+        print(f"recovery:   {shown}")
+        for note in summary["recovery_notes"]:
+            if "no document was trained" not in note:
+                print(f"            {note}")
+    if summary["online_loss"] is not None and not np.isnan(summary["online_loss"]):
+        print(f"online:     mean online loss, epochs 2..E: {summary['online_loss']:.4f}")
     print("recorded:")
     print(f"  loss/eval, loss/train, stats/grad_norm over {len(summary['layers'])} layer groups")
     for name, rec in summary["recorded"].items():
-        extra_note = f", sketch of {rec['sketch']['full_dim']}" if "sketch" in rec else ""
-        print(
-            f"  {name}: {rec['snapshots']} snapshot(s) at episodes {rec['episodes']}, shape {rec['shape']}{extra_note}"
-        )
+        sketch = f", count-sketch of {rec['sketch']['full_dim']:,}" if "sketch" in rec else ""
+        when = f" ({rec['when']})" if "when" in rec else ""
+        print(f"  {name}: {rec['snapshots']} snapshot(s) at episodes {rec['episodes']}{when}, "
+              f"shape {rec['shape']}{sketch}")  # fmt: skip
     print(f"  checkpoints at episodes: {', '.join(map(str, summary['checkpoints'])) or 'none'}")
     print("config:")
     for section, values in cfg.items():
