@@ -235,26 +235,31 @@ def format_table(r: dict) -> str:
     from benchmarks.runs import human
 
     m = r["machine"]
+    load_start, load_end = r["load_average_start"], r["load_average_end"]
+    busy = max([*load_start[:1], *load_end[:1]], default=0) > (m["cpu_count"] or 1) + 0.5
+    peak, peak_end = r["peak"], r["peak_end"]
     lines = [
-        f"arprobe benchmark on {m.get('gpu') or m['processor']} ({m['device']}, {m['threads']} threads, torch {m['torch']})"
+        f"arprobe benchmark on {m.get('gpu') or m['processor']} "
+        f"({m['device']}, {m['threads']} threads, torch {m['torch']})"
         f"{'  [--quick]' if r['quick'] else ''}",
-        f"load average before/after: {r['load_average_start']} / {r['load_average_end']}; took {r['benchmark_seconds']:.0f} s"
+        f"load average before/after: {load_start} / {load_end}; took {r['benchmark_seconds']:.0f} s"
         + (
-            f"\nnote: the machine was busy (load above its {m['cpu_count']} cores): timings include other work; run again"
-            if max([*r["load_average_start"][:1], *r["load_average_end"][:1]], default=0)
-            > (m["cpu_count"] or 1) + 0.5
+            f"\nnote: the machine was busy (load above its {m['cpu_count']} cores): "
+            "timings include other work; run again"
+            if busy
             else ""
         ),
-        f"float32 matmul peak ({r['peak']['size']}^2): {r['peak']['gflops']:.0f} GFLOP/s at start, "
-        f"{r['peak_end']['gflops']:.0f} at end (median {r['peak']['median_gflops']:.0f})",
+        f"float32 matmul peak ({peak['size']}^2): {peak['gflops']:.0f} GFLOP/s at start, "
+        f"{peak_end['gflops']:.0f} at end (median {peak['median_gflops']:.0f})",
         "",
         "MFU (6N FLOPs/token train, 2N eval; N = params without the input embedding)",
-        f"  {'width':>5} {'depth':>5} {'N':>10} {'train step':>11} {'train MFU':>9} {'eval row':>9} {'eval MFU':>8}",
+        f"  {'width':>5} {'depth':>5} {'N':>10} {'train step':>11} {'train MFU':>9} "
+        f"{'eval row':>9} {'eval MFU':>8}",
     ]
     for x in r["mfu"]:
         lines.append(
-            f"  {x['width']:>5} {x['depth']:>5} {x['N']:>10,} {x['train_step_s'] * 1e3:>8.0f} ms {x['train_mfu']:>9.0%} "
-            f"{x['eval_matrix_row_s']:>7.2f} s {x['eval_mfu']:>8.0%}"
+            f"  {x['width']:>5} {x['depth']:>5} {x['N']:>10,} {x['train_step_s'] * 1e3:>8.0f} ms "
+            f"{x['train_mfu']:>9.0%} {x['eval_matrix_row_s']:>7.2f} s {x['eval_mfu']:>8.0%}"
         )
     lines.append(
         "  eval MFU by documents per forward (width {}): ".format(r["mfu"][-1]["width"])
@@ -270,6 +275,7 @@ def format_table(r: dict) -> str:
     s = r["short_run"]
     c = s["config"]
     sec = s["seconds"]
+    store = s["store"]
     lines += [
         "",
         f"short cyclic run T={c['n_docs']} C={c['context_length']} M={c['steps_per_doc']} E={c['epochs']} "
@@ -277,31 +283,35 @@ def format_table(r: dict) -> str:
         + ", ".join(f"{len(v)} {k}" for k, v in s["all_seconds"].items())
         + " runs):",
         f"  naive loop (released code's habits)   {sec['naive']:7.1f} s",
-        f"  arprobe, default recording            {sec['arprobe']:7.1f} s   {s['speedup_vs_naive']:.2f}x faster than naive "
-        f"(fastest runs: {s['speedup_vs_naive_min']:.2f}x)",
+        f"  arprobe, default recording            {sec['arprobe']:7.1f} s   "
+        f"{s['speedup_vs_naive']:.2f}x faster than naive (fastest runs: {s['speedup_vs_naive_min']:.2f}x)",
         f"  arprobe, recording off                {sec['arprobe_recording_off']:7.1f} s",
-        f"  recording overhead: {s['recording_overhead']:+.1%} within the run ({s['recording_seconds_in_run']:.1f} s "
-        f"recording and committing); run vs run {s['recording_overhead_run_vs_run']:+.1%} "
+        f"  recording overhead: {s['recording_overhead']:+.1%} within the run "
+        f"({s['recording_seconds_in_run']:.1f} s recording and committing); "
+        f"run vs run {s['recording_overhead_run_vs_run']:+.1%} "
         f"(fastest runs {s['recording_overhead_run_vs_run_min']:+.1%})",
-        f"  eval matrices agree: row 0 max |diff| {s['eval_row0_max_abs_diff']:.1e}, all rows {s['eval_max_abs_diff']:.1e}",
+        f"  eval matrices agree: row 0 max |diff| {s['eval_row0_max_abs_diff']:.1e}, "
+        f"all rows {s['eval_max_abs_diff']:.1e}",
         "",
         "store per episode",
-        f"  this run, measured: {human(s['store']['bytes_per_episode'])} (file {human(s['store']['file_bytes'])}); "
+        f"  this run, measured: {human(store['bytes_per_episode'])} (file {human(store['file_bytes'])}); "
         f"naive writes {human(s['naive_bytes_per_episode'])}",
     ]
     for key, label in (("this_run", "this run, from shapes"), ("pythia_1b", "Pythia-1B-sized, from shapes")):
         b = r["store_from_shapes"][key]
         lines.append(
-            f"  {label} (T={b['T']}, C={b['C']}, E={b['E']}, sketch_dim {b['sketch_dim']:,}): recordings "
-            f"{human(b['recordings_per_episode'])}/episode + checkpoints {human(b['checkpoints_per_episode'])}/episode "
+            f"  {label} (T={b['T']}, C={b['C']}, E={b['E']}, sketch_dim {b['sketch_dim']:,}, "
+            f"all_weights_dim {b['all_weights_dim']:,}): "
+            f"recordings {human(b['recordings_per_episode'])}/episode "
+            f"+ checkpoints {human(b['checkpoints_per_episode'])}/episode "
             f"+ resume slots {human(b['resume_bytes'])} once = {human(b['total_per_episode'])}/episode; "
             f"naive {human(b['naive_per_episode'])}/episode"
         )
     lines += ["", "time per episode as T grows (M steps, then the eval row of T documents)"]
     for x in r["train_eval_split"]:
         lines.append(
-            f"  T={x['T']:>4}: train {x['train_s_per_episode']:6.2f} s, eval {x['eval_s_per_episode']:6.2f} s "
-            f"({x['eval_fraction']:.0%} eval)"
+            f"  T={x['T']:>4}: train {x['train_s_per_episode']:6.2f} s, "
+            f"eval {x['eval_s_per_episode']:6.2f} s ({x['eval_fraction']:.0%} eval)"
         )
     return "\n".join(lines)
 

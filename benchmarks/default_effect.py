@@ -43,7 +43,8 @@ def main() -> None:
             )
             r = rows[-1]
             print(
-                f"{order:8s} seed {seed}: {r['seconds']:5.1f} s  RS(E-1) {r['final_rs']:.3f}  online loss {r['online_loss']:.4f}",
+                f"{order:8s} seed {seed}: {r['seconds']:5.1f} s  RS(E-1) {r['final_rs']:.3f}  "
+                f"online loss {r['online_loss']:.4f}",
                 flush=True,
             )
     print("\norder     mean RS(E-1)        mean online loss   mean time")
@@ -51,7 +52,8 @@ def main() -> None:
         sel = [r for r in rows if r["order"] == order]
         rs, ol, t = (np.array([r[k] for r in sel]) for k in ("final_rs", "online_loss", "seconds"))
         print(
-            f"{order:8s}  {rs.mean():.3f} ± {rs.std():.3f}     {ol.mean():.4f} ± {ol.std():.4f}   {t.mean():.1f} s"
+            f"{order:8s}  {rs.mean():.3f} ± {rs.std():.3f}     {ol.mean():.4f} ± {ol.std():.4f}   "
+            f"{t.mean():.1f} s"
         )
     print(json.dumps(rows))
 

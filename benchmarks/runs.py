@@ -21,7 +21,12 @@ from arprobe.trainer.plan import human_bytes
 
 # Recording off: only losses, learning rates and per-layer gradient norms are written.
 RECORDING_OFF = dict(
-    weights_every=0, activations_every=0, grads_at="never", checkpoints="none", resume_every=0
+    weights_every=0,
+    all_weights_dim=0,
+    activations_every=0,
+    grads_at="never",
+    checkpoints="none",
+    resume_every=0,
 )
 
 
@@ -30,8 +35,9 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
 
     ``repeats``: runs of each variant ("naive", "arprobe", "arprobe_recording_off"), interleaved.
     The recording overhead, a difference of a few percent, is also measured inside the default
-    run, free of run-to-run noise: the seconds spent in the recorder's calls plus all of the
-    store's per-episode flushes (which the recordings make larger), over the rest of the run.
+    run, free of run-to-run noise: the seconds spent taking and appending the recordings (the
+    recorder's capture functions, checkpoints, resume slots) plus all of the store's per-episode
+    commits (which the recordings make larger), over the rest of the run.
     """
     from arprobe.storage import RunStore
     from arprobe.trainer.config import load_config
@@ -59,7 +65,7 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
                 times[variant].append(time.perf_counter() - started)
             assert result.status == "complete", result.stop_reason
             if variant == "arprobe":
-                recorder_seconds.append(spent[0])  # Recorder calls and commits, seconds
+                recorder_seconds.append(spent[0])  # recordings, checkpoints and commits, seconds
     store = workdir / "arprobe" / "run.h5"
     with RunStore(store) as s:
         eval_matrix = s.eval_matrix()
@@ -75,8 +81,8 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
         "speedup_vs_naive": seconds["naive"] / seconds["arprobe"],
         "speedup_vs_naive_min": fastest["naive"] / fastest["arprobe"],
         "speedup_vs_naive_recording_off": seconds["naive"] / seconds["arprobe_recording_off"],
-        # recording cost measured inside the default run (Recorder calls + every commit's flush)
-        # over the rest of that run: the number to read on a shared machine
+        # recording cost measured inside the default run (recordings, checkpoints, resume slots and
+        # every commit's flush) over the rest of that run: the number to read on a shared machine
         "recording_seconds_in_run": statistics.median(recorder_seconds),
         "recording_overhead": statistics.median(
             [spent / (total - spent) for spent, total in zip(recorder_seconds, times["arprobe"])]
@@ -95,39 +101,50 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
 
 @contextlib.contextmanager
 def _timed_recorder():
-    """Add up the wall seconds spent recording: the recorder's calls and the store's commits
-    (a conservative bound: without recordings a commit still flushes the losses). Yields [seconds]."""
+    """Add up the wall seconds spent recording, inside ``run``. Yields [seconds].
+
+    Timed: ``loop._record`` (every due capture function of the recorder and its append),
+    the checkpoints (``capture_state`` and ``RunWriter.append_checkpoint``), the resume slots
+    (``loop._write_resume_if_due``) and the store's commits (a conservative bound: without
+    recordings a commit still flushes the losses). Nested calls (``capture_state`` inside a
+    resume write) count once.
+    """
     from arprobe.storage import RunWriter
-    from arprobe.trainer.recorders import Recorder
+    from arprobe.trainer import loop
 
     spent = [0.0]
+    depth = [0]
     originals = {
-        (cls, name): getattr(cls, name)
-        for cls, name in (
-            (Recorder, "record_initial"),
-            (Recorder, "after_episode"),
-            (Recorder, "after_commit"),
+        (owner, name): getattr(owner, name)
+        for owner, name in (
+            (loop, "_record"),
+            (loop, "_write_resume_if_due"),
+            (loop, "capture_state"),
+            (RunWriter, "append_checkpoint"),
             (RunWriter, "commit"),
         )
     }
 
     def timed(fn):
         def wrapper(*args, **kwargs):
+            depth[0] += 1
             started = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[0] += time.perf_counter() - started
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[0] += time.perf_counter() - started
 
         return wrapper
 
-    for (cls, name), fn in originals.items():
-        setattr(cls, name, timed(fn))
+    for (owner, name), fn in originals.items():
+        setattr(owner, name, timed(fn))
     try:
         yield spent
     finally:
-        for (cls, name), fn in originals.items():
-            setattr(cls, name, fn)
+        for (owner, name), fn in originals.items():
+            setattr(owner, name, fn)
 
 
 def store_parts(path: Path, episodes: int) -> dict:
@@ -150,14 +167,17 @@ def store_parts(path: Path, episodes: int) -> dict:
 def store_from_shapes(cfg, vocab_size: int) -> dict:
     """The store of a run with ``cfg``'s default recording, computed from the model's shapes alone.
 
-    The model is built on the meta device (no memory, instant even at 1B); the layout follows
-    the recorder's rules (``stored_dim`` for sketches) and ``estimate_store_bytes`` sizes it.
-    Handles the default recording (``unembed`` weights, ``blocks.mid.attn`` gradients,
-    ``ln_final`` activations) of a GPT-NeoX model.
+    The model is built on the meta device (no memory, instant even at 1B); the recording table
+    follows the recorder's rules (``stored_dim`` for sketches, ``weights/all`` a sketch of
+    ``all_weights_dim``, gradients at epoch ends, checkpoints) and ``estimate_store_bytes`` sizes
+    it. Handles the default recording (``unembed`` and ``all`` weights, ``blocks.mid.attn``
+    gradients, ``ln_final`` activations) of a GPT-NeoX model with a cyclic schedule.
     """
     from transformers import AutoModelForCausalLM
 
+    from arprobe.science.schedule import Schedule
     from arprobe.storage import StoreLayout
+    from arprobe.storage.recordings import Recording, every
     from arprobe.storage.sketch import stored_dim
     from arprobe.trainer.models import build_config
     from arprobe.trainer.plan import estimate_store_bytes
@@ -168,36 +188,71 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
         ["blocks.mid.attn"],
         ["ln_final.hook_normalized"],
     )
+    assert cfg.schedule.order == "cyclic" and cfg.optim.reset_per_doc
     config, _ = build_config(cfg.model, vocab_size, d.context_length)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     width, depth = config.hidden_size, config.num_hidden_layers
     T, C, M, E = d.n_docs, d.context_length, cfg.schedule.steps_per_doc, cfg.schedule.epochs
-    K = T * E
+    schedule = Schedule(np.tile(np.arange(T), E), np.repeat(np.arange(1, E + 1), T), T)
+    K = len(schedule)
+    epoch_ends = tuple(int(k) for k in schedule.epoch_ends)
     unembed = model.get_output_embeddings().weight.numel()
     attn = sum(p.numel() for p in model.gpt_neox.layers[depth // 2].attention.parameters())
     n_params = sum(p.numel() for p in model.parameters())
+
+    def recording(kind: str, name: str, row_shape: tuple, episodes: tuple, **extra) -> Recording:
+        return Recording(
+            kind=kind, name=name, what="", when="", row_shape=row_shape, episodes=episodes, **extra
+        )
+
+    table = []
+    if rec.weights_every:
+        table.append(
+            recording(
+                "weights", "unembed", (stored_dim(unembed, rec.sketch_dim),), every(rec.weights_every, K)
+            )
+        )
+    if rec.all_weights_dim:
+        table.append(recording("weights", "all", (min(rec.all_weights_dim, n_params),), every(1, K)))
+    grad_episodes = {"epoch": epoch_ends, "end": (K,), "never": ()}[rec.grads_at]
+    if grad_episodes:
+        table.append(
+            recording("grads", "blocks.mid.attn", (T, stored_dim(attn, rec.sketch_dim)), grad_episodes)
+        )
+    if rec.activations_every:
+        shape = (len(rec.activation_docs), C, width)
+        table.append(
+            recording("activations", "ln_final.hook_normalized", shape, every(rec.activations_every, K))
+        )
+    if rec.checkpoints != "none":
+        # optim.reset_per_doc (asserted above): no Adam state to keep, 4 bytes per parameter
+        n = int(rec.checkpoints) if rec.checkpoints != "epoch" else 0
+        episodes = tuple(sorted(set(range(n, K + 1, n)) | {K})) if n else epoch_ends
+        table.append(
+            recording("checkpoints", "model", (n_params,), episodes, bytes_per_snapshot=4 * n_params)
+        )
+    by_key = {r.key: r for r in table}
     layout = StoreLayout(
         n_docs=T,
-        token_width=C + d.max_shift,
         steps_per_doc=M,
         layer_names=[""] * (4 * depth + 3),  # embed, ln1/ln2/attn/mlp of every block, ln_final, unembed
-        weights={"unembed": stored_dim(unembed, rec.sketch_dim)} if rec.weights_every else {},
-        grads={"blocks.mid.attn": stored_dim(attn, rec.sketch_dim)} if rec.grads_at != "never" else {},
-        activations={"ln_final.hook_normalized": (len(rec.activation_docs), C, width)}
-        if rec.activations_every
-        else {},
+        recordings=table,
+        planned_doc=schedule.doc,
+        planned_epoch=schedule.epoch,
         param_shapes={n: tuple(p.shape) for n, p in model.named_parameters()},
         optim_shapes={},  # optim.reset_per_doc (the default): no Adam state to keep
         rng_bytes=len(torch.Generator().get_state()),
-        checkpoints=rec.checkpoints != "none",
         resume=rec.resume_every > 0,
     )
+    W = C + 2 * d.max_shift  # a document row: the C-token window and S tokens either side
+    docs = {
+        "tokens": np.zeros((T, W), np.int32),
+        "lengths": np.zeros(T, np.int32),
+        "window_start": np.zeros(T, np.int32),
+    }
     setup = SimpleNamespace(
-        cfg=cfg,
-        schedule_doc=np.zeros(K, np.int32),
-        schedule_epoch=np.repeat(np.arange(1, E + 1, dtype=np.int32), T),
-        texts=["x" * 4 * C] * T,
+        cfg=cfg, schedule=schedule, task=SimpleNamespace(store_arrays=lambda: docs), texts=["x" * 4 * C] * T
     )
     parts = estimate_store_bytes(layout, setup)
     recordings = sum(parts[k] for k in ("losses and stats", "docs", "weights", "activations", "grads"))
@@ -213,10 +268,13 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
         "E": E,
         "episodes": K,
         "sketch_dim": rec.sketch_dim,
+        "all_weights_dim": rec.all_weights_dim,
         "unembed_values": unembed,
-        "unembed_stored": layout.weights.get("unembed"),
+        "unembed_stored": by_key["weights/unembed"].row_shape[0] if "weights/unembed" in by_key else None,
         "attn_values": attn,
-        "attn_stored": layout.grads.get("blocks.mid.attn"),
+        "attn_stored": by_key["grads/blocks.mid.attn"].row_shape[1]
+        if "grads/blocks.mid.attn" in by_key
+        else None,
         "parts": parts,
         # what grows with every episode: losses, weights, activations, gradients (amortised over epochs)
         "recordings_per_episode": recordings // K,

@@ -11,9 +11,13 @@ included (the forward computes them).
 
 from __future__ import annotations
 
+import dataclasses
+import statistics
+
 import torch
 
-from arprobe.trainer import steps
+from arprobe.tasks import text
+from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
 from benchmarks.timing import median_seconds, sync
 
 
@@ -32,66 +36,67 @@ def model_flop_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p is not embedding)
 
 
+def recorder_of(setup):
+    """The recorder the loop builds for ``setup`` (its gradient norms, recordings and chunk size)."""
+    from arprobe.trainer.recorders import Recorder
+
+    return Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
+
+
+def fresh_optimizer(setup) -> torch.optim.Optimizer:
+    o = setup.cfg.optim
+    return make_optimizer(setup.model, o.name, o.lr, o.weight_decay)
+
+
+def training_rules(setup) -> TrainingRules:
+    return TrainingRules.from_config(setup.cfg, len(setup.schedule))
+
+
 def train_step_fn(setup, recorder, optimizer, doc: int):
-    """One training step exactly as ``arprobe.trainer.loop._train`` takes it, on document ``doc``."""
-    cfg = setup.cfg
-    C = cfg.data.context_length
-    generator = torch.Generator().manual_seed(cfg.seed)
-    length = int(setup.lengths[doc])
+    """One training step exactly as the loop takes it: ``train_episode`` with M = 1 on document
+    ``doc``. The optimizer state is kept between the timed steps (no reset), so every step after
+    the first is an Adam update on allocated moments, as steps 2..M of an episode are."""
+    rules = dataclasses.replace(training_rules(setup), steps_per_doc=1, reset_optimizer=False)
+    generator = torch.Generator().manual_seed(setup.cfg.seed)
 
     def step():
-        inputs, labels = steps.training_window(
-            setup.tokens[doc],
-            length,
-            C,
-            max_shift=cfg.data.max_shift,
-            mask_prob=cfg.data.mask_prob,
-            mask_id=setup.mask_id,
+        return train_episode(
+            setup.model,
+            optimizer,
+            setup.task,
+            doc,
+            episode=1,
+            rules=rules,
             generator=generator,
+            grad_norms=recorder.group_grad_norms,
         )
-        loss = steps.step_loss(setup.model, inputs, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        recorder.group_grad_norms()
-        optimizer.step()
-        return loss
 
     return step
 
 
-def fresh_optimizer(setup) -> torch.optim.Optimizer:
-    cfg = setup.cfg
-    params = [p for p in setup.model.parameters() if p.requires_grad]
-    return steps.make_optimizer(params, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
-
-
 def eval_fn(setup, n_docs: int, batch: int):
     """The eval-matrix row of ``n_docs`` documents; beyond the setup's T they repeat (same work)."""
-    C = setup.cfg.data.context_length
-    reps = -(-n_docs // setup.tokens.shape[0])
-    tokens, lengths = (
-        setup.tokens[:, :C].repeat(reps, 1)[:n_docs],
-        setup.lengths.clamp(max=C).repeat(reps)[:n_docs],
-    )
-    return lambda: steps.evaluate_docs(setup.model, tokens, lengths, batch)
+    task = setup.task
+    reps = -(-n_docs // task.n_docs)
+    tokens = task.eval_tokens.repeat(reps, 1)[:n_docs]  # [n_docs, C]
+    lengths = task.eval_lengths.repeat(reps)[:n_docs]  # [n_docs]
+    return lambda: text.evaluate_docs(setup.model, tokens, lengths, batch)
 
 
 def mfu_of(setup, peak_gflops: float, *, train_repeats: int, eval_repeats: int) -> dict:
     """Train-step and eval-matrix MFU of one prepared run setup."""
-    from arprobe.trainer.recorders import Recorder
-
     cfg, model = setup.cfg, setup.model
     C, T = cfg.data.context_length, cfg.data.n_docs
     N = model_flop_params(model)
-    recorder = Recorder(setup)
-    doc = int(torch.argmax(setup.lengths))  # a full-length document (FLOPs are the same either way)
+    recorder = recorder_of(setup)
+    doc = int(torch.argmax(setup.task.lengths))  # a full-length document (FLOPs are the same either way)
     train_s, _ = median_seconds(
         train_step_fn(setup, recorder, fresh_optimizer(setup), doc),
         setup.device,
         repeats=train_repeats,
         warmup=2,
     )
-    batch = steps.eval_batch_size(cfg.eval_batch_size, C)
+    batch = setup.task.eval_batch
     eval_s, _ = median_seconds(eval_fn(setup, T, batch), setup.device, repeats=eval_repeats)
     train_gflops = 6 * N * C / train_s / 1e9
     eval_gflops = 2 * N * C * T / eval_s / 1e9
@@ -123,8 +128,6 @@ def eval_batch_sweep(setup, peak_gflops: float, batches: list[int], *, repeats: 
         for b in batches:
             _, t = median_seconds(eval_fn(setup, T, b), setup.device, repeats=1, warmup=0)
             times[b] += t
-    import statistics
-
     out = []
     for b in batches:
         s = statistics.median(times[b])
@@ -134,24 +137,27 @@ def eval_batch_sweep(setup, peak_gflops: float, batches: list[int], *, repeats: 
     return out
 
 
+def recorded_grad_params(recorder) -> tuple[str, dict[str, torch.Tensor]]:
+    """(name, {HF parameter name: parameter}) of the first per-document gradient recording."""
+    recording = next(r for r in recorder.table if r.kind == "grads")
+    return recording.name, recorder._component_params(recording.name)
+
+
 def per_document_grads_methods(setup, n_docs: int, *, repeats: int) -> dict:
     """Seconds for the per-document gradients of the recorded layer: vmap vs one backward per document."""
-    import statistics
     import warnings
 
-    from arprobe.trainer.recorders import Recorder
-
     C = setup.cfg.data.context_length
-    recorder = Recorder(setup)
-    name, params = next(iter(recorder.grads.items()))
-    tokens, lengths = setup.tokens[:n_docs, :C], setup.lengths[:n_docs].clamp(max=C)
+    recorder = recorder_of(setup)
+    name, params = recorded_grad_params(recorder)
+    tokens, lengths = setup.task.eval_tokens[:n_docs], setup.task.eval_lengths[:n_docs]
 
     def run(method):
         def go():
-            for chunk in steps.per_document_grads(
+            for _grads in text.per_document_grads(
                 setup.model, params, tokens, lengths, chunk=recorder._grad_chunk, method=method
             ):
-                sync(setup.device)
+                sync(setup.device)  # one chunk's gradients finished, as the recorder takes them
 
         return go
 
@@ -179,29 +185,39 @@ def per_document_grads_methods(setup, n_docs: int, *, repeats: int) -> dict:
 def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dict]:
     """Per-episode seconds of the M training steps and of the eval-matrix row, as T grows.
 
-    Each "episode" is M steps on one document followed by the eval of T documents, as in the
-    loop (per-document gradients, at epoch ends, are left out). The embedded pydoc source has 79
-    documents, so for larger T they repeat: the work is the same.
+    Each "episode" is the loop's episode step (``train_episode``: M steps on one document, the
+    optimizer reset as configured) followed by the eval of T documents (per-document gradients,
+    at epoch ends, are left out). The embedded pydoc source has 79 documents, so for larger T
+    they repeat: the work is the same.
     """
-    import statistics
-
-    from arprobe.trainer.recorders import Recorder
-
     cfg = setup.cfg
     M = cfg.schedule.steps_per_doc
-    recorder = Recorder(setup)
+    recorder = recorder_of(setup)
     optimizer = fresh_optimizer(setup)
-    batch = steps.eval_batch_size(cfg.eval_batch_size, cfg.data.context_length)
+    rules = training_rules(setup)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch = setup.task.eval_batch
+
+    def episode_fn(k: int, doc: int):
+        return lambda: train_episode(
+            setup.model,
+            optimizer,
+            setup.task,
+            doc,
+            episode=k,
+            rules=rules,
+            generator=generator,
+            grad_norms=recorder.group_grad_norms,
+        )
+
     out = []
     for T in doc_counts:
         train, evaluate = [], []
-        step_on = [train_step_fn(setup, recorder, optimizer, doc) for doc in range(min(T, episodes + 1))]
-        step_on[0]()  # warm-up
+        docs = range(min(T, episodes + 1, setup.task.n_docs))
+        train_step_fn(setup, recorder, optimizer, docs[0])()  # warm-up: one step
         for k in range(episodes):
-            step = step_on[k % len(step_on)]
-            steps.reset_optimizer(optimizer)
             train.append(
-                median_seconds(lambda: [step() for _ in range(M)], setup.device, repeats=1, warmup=0)[0]
+                median_seconds(episode_fn(k + 1, docs[k % len(docs)]), setup.device, repeats=1, warmup=0)[0]
             )
             evaluate.append(median_seconds(eval_fn(setup, T, batch), setup.device, repeats=1, warmup=0)[0])
         tr, ev = statistics.median(train), statistics.median(evaluate)

@@ -1,5 +1,6 @@
 """The fast paths compute what the plain ones did, and the benchmark's code path runs (not timed)."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arprobe.trainer import steps
+from arprobe.tasks import text
 from tests.conftest import tiny_config
 
 
@@ -16,6 +17,13 @@ def setup(tmp_path_factory):
     from arprobe.trainer.loop import prepare
 
     return prepare(tiny_config(tmp_path_factory.mktemp("perf"), device="cpu"))
+
+
+def _recorder(setup, cfg=None):
+    from arprobe.trainer.recorders import Recorder
+
+    cfg = cfg or setup.cfg
+    return Recorder(setup.model, setup.names, setup.task, cfg, setup.schedule, setup.device)
 
 
 def _reference_doc_losses(logits, tokens, lengths):
@@ -31,7 +39,7 @@ def test_losses_from_logits_match_the_reference():
     logits = torch.randn(4, 9, 13, generator=g)
     tokens = torch.randint(0, 13, (4, 9), generator=g)
     lengths = torch.tensor([9, 5, 2, 1])  # full, padded, one target, no target (loss 0)
-    got = steps.losses_from_logits(logits, tokens, lengths)
+    got = text.losses_from_logits(logits, tokens, lengths)
     torch.testing.assert_close(got, _reference_doc_losses(logits, tokens, lengths))
     assert got[3] == 0
     # one document by hand: mean over its 4 real targets of -log softmax(logits[j])[token j+1]
@@ -39,25 +47,26 @@ def test_losses_from_logits_match_the_reference():
     torch.testing.assert_close(got[1], by_hand)
 
 
-def test_step_loss_ignores_masked_labels(setup):
-    inputs = setup.tokens[:1, :32]
+def test_batch_loss_ignores_masked_labels(setup):
+    inputs = setup.task.eval_tokens[:1, :32]
     labels = inputs.clone()
-    labels[:, 20:] = steps.IGNORE
+    labels[:, 20:] = text.IGNORE
     logits = setup.model(input_ids=inputs).logits
     expected = F.cross_entropy(logits[0, :19], labels[0, 1:20])  # positions 0..18 predict labels 1..19
-    torch.testing.assert_close(steps.step_loss(setup.model, inputs, labels), expected)
+    batch = {"input_ids": inputs, "labels": labels}
+    torch.testing.assert_close(setup.task.batch_loss(setup.model, batch), expected)
 
 
 def test_vmap_and_loop_per_document_grads_agree(setup):
-    from arprobe.trainer.recorders import Recorder
+    from benchmarks.throughput import recorded_grad_params
 
-    recorder = Recorder(setup)
-    ((name, params),) = recorder.grads.items()
-    tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
+    name, params = recorded_grad_params(_recorder(setup))
+    assert name == "blocks.1.attn"  # blocks.mid.attn of the 2-block model
+    tokens, lengths = setup.task.eval_tokens, setup.task.eval_lengths
     by = {
         m: [
             torch.cat([g.reshape(g.shape[0], -1) for g in chunk], 1)
-            for chunk in steps.per_document_grads(setup.model, params, tokens, lengths, chunk=2, method=m)
+            for chunk in text.per_document_grads(setup.model, params, tokens, lengths, chunk=2, method=m)
         ]
         for m in ("vmap", "loop")
     }
@@ -65,17 +74,16 @@ def test_vmap_and_loop_per_document_grads_agree(setup):
     assert vmap.shape == (5, sum(p.numel() for p in params.values()))
     torch.testing.assert_close(vmap, loop, rtol=1e-4, atol=1e-6)
     # and the loop is the gradient of doc_losses, document by document
-    loss = steps.doc_losses(setup.model, tokens[3:4], lengths[3:4])[0]
+    loss = text.doc_losses(setup.model, tokens[3:4], lengths[3:4])[0]
     first = torch.autograd.grad(loss, list(params.values()))
     torch.testing.assert_close(loop[3], torch.cat([g.reshape(-1) for g in first]))
 
 
 def test_group_grad_norms_are_the_norms_of_each_group(setup):
-    from arprobe.trainer.recorders import Recorder
-
-    recorder = Recorder(setup)
+    recorder = _recorder(setup)
     setup.model.zero_grad(set_to_none=True)
-    steps.step_loss(setup.model, setup.tokens[:1, :32], setup.tokens[:1, :32]).backward()
+    window = setup.task.eval_tokens[:1, :32]
+    setup.task.batch_loss(setup.model, {"input_ids": window, "labels": window}).backward()
     params = dict(setup.model.named_parameters())
     groups = setup.names.parameter_groups(setup.model)
     expected = torch.stack(
@@ -97,9 +105,11 @@ def test_pythia_1b_store_from_shapes():
     assert b["n_params"] == 1_011_781_632  # Pythia-1B's published size
     assert b["unembed_values"] == 50304 * 2048 and b["unembed_stored"] == 1 << 19
     assert b["attn_values"] == 4 * 2048 * 2048 + 4 * 2048 and b["attn_stored"] == 1 << 19
-    # per episode: unembed sketch + ln_final activations of one document + the attn sketches of
-    # T documents once per T episodes, 4 bytes each, plus a few KB of losses and stats
-    per_episode = 4 * ((1 << 19) * (126 / 125) + 256 * 2048 * (126 / 125) + (1 << 19))
+    # per episode: unembed sketch + the all-weights sketch + ln_final activations of one document
+    # (each also before training: 126 snapshots over 125 episodes) + the attn sketches of T
+    # documents once per T episodes, 4 bytes each, plus a few KB of losses and stats
+    assert b["all_weights_dim"] == 65536
+    per_episode = 4 * (((1 << 19) + 65536 + 256 * 2048) * (126 / 125) + (1 << 19))
     assert per_episode <= b["recordings_per_episode"] <= per_episode + 10_000
     assert b["recordings_per_episode"] <= 10_000_000  # issue 5's target
     assert b["naive_per_episode"] == 4 * 1_011_781_632
@@ -145,20 +155,20 @@ def test_benchmark_quick_produces_every_number(tmp_path):
 
 
 def test_activations_from_the_eval_pass_equal_a_separate_forward(setup):
-    from arprobe.trainer.recorders import Recorder
-
-    recorder = Recorder(setup)
+    recorder = _recorder(setup)
     recorder.activation_docs = [3, 0]  # out of order, in different eval batches of 2
-    tokens, lengths = setup.tokens[:, :32], setup.lengths.clamp(max=32)
+    tokens, lengths = setup.task.eval_tokens, setup.task.eval_lengths
     with recorder.activations_from_eval(1) as after_batch:
-        steps.evaluate_docs(setup.model, tokens, lengths, 2, after_batch)
+        text.evaluate_docs(setup.model, tokens, lengths, 2, after_batch)
     ((hook, from_eval),) = recorder._eval_activations[1].items()
     assert hook == "ln_final.hook_normalized" and from_eval.shape == (2, 32, 64)
     torch.testing.assert_close(from_eval, recorder._capture_activations()[hook], rtol=1e-4, atol=1e-5)
     with recorder.activations_from_eval(2) as after_batch:  # activations_every=1: due every episode
         assert after_batch is not None  # but no eval ran: nothing kept, the snapshot will run its own forward
     assert 2 not in recorder._eval_activations
-    recorder.record.activations_every = 0
-    with recorder.activations_from_eval(3) as after_batch:
+    cfg = setup.cfg
+    off = _recorder(
+        setup, dataclasses.replace(cfg, record=dataclasses.replace(cfg.record, activations_every=0))
+    )
+    with off.activations_from_eval(3) as after_batch:
         assert after_batch is None
-    recorder.record.activations_every = 1
