@@ -63,8 +63,24 @@ def test_run_then_info(tmp_path):
     )
 
 
-def test_help_is_instant_and_lists_keys():
-    result = arprobe("run", "--help-config")
-    assert result.returncode == 0
-    assert "--optim.lr" in result.stdout and "--schedule.order" in result.stdout
-    assert arprobe().returncode == 0  # no subcommand: help, exit 0
+HEAVY = ("torch", "transformers", "h5py", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["--help"], ["run", "--help"], ["run", "--help-config"], ["analyze", "--help"]]
+)
+def test_help_imports_no_heavy_library(args):
+    # `python -m arprobe ...` in a fresh interpreter, then which heavy modules it loaded: help must
+    # not pay for torch (seconds) or transformers; they are imported inside the commands that use them.
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['arprobe', *{args!r}]\n"
+        "try:\n    runpy.run_module('arprobe', run_name='__main__')\n"
+        "except SystemExit as exit:\n    code = exit.code or 0\n"
+        f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], code, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stderr.strip().splitlines()[-1] == "LOADED [] 0"
+    assert "usage: arprobe" in result.stdout or "--optim.lr" in result.stdout
+    if args == ["run", "--help-config"]:
+        assert "--optim.lr" in result.stdout and "--schedule.order" in result.stdout

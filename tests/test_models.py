@@ -56,25 +56,36 @@ def meta_param_count(config) -> int:
 # --- presets and overrides ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "name, d, layers, heads",
-    [
-        ("pythia-14m", 128, 6, 4),
-        ("pythia-31m", 256, 6, 8),
-        ("pythia-70m", 512, 6, 8),
-        ("pythia-160m", 768, 12, 12),
-        ("pythia-410m", 1024, 24, 16),
-        ("pythia-1b", 2048, 16, 8),
-        ("pythia-1.4b", 2048, 24, 16),
-        ("pythia-2.8b", 2560, 32, 32),
-    ],
-)
-def test_presets_have_the_pythia_suite_shapes(name, d, layers, heads):
-    p = PYTHIA_PRESETS[name]
-    assert (p["hidden_size"], p["num_hidden_layers"], p["num_attention_heads"]) == (d, layers, heads)
-    assert p["intermediate_size"] == 4 * d
-    assert p["rotary_pct"] == 0.25 and p["max_position_embeddings"] == 2048
-    assert p["use_parallel_residual"] is True and p["tie_word_embeddings"] is False
+# Non-embedding parameters of the Pythia suite as published (Biderman et al. 2023, Table 1; 14m and
+# 31m: total minus 2 × 50304 × d_model of the later model cards).
+PYTHIA_NON_EMBEDDING = [
+    ("pythia-14m", 128, 1_189_888),
+    ("pythia-31m", 256, 4_739_072),
+    ("pythia-70m", 512, 18_915_328),
+    ("pythia-160m", 768, 85_056_000),
+    ("pythia-410m", 1024, 302_311_424),
+    ("pythia-1b", 2048, 805_736_448),
+    ("pythia-1.4b", 2048, 1_208_602_624),
+    ("pythia-2.8b", 2560, 2_517_652_480),
+]
+
+
+def test_every_pythia_preset_is_checked_against_the_published_count():
+    assert {n for n in PYTHIA_PRESETS if n.startswith("pythia-")} == {n for n, _, _ in PYTHIA_NON_EMBEDDING}
+
+
+@pytest.mark.parametrize("name, d, non_embedding", PYTHIA_NON_EMBEDDING)
+def test_presets_build_pythias_non_embedding_part_with_any_vocabulary(name, d, non_embedding):
+    # With the embedded 4096-token BPE only the (untied) embeddings shrink: the model built from the
+    # preset has exactly Pythia's parameters outside them.
+    config, _ = build_config(ModelConfig(name=name, d_model=0, n_layers=0, n_heads=0), 4096, 2048)
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    embedding = model.get_input_embeddings().weight.numel() + model.get_output_embeddings().weight.numel()
+    assert embedding == 2 * 4096 * d
+    assert sum(p.numel() for p in model.parameters()) - embedding == non_embedding
 
 
 @pytest.mark.parametrize("name, published", [("pythia-160m", 162_322_944), ("pythia-1b", 1_011_781_632)])
