@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.values import parse_bool
 
 
 @dataclass
@@ -269,14 +270,7 @@ def _coerce(value, tp, key: str):
                 value = [v for v in value.split(",") if v.strip()] if value.strip() else []
             return [_coerce(v, item_tp, key) for v in value]
         if tp is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return value if isinstance(value, bool) else parse_bool(value)
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError

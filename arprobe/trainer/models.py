@@ -28,6 +28,7 @@ import torch
 
 from arprobe.errors import UserError
 from arprobe.trainer.config import ModelConfig
+from arprobe.trainer.data import looks_like_path
 
 # The Pythia suite's architectures (Biderman et al. 2023, Table 1 and the released
 # config.json files). Keys are Hugging Face GPTNeoXConfig fields; "rotary_pct" and
@@ -171,7 +172,7 @@ def n_blocks(model) -> int:
     for key in ("num_hidden_layers", "n_layer", "num_layers"):
         if getattr(config, key, None) is not None:
             return int(getattr(config, key))
-    raise AssertionError(f"cannot tell the number of blocks of {type(model).__name__}")
+    return 0  # an architecture without a block count: nothing to freeze, no middle block
 
 
 def freeze_first_blocks(model, n: int) -> None:
@@ -248,7 +249,7 @@ def _load_hf_config(cfg: ModelConfig):
     from transformers import AutoConfig
 
     path = Path(cfg.name).expanduser()
-    if _looks_like_path(cfg.name) and not path.exists():
+    if looks_like_path(cfg.name) and not path.exists():
         raise UserError(f"Model path '{cfg.name}' does not exist.")
     if path.is_dir() and not (path / "config.json").is_file():
         raise UserError(
@@ -266,11 +267,6 @@ def _source(cfg: ModelConfig) -> str:
     """What to hand transformers: the expanded local path if there is one, else the hub id."""
     path = Path(cfg.name).expanduser()
     return str(path) if path.exists() else cfg.name
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "name" or "org/name"; anything else (absolute, ./, ~, a/b/c) is a path.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or Path(name).exists()
 
 
 @contextlib.contextmanager

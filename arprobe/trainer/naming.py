@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from arprobe.errors import UserError
+from arprobe.trainer.models import n_blocks
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,6 @@ class ModelNames:
         )
 
 
-def _n_blocks(config) -> int:
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if hasattr(config, key):
-            return int(getattr(config, key))
-    return 0
-
-
 def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNames:
     """Boot a TransformerBridge on a weightless copy of ``model`` and read off its names.
 
@@ -146,13 +140,13 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
         else:
             walk(name, child)
     return ModelNames(
-        components=components, hook_names=set(bridge.hook_dict), n_blocks=_n_blocks(model.config)
+        components=components, hook_names=set(bridge.hook_dict), n_blocks=n_blocks(model)
     )
 
 
 def _fallback_names(model: torch.nn.Module) -> ModelNames:
     components = {path: path for path, _ in model.named_modules() if path}
-    return ModelNames(components=components, n_blocks=_n_blocks(model.config))
+    return ModelNames(components=components, n_blocks=n_blocks(model))
 
 
 @contextlib.contextmanager
