@@ -95,8 +95,11 @@ def make_store(
         layout=layout,
         config_json=json.dumps(cfg_dict),
         seed=seed,
-        tokens=np.zeros((T, context_length), np.int32),
-        lengths=np.full(T, context_length, np.int32),
+        docs={
+            "tokens": np.zeros((T, context_length), np.int32),
+            "lengths": np.full(T, context_length, np.int32),
+            "window_start": np.zeros(T, np.int32),
+        },
         texts=[f"document {t}" for t in range(T)],
         model_info={"kind": "hand-made"},
         initial_eval=loss_eval[0],

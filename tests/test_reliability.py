@@ -93,7 +93,7 @@ def test_sigkill_leaves_a_consistent_store_that_resumes_bit_for_bit(
         k = store.completed_episodes
         assert k >= seen
         loss = store.eval_matrix()
-        doc, _ = store.schedule()
+        doc = store.schedule().doc
         assert (
             loss.shape == (k + 1, T)
             and len(doc) == k

@@ -91,7 +91,7 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
             f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
             + (" (sketch)" if r.sketch else "")
         )
-    lines.append("store estimate (an upper bound):")
+    lines.append("store estimate:")
     for part, size in estimate.items():
         if part not in ("total", "per_episode") and size:
             lines.append(f"  {part:<17} {human_bytes(size)}")
