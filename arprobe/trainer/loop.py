@@ -73,7 +73,14 @@ def set_threads(threads: int) -> int:
 
 
 def prepare(cfg: RunConfig) -> Setup:
-    """Data, tokenizer, model and names: everything before the first episode."""
+    """Data, model, names and the task: everything before the first episode. Each task builds its
+    own (``prepare_text`` here for text; other tasks in their ``arprobe.tasks`` module)."""
+    threads = set_threads(cfg.threads)
+    return prepare_text(cfg, threads)
+
+
+def prepare_text(cfg: RunConfig, threads: int) -> Setup:
+    """The text task: documents, tokenizer (trained BPE or the model's own), model and names."""
     from arprobe.tasks.text import TextLM
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
@@ -84,7 +91,6 @@ def prepare(cfg: RunConfig) -> Setup:
         train_bpe_tokenizer,
     )
 
-    threads = set_threads(cfg.threads)
     d, m = cfg.data, cfg.model
     if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
         # Checked before the tokenizer, which would otherwise be the first to trip on the path.
