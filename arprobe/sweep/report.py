@@ -41,7 +41,15 @@ class Group:
 
 
 def label_of(options: dict, factors: list[str]) -> str:
-    parts = [f"{short(k, factors)}={options[k]}" for k in factors if k in options]
+    from arprobe.sweep.spec import show
+
+    parts = [
+        f"{short(k, factors)}=({show(options[k])})"
+        if isinstance(options[k], dict)
+        else f"{short(k, factors)}={options[k]}"
+        for k in factors
+        if k in options
+    ]
     return " ".join(parts) or "all runs"
 
 
@@ -143,7 +151,9 @@ def table1(entries: list[dict], factors: list[str]) -> dict | None:
     orders = list(dict.fromkeys(e["options"][ORDER] for e in entries))
     reference = REFERENCE_ORDER if REFERENCE_ORDER in orders else orders[0]
     rows = []
-    for combo in dict.fromkeys(json.dumps([e["options"][k] for k in others], default=str) for e in entries):
+    for combo in dict.fromkeys(
+        json.dumps([e["options"][k] for k in others], sort_keys=True, default=str) for e in entries
+    ):
         values = json.loads(combo)
         match = [e for e in entries if [e["options"][k] for k in others] == values]
         by_order = {e["options"][ORDER]: e for e in match}
@@ -230,7 +240,9 @@ def _other_combos(entries: list[dict], factors: list[str], factor: str) -> list[
     others = [k for k in factors if k != factor]
     combos: dict[str, list[dict]] = {}
     for e in entries:
-        combos.setdefault(json.dumps([e["options"][k] for k in others], default=str), []).append(e)
+        combos.setdefault(
+            json.dumps([e["options"][k] for k in others], sort_keys=True, default=str), []
+        ).append(e)
     return [(dict(zip(others, json.loads(key))), members) for key, members in combos.items()]
 
 
@@ -241,10 +253,10 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
     x = np.arange(len(values))
     others = [k for k in factors if k != factor]
     for i, (options, members) in enumerate(_other_combos(entries, factors, factor)):
-        by_value = {json.dumps(e["options"][factor], default=str): e for e in members}
+        by_value = {json.dumps(e["options"][factor], sort_keys=True, default=str): e for e in members}
         mean, std = [], []
         for v in values:
-            e = by_value.get(json.dumps(v, default=str))
+            e = by_value.get(json.dumps(v, sort_keys=True, default=str))
             s = e.get("final_recovery_score") if e else None
             mean.append(s["mean"] if s and s["n"] else np.nan)
             std.append(s["std"] if s and s["n"] > 1 else 0.0)
@@ -259,7 +271,9 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
             label=label_of(options, others) if others else None,
         )
     epoch = next((e["final_recovery_score"]["epoch"] for e in entries if "final_recovery_score" in e), 0)
-    ax.set_xticks(x, [str(v) for v in values])
+    from arprobe.sweep.spec import show
+
+    ax.set_xticks(x, [show(v) for v in values])
     ax.set_xlabel(factor)
     ax.set_ylabel(f"recovery score RS({epoch})")
     ax.axhline(0.0, color="0.7", lw=0.8)
@@ -283,7 +297,7 @@ def draw_curves(entries: list[dict], factors: list[str], factor: str | None, out
                 continue
             x, mean = np.asarray(curve["epochs"], dtype=float), np.asarray(curve["mean"], dtype=float)
             std = np.nan_to_num(np.asarray(curve["std"], dtype=float))
-            name = f"{short(factor, factors)}={e['options'][factor]}" if factor else e["label"]
+            name = label_of({factor: e["options"][factor]}, [factor]) if factor else e["label"]
             ax.plot(x, mean, color=f"C{i % 10}", lw=1.2, label=f"{name} (n={e['n']})")
             if e["n"] > 1:
                 ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
@@ -591,11 +605,16 @@ def groups_from_runs(paths: list[Path]) -> tuple[list[str], dict, list[Group]]:
     flats = [training_config(c) for c in configs]
     firsts = [flats[g[0]] for g in indices]
     keys = sorted(set().union(*firsts)) if firsts else []
-    factors = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in firsts}) > 1]
+    factors = [
+        k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in firsts}) > 1
+    ]
     if ORDER in factors:  # the order first, as the paper's tables are read
         factors.remove(ORDER)
         factors.insert(0, ORDER)
-    grid = {k: list({json.dumps(f.get(k), default=str): f.get(k) for f in firsts}.values()) for k in factors}
+    grid = {
+        k: list({json.dumps(f.get(k), sort_keys=True, default=str): f.get(k) for f in firsts}.values())
+        for k in factors
+    }
     groups = []
     for g in indices:
         options = {k: flats[g[0]].get(k) for k in factors}
