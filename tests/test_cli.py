@@ -75,6 +75,7 @@ def test_help_imports_no_heavy_library(args):
     probe = (
         "import runpy, sys\n"
         f"sys.argv = ['arprobe', *{args!r}]\n"
+        "code = 0\n"
         "try:\n    runpy.run_module('arprobe', run_name='__main__')\n"
         "except SystemExit as exit:\n    code = exit.code or 0\n"
         f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules], code, file=sys.stderr)\n"

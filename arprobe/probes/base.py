@@ -135,8 +135,9 @@ def pick_recording(store, kind: str, name: str, prefer: tuple[str, ...] = ()) ->
     return next((p for p in prefer if p in have), have[0])
 
 
-def describe_weights(store, name: str) -> str:
-    """One line saying which weights a result is about: all of them (sketched or not) or one group."""
+def describe_weights(store, name: str, paper_uses_all: bool = True) -> str:
+    """One line saying which weights a result is about: all of them (sketched or not) or one group,
+    and, where the paper measures all weights, that a group is not what it measured."""
     sketch = store.sketch_info("weights", name)
     how = (
         f"a count-sketch of {sketch['full_dim']:,} values into {sketch['dim']:,}"
@@ -145,6 +146,8 @@ def describe_weights(store, name: str) -> str:
     )
     if name == "all":
         return f"all weights (weights/all, {how})"
+    if not paper_uses_all:
+        return f"the '{name}' parameter group ({how})"
     return f"the '{name}' parameter group only ({how}); record weights/all to measure every weight"
 
 

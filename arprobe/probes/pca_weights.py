@@ -89,7 +89,7 @@ class PcaWeights(Probe):
         self._plot_plane(helix, scores, ratio, episodes, schedule, detrend, out)
         return {
             "weights": weights,
-            "weights_are": describe_weights(store, weights),
+            "weights_are": describe_weights(store, weights, paper_uses_all=False),  # Fig. 9: unembed
             "snapshots": int(len(episodes)),
             "snapshot_every": every,
             "explained_variance": ratio[:3],

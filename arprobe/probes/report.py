@@ -196,7 +196,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; 
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 .status { font-size: 0.8em; padding: 0.1em 0.5em; border-radius: 0.3em; margin-left: 0.5em; }
 .ok { background: #e3f4e3; } .skipped { background: #f4f0dc; } .failed { background: #f7dede; }
-table { border-collapse: collapse; margin: 0.5em 0; } td { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; }
 td.key { color: #555; } img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
 .reason { font-family: monospace; white-space: pre-wrap; } nav a { margin-right: 1em; }
 """
@@ -250,7 +251,8 @@ def write_index(report_dir: Path, title: str) -> Path:
             )
         else:
             parts.append(
-                f"<p><small>{r.get('seconds', 0):.1f} s · <a href='{esc(name)}/result.json'>result.json</a></small></p>"
+                f"<p><small>{r.get('seconds', 0):.1f} s · "
+                f"<a href='{esc(name)}/result.json'>result.json</a></small></p>"
             )
         for fig in r.get("figures", []):
             parts.append(f"<div><img src='{esc(name)}/{esc(fig)}' alt='{esc(name)}: {esc(fig)}'></div>")
