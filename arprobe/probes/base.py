@@ -243,8 +243,12 @@ def episode_extent(episodes) -> tuple[float, float]:
 def epoch_extent(episodes, schedule) -> tuple[float, float]:
     """Edges, in epochs (``schedule.episodes_in_epochs``), of an image whose rows are evenly spaced
     ``episodes``. Exact only when the epochs have equal lengths; otherwise draw the image in
-    episodes (``episode_extent``) and mark the stored boundaries with ``mark_epochs``."""
+    episodes (``episode_extent``) and mark the stored boundaries with ``mark_epochs``.
+    ``schedule`` may still be a number of documents T (plugins written before the Schedule
+    object): epochs are then taken to be T episodes long, right only for T-episode epochs."""
     lo, hi = episode_extent(episodes)
+    if isinstance(schedule, (int, np.integer)):
+        return lo / schedule, hi / schedule
     edges = schedule.episodes_in_epochs(np.clip([lo, hi], 0, len(schedule)))
     return float(edges[0]), float(edges[1])
 
@@ -254,7 +258,7 @@ def mark_epochs(ax, schedule, first: float, last: float, axes: str = "x", lines:
     any length sit where they were trained), on an axis drawn in episodes from ``first`` to
     ``last``: a faint line at each, and ticks labelled by the epoch that ends there."""
     ends = np.asarray(schedule.epoch_ends, dtype=np.float64)
-    inside = ends[(ends > first) & (ends < last)]
+    inside = ends[:-1][(ends[:-1] > first) & (ends[:-1] < last)]  # between epochs, not the run's end
     for axis in axes:
         ticks = np.concatenate([[0.0], ends]) if first <= 0 else ends
         ticks = ticks[(ticks >= first) & (ticks <= last)]
