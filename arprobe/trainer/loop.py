@@ -380,12 +380,7 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
             with recorder.activations_from_eval(k) as after_batch:
                 eval_row = task.eval_losses(model, after_batch).cpu().numpy()
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
-                last = state.last_checkpoint if state.last_checkpoint is not None else "none"
-                return "diverged", (
-                    f"the loss became NaN or infinite in episode {k} (epoch {epoch}); the last good checkpoint "
-                    f"is episode {last} and the store holds episodes up to {k - 1}; "
-                    f"try a lower optim.lr (now {cfg.optim.lr:g})"
-                )
+                return "diverged", _divergence(cfg, k, epoch, state.last_checkpoint)
             # record, then commit: readers and crashes only ever see whole episodes
             writer.append_episode(
                 doc=doc,
@@ -410,6 +405,15 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
     finally:
         bar.close()
     return "complete", ""
+
+
+def _divergence(cfg: RunConfig, k: int, epoch: int, last_checkpoint: int | None) -> str:
+    last = last_checkpoint if last_checkpoint is not None else "none"
+    return (
+        f"the loss became NaN or infinite in episode {k} (epoch {epoch}); the last good checkpoint "
+        f"is episode {last} and the store holds episodes up to {k - 1}; "
+        f"try a lower optim.lr (now {cfg.optim.lr:g})"
+    )
 
 
 def format_summary(result: RunResult) -> str:

@@ -58,65 +58,53 @@ class Recorder:
         self.activation_docs = list(rec.activation_docs)
         self.hooks = [names.expand(h) for h in (rec.activations if rec.activations_every else [])]
 
-        weight_episodes = every(rec.weights_every, K)
-        for component in rec.weights if rec.weights_every else []:
-            name = names.expand(component)
-            self._add_params(
-                "weights",
-                name,
-                self._component_params(component),
-                weight_episodes,
-                describe_every(rec.weights_every),
-                rec.sketch_dim,
-                f"the parameters of {name}, flattened",
-            )
-        if rec.all_weights_dim:
-            everything = {n: p for n, p in model.named_parameters()}
-            self._add_params(
-                "weights",
-                "all",
-                everything,
-                every(1, K),
-                describe_every(1),
-                rec.all_weights_dim,
-                "every parameter of the model as one vector",
-                force_sketch=True,
-            )
-        grad_episodes = {"epoch": tuple(int(k) for k in schedule.epoch_ends), "end": (K,), "never": ()}[
-            rec.grads_at
-        ]
-        grad_when = {"epoch": "end of each epoch", "end": "end of the run", "never": "never"}[rec.grads_at]
-        for component in rec.grads if grad_episodes else []:
-            name = names.expand(component)
-            self._add_params(
-                "grads",
-                name,
-                self._component_params(component),
-                grad_episodes,
-                grad_when,
-                rec.sketch_dim,
-                f"the gradient of each document's loss w.r.t. {name}",
-            )
-        if self.hooks:
-            shapes = {h: tuple(v.shape) for h, v in self._capture_activations().items()}
-            for hook in self.hooks:
-                self.table.append(
-                    Recording(
-                        kind="activations",
-                        name=hook,
-                        what=f"activations at {hook} of documents {self.activation_docs}",
-                        when=describe_every(rec.activations_every),
-                        row_shape=shapes[hook],
-                        episodes=every(rec.activations_every, K),
-                        attrs={"docs": self.activation_docs},
-                    )
-                )
-                self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[
-                    hook
-                ]
+        self._declare_weights(K)
+        self._declare_grads(schedule)
+        self._declare_activations(K)
         self._add_checkpoints(schedule)
 
     # --- the table ---------------------------------------------------------------------------
+
+    def _declare_weights(self, K: int) -> None:
+        rec, names = self.record, self.names
+        for component in rec.weights if rec.weights_every else []:
+            name = names.expand(component)
+            params, when = self._component_params(component), describe_every(rec.weights_every)
+            self._add_params("weights", name, params, every(rec.weights_every, K), when, rec.sketch_dim,
+                             f"the parameters of {name}, flattened")  # fmt: skip
+        if rec.all_weights_dim:
+            everything, when = dict(self.model.named_parameters()), describe_every(1)
+            self._add_params("weights", "all", everything, every(1, K), when, rec.all_weights_dim,
+                             "every parameter of the model as one vector", force_sketch=True)  # fmt: skip
+
+    def _declare_grads(self, schedule: Schedule) -> None:
+        rec, K = self.record, len(schedule)
+        episodes = {"epoch": tuple(int(k) for k in schedule.epoch_ends), "end": (K,), "never": ()}[
+            rec.grads_at
+        ]
+        when = {"epoch": "end of each epoch", "end": "end of the run", "never": "never"}[rec.grads_at]
+        for component in rec.grads if episodes else []:
+            name = self.names.expand(component)
+            self._add_params("grads", name, self._component_params(component), episodes, when, rec.sketch_dim,
+                             f"the gradient of each document's loss w.r.t. {name}")  # fmt: skip
+
+    def _declare_activations(self, K: int) -> None:
+        if not self.hooks:
+            return
+        shapes = {h: tuple(v.shape) for h, v in self._capture_activations().items()}
+        for hook in self.hooks:
+            self.table.append(
+                Recording(
+                    kind="activations",
+                    name=hook,
+                    what=f"activations at {hook} of documents {self.activation_docs}",
+                    when=describe_every(self.record.activations_every),
+                    row_shape=shapes[hook],
+                    episodes=every(self.record.activations_every, K),
+                    attrs={"docs": self.activation_docs},
+                )
+            )
+            self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[hook]
 
     def _component_params(self, component: str) -> dict[str, torch.nn.Parameter]:
         path = self.names.module_path(component)
