@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
+from arprobe.science.comparison import ring_order
 from arprobe.science.schedule import Schedule
 from arprobe.science.toy import DEFAULT_EPOCHS, DEFAULT_LR, KINDS, circularity, pca_2d, simulate_toy_model
 
@@ -106,16 +107,18 @@ class ToyModel(Probe):
                 kind, n_tasks=T, lr=lrs[kind], seed=seed, schedule=schedule.doc, epoch=schedule.epoch
             )
             rs = recovery_scores(toy.loss, toy.schedule)  # [N]
-            before = circularity(pca_2d(toy.embeddings[0][ring_docs])[0]) if len(ring_docs) > 2 else None
-            after_coords, ratio = pca_2d(toy.embeddings[-1][ring_docs])
-            after = circularity(after_coords) if len(ring_docs) > 2 else None
+            ring = len(ring_docs) > 2  # a ring needs 3 tasks
+            before = ring_order(toy.embeddings[0], ring_docs) if ring else None
+            after = ring_order(toy.embeddings[-1], ring_docs) if ring else None
+            ratio = pca_2d(toy.embeddings[-1][ring_docs])[1] if len(ring_docs) > 1 else None
             toys[kind] = toy
             result[kind] = {
                 "dim": int(toy.embeddings.shape[2]),
                 "recovery_score": rs,
                 "recovery_score_notes": recovery_score_notes(toy.loss, toy.schedule),
                 "task1_loss": toy.loss[:, 0],
-                # PCA of the embeddings f_i^{-1}(P x_i) of the repeating tasks, in training order
+                # PCA of the embeddings f_i^{-1}(P x_i) of the repeating tasks, read in the order of
+                # their first training (0..T-1 when cyclic; a shuffled order changes it every epoch)
                 "circle_before": before,
                 "circle_after": after,  # ... after the last epoch
                 "pca_explained_after": ratio,
