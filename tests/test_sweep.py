@@ -111,6 +111,34 @@ def test_two_grid_keys_with_the_same_leaf_keep_their_paths(tmp_path):
     assert spec.points()[0].name == "model.name-tiny_optim.name-adam_s0"
 
 
+def test_a_linked_factor_sets_its_options_together(tmp_path):
+    from arprobe.sweep.spec import load_sweep
+
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text(
+        'name = "opt"\nseeds = [0]\nlr = 0.5\n[grid]\n'
+        'optim = [{name = "adam", lr = 1e-5}, {name = "sgd", lr = 1e-3}]\n'
+        'stream = [{order = "cyclic", n_docs = 6}, {order = "insert", n_docs = 20, repeat_docs = 6}]\n'
+    )
+    spec = load_sweep(sweep_file)
+    assert spec.grid["optim"] == [
+        {"optim.name": "adam", "optim.lr": 1e-5},
+        {"optim.name": "sgd", "optim.lr": 1e-3},
+    ]
+    assert "optim.lr" not in spec.base  # the linked value wins over the shared one
+    points = spec.points()
+    assert [p.name for p in points] == [
+        "optim-adam+1e-05_stream-cyclic+6_s0",
+        "optim-adam+1e-05_stream-insert+20+6_s0",
+        "optim-sgd+0.001_stream-cyclic+6_s0",
+        "optim-sgd+0.001_stream-insert+20+6_s0",
+    ]
+    overrides = spec.overrides(points[3], tmp_path)
+    assert overrides["optim.name"] == "sgd" and overrides["optim.lr"] == 1e-3
+    assert overrides["schedule.order"] == "insert" and overrides["data.n_docs"] == 20
+    assert overrides["schedule.repeat_docs"] == 6
+
+
 @pytest.mark.parametrize(
     "grid, extra, message",
     [
@@ -390,7 +418,9 @@ def test_failed_run_does_not_stop_the_others_and_extend_adds_points(tmp_path):
         tmp_path / "s.toml", grid={"source": ["pydoc", str(tmp_path / "missing.jsonl")]}, seeds=[0], epochs=2
     )
     out = tmp_path / "sweeps"
-    first = arprobe("sweep", str(sweep_file), "--out", str(out), "--no-progress")
+    first = arprobe(
+        "sweep", str(sweep_file), "--out", str(out), "--workers", "1", "--threads", "1", "--no-progress"
+    )
     assert first.returncode == 1
     assert "1 of 2 runs complete" in first.stdout
     assert "arprobe sweep: 1 run(s) did not complete:" in first.stderr
@@ -402,7 +432,9 @@ def test_failed_run_does_not_stop_the_others_and_extend_adds_points(tmp_path):
     write_sweep(
         sweep_file, grid={"source": ["pydoc", str(tmp_path / "missing.jsonl")]}, seeds=[0, 1], epochs=2
     )
-    extended = arprobe("sweep", str(sweep_file), "--out", str(out), "--extend", "--no-progress")
+    extended = arprobe(
+        "sweep", str(sweep_file), "--out", str(out), "--extend", "--workers", "1", "--no-progress"
+    )
     assert extended.returncode == 1  # the missing source still fails, for both seeds
     assert "4 runs — 1 already done, 0 to resume, 3 to start" in extended.stdout
     points = manifest(out / "tiny")["points"]
