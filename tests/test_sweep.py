@@ -433,7 +433,16 @@ def test_failed_run_does_not_stop_the_others_and_extend_adds_points(tmp_path):
         sweep_file, grid={"source": ["pydoc", str(tmp_path / "missing.jsonl")]}, seeds=[0, 1], epochs=2
     )
     extended = arprobe(
-        "sweep", str(sweep_file), "--out", str(out), "--extend", "--workers", "1", "--no-progress"
+        "sweep",
+        str(sweep_file),
+        "--out",
+        str(out),
+        "--extend",
+        "--workers",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
     )
     assert extended.returncode == 1  # the missing source still fails, for both seeds
     assert "4 runs — 1 already done, 0 to resume, 3 to start" in extended.stdout

@@ -117,6 +117,8 @@ def sweep_command(args, extra) -> int:
         import_ray()  # before anything else: without Ray, say how to install it
     spec = load_sweep(args.sweep_file)
     sweep_dir = Path(args.out or spec.out or "sweeps") / spec.name
+    if not args.threads and int(spec.base.get("threads", 0) or 0) > 0:
+        args.threads = int(spec.base["threads"])  # the file's threads per run decide the workers
 
     if args.dry_run:
         return dry_run(spec, sweep_dir, args)
@@ -159,18 +161,21 @@ def dry_run(spec, sweep_dir: Path, args) -> int:
                 "running it needs --extend (new points only)"
             )
     points = spec.points(taken)
-    backend_workers, threads = 1, args.threads or 1
-    if args.backend == "local":
-        from arprobe.sweep.local import available_cores, split_cores
+    from arprobe.sweep.local import available_cores, split_cores
 
-        todo = max(1, len(points))
-        backend_workers, threads = split_cores(available_cores(), todo, args.workers, args.threads)
+    if args.backend == "local":
+        backend_workers, threads = split_cores(
+            available_cores(), max(1, len(points)), args.workers, args.threads
+        )
+    else:  # a cluster's size is unknown before joining it: this machine's cores, or --workers
+        threads = args.threads or 1
+        backend_workers = args.workers or max(1, available_cores() // threads)
     print(
         dry_run_text(
             spec,
             points,
             sweep_dir,
-            workers=backend_workers if args.backend == "local" else max(args.workers, 1),
+            workers=backend_workers,
             threads=threads,
             statuses=dry_run_statuses(sweep_dir),
             note=note,

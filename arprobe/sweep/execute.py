@@ -39,7 +39,8 @@ def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: in
     with_threads = run_threads_option()
     for entry in entries:
         point = Point(entry["name"], entry["options"], entry["seed"])
-        overrides = spec.overrides(point, sweep_dir / "runs")
+        # Absolute: a Ray worker on another node starts elsewhere; the folder must be the same path there.
+        overrides = spec.overrides(point, Path(sweep_dir).resolve() / "runs")
         if with_threads and "threads" not in overrides:
             overrides["threads"] = threads
         jobs.append({"name": point.name, "overrides": overrides, "threads": threads})
