@@ -173,6 +173,7 @@ def test_weight_residual_stripes_repeat_every_T(tmp_path):
     assert r["episodes"][0] == T + 1  # from_epoch 2: residuals of epoch 2 on
     assert r["similarity_same_doc"] == pytest.approx(1.0, abs=1e-3)  # cyclic: the next training is T later
     assert r["weights"] == "unembed" and r["weights_are"].startswith("the 'unembed' parameter group only")
+    assert r["lag_T_note"] == ""
 
     initial = run_one("weight_residual_similarity", run, tmp_path / "report2", residual="initial")["result"]
     assert initial["residual"] == "initial" and initial["window_episodes"] is None
@@ -327,6 +328,7 @@ def test_insert_order_curves_and_windows_at_the_stored_boundaries(tmp_path):
     # from_epoch 2 starts after the stored end of epoch 1 (episode 5), not after T = 8 episodes
     assert wrs["episodes"] == [6, 7, 8, 9, 10, 11, 12]
     assert wrs["weights_are"] == "all weights (weights/all, exact values)"
+    assert wrs["lag_T_note"].startswith("Epochs differ in length in this order")
 
 
 def test_heat_map_axes_mark_the_stored_epoch_ends():
@@ -449,8 +451,8 @@ def test_shuffled_order_by_hand(tmp_path):
     g = run_one("gradient_similarity", run, tmp_path / "report")["result"]
     assert g["by_distance"] is None and g["most_similar_distance"] is None and g["cycle_order"] is None
     assert g["by_distance_note"] == (
-        "No distance summaries: the shuffle order does not train the documents in the same order "
-        "every epoch, so two documents have no fixed distance in a cycle."
+        "No distance summaries: in the shuffle order the epochs do not all train the same documents "
+        "in the same order, so two documents have no fixed distance in a cycle."
     )
     cos = grads[0] @ grads[0].T / np.outer(np.linalg.norm(grads[0], axis=1), np.linalg.norm(grads[0], axis=1))
     np.testing.assert_allclose(g["similarity"], cos, atol=1e-6)

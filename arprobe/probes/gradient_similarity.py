@@ -78,8 +78,8 @@ class GradientSimilarity(Probe):
             by_distance = by_offset = over_time = None
             order = store.config.get("schedule", {}).get("order", "this")
             note = (
-                f"No distance summaries: the {order} order does not train the documents in the same order "
-                "every epoch, so two documents have no fixed distance in a cycle."
+                f"No distance summaries: in the {order} order the epochs do not all train the same documents "
+                "in the same order, so two documents have no fixed distance in a cycle."
             )
 
         self._plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out)

@@ -129,6 +129,11 @@ class WeightResidualSimilarity(Probe):
             # at a lag of one cycle (T episodes when every epoch has T), and half of it
             "similarity_at_lag_T": at(lag_cycle),
             "similarity_at_lag_half_T": at(lag_cycle // 2),
+            # the planned schedule, so a run stopped mid-epoch does not look uneven
+            "lag_T_note": ""
+            if len(set(store.planned_schedule().epoch_lengths.tolist())) <= 1
+            else "Epochs differ in length in this order, so a lag of one mean epoch does not pair each "
+            "update with the same document's next one; read similarity_same_doc.",
             "similarity_same_doc": same_doc,
             "same_doc_pairs": len(pairs),
             "sketch": store.sketch_info("weights", weights),
