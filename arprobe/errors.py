@@ -10,3 +10,7 @@ class MissingDataError(UserError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0] if self.args else ""
+
+
+class StoreError(UserError):
+    """A run store that cannot be read as one: truncated, corrupt, or with malformed attributes."""

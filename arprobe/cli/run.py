@@ -11,8 +11,9 @@ from arprobe.errors import UserError
 def command_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "run",
-        usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--dry-run] [--no-progress] [--help-config]\n"
-        "       arprobe run --resume RUN",
+        usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--dry-run] [--no-progress]\n"
+        "       arprobe run --help-config\n"
+        "       arprobe run --resume RUN [--trust-remote-code]",
         help="train on T documents in order, record into runs/<name>/run.h5",
         description="Train on T documents in a fixed (or shuffled) order, M steps each, for E epochs, "
         "recording the eval matrix and more into one HDF5 store. Any config key can be given as "
@@ -22,6 +23,12 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     # The optional CONFIG.toml is taken from the free arguments (see split_arguments): as an
     # argparse positional it would swallow the value of an unknown "--key value" pair.
     p.add_argument("--overwrite", action="store_true", help="replace an existing store of the same name")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let transformers run the model's own code (model.trust_remote_code); a store never turns "
+        "this on, so --resume asks for it again",
+    )
     p.add_argument(
         "--resume",
         metavar="RUN",
@@ -79,10 +86,15 @@ def run_command(args, extra: list[str]) -> int:
 
     if args.resume:
         if extra:
-            raise UserError("--resume continues a run with its stored config; give no other options.")
-        result = resume(args.resume, progress=not args.no_progress)
+            raise UserError(
+                "--resume continues a run with its stored config; give no other options "
+                "(only --trust-remote-code, which a store never grants)."
+            )
+        result = resume(args.resume, progress=not args.no_progress, trust_remote_code=args.trust_remote_code)
     else:
         config_path, overrides = split_arguments(extra)
+        if args.trust_remote_code:
+            overrides["model.trust_remote_code"] = "true"
         cfg = load_config(config_path, overrides)
         if args.dry_run:
             print(dry_run(cfg))
@@ -91,4 +103,7 @@ def run_command(args, extra: list[str]) -> int:
     print(format_summary(result))
     if result.status == "diverged":
         print(f"arprobe run: error: the run diverged: {result.stop_reason}.", file=sys.stderr)
+    if result.status == "stopped" and result.signal is not None:
+        print(f"arprobe run: {result.stop_reason}.", file=sys.stderr)
+        return 128 + int(result.signal)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     return 0 if result.status == "complete" else 1

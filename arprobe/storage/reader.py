@@ -6,16 +6,18 @@ committed episodes: every accessor is cut at ``completed_episodes``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from arprobe.errors import MissingDataError, UserError
+from arprobe.errors import MissingDataError, StoreError, UserError
 from arprobe.science.schedule import Schedule
 from arprobe.storage.recordings import KINDS as RECORDING_OPTION
-from arprobe.storage.schema import FORMAT, FORMAT_VERSION
+from arprobe.storage.recover import read_superblock
+from arprobe.storage.schema import FORMAT, FORMAT_VERSION, STATUSES
 
 
 def resolve_store_path(run: str | Path) -> Path:
@@ -33,26 +35,46 @@ class RunStore:
 
     def __init__(self, run: str | Path):
         self.path = resolve_store_path(run)
+        self.h5 = open_store_file(self.path)
         try:
-            self.h5 = h5py.File(self.path, "r", libver="latest", swmr=True)
-        except OSError:
-            try:  # a file written without SWMR (e.g. by another tool) still opens plainly
-                self.h5 = h5py.File(self.path, "r")
-            except OSError:
-                raise UserError(
-                    f"'{self.path}' is not a readable HDF5 file (truncated or not a run store)."
+            self._check_format()
+        except BaseException:
+            self.h5.close()
+            raise
+
+    def _check_format(self) -> None:
+        with self._reading("its root attributes"):
+            attrs = self.h5.attrs
+            if attrs.get("format") != FORMAT:
+                raise StoreError(f"'{self.path}' is an HDF5 file but not an arprobe run store.")
+            try:
+                version = int(attrs.get("format_version", 0))
+            except (TypeError, ValueError):
+                raise StoreError(
+                    f"'{self.path}' has a malformed format_version attribute; it is damaged."
                 ) from None
-        attrs = self.h5.attrs
-        if attrs.get("format") != FORMAT:
-            self.h5.close()
-            raise UserError(f"'{self.path}' is an HDF5 file but not an arprobe run store.")
-        version = int(attrs.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            self.h5.close()
-            raise UserError(
-                f"'{self.path}' has store format {version}, newer than this arprobe "
-                f"understands ({FORMAT_VERSION}); upgrade arprobe."
-            )
+            if version > FORMAT_VERSION:
+                raise StoreError(
+                    f"'{self.path}' has store format {version}, newer than this arprobe "
+                    f"understands ({FORMAT_VERSION}); upgrade arprobe."
+                )
+            if version < 1:
+                raise StoreError(f"'{self.path}' has format_version {version}; it is damaged.")
+
+    @contextlib.contextmanager
+    def _reading(self, what: str):
+        """Turn HDF5's errors while reading ``what`` (a corrupt chunk, a failed checksum, a
+        missing object in a damaged file) into one sentence naming the file."""
+        try:
+            yield
+        except (UserError, MissingDataError):
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            detail = str(exc).split("(")[0].strip().rstrip(".") or type(exc).__name__
+            raise StoreError(
+                f"'{self.path}' is damaged: reading {what} failed ({detail}); the file was cut short "
+                "or changed on disk — restore it from a copy, or --resume the run if it was running."
+            ) from None
 
     def __enter__(self) -> RunStore:
         return self
@@ -67,26 +89,49 @@ class RunStore:
         ds = self.h5[name]
         if self.h5.swmr_mode:
             ds.refresh()
-        return ds
+        return _Checked(ds, self, name)
 
     # --- run-level facts ------------------------------------------------------------------
 
     @property
     def config(self) -> dict:
-        return json.loads(self.h5.attrs["config"])
+        with self._reading("its config attribute"):
+            try:
+                config = json.loads(self.h5.attrs["config"])
+            except json.JSONDecodeError:
+                raise StoreError(
+                    f"'{self.path}' has a config attribute that is not valid JSON; it is damaged."
+                ) from None
+        if not isinstance(config, dict):
+            raise StoreError(
+                f"'{self.path}' has a config attribute that is not a JSON object; it is damaged."
+            )
+        return config
 
     @property
     def status(self) -> str:
-        return str(self.h5.attrs["status"])
+        """running | complete | stopped | failed | diverged: the live record (format 2) or the attribute."""
+        with self._reading("its status"):
+            if "state/status" in self.h5:
+                status = self._dataset("state/status")[0].decode()
+            else:
+                status = str(self.h5.attrs["status"])
+        if status not in STATUSES:
+            raise StoreError(f"'{self.path}' has an unknown status {status!r}; it is damaged.")
+        return status
 
     @property
     def stop_reason(self) -> str:
-        return str(self.h5.attrs.get("stop_reason", ""))
+        with self._reading("its stop reason"):
+            if "state/stop_reason" in self.h5:
+                return self._dataset("state/stop_reason")[0].decode(errors="replace")
+            return str(self.h5.attrs.get("stop_reason", ""))
 
     @property
     def completed_episodes(self) -> int:
         """Episodes fully written: the live counter while running, the final attribute after."""
-        return int(self._dataset("progress")[0])
+        with self._reading("its episode counter"):
+            return int(self._dataset("progress")[0])
 
     @property
     def seed(self) -> int:
@@ -102,23 +147,27 @@ class RunStore:
 
     @property
     def model_info(self) -> dict:
-        return json.loads(self.h5["model"].attrs["info"])
+        with self._reading("its model description"):
+            return json.loads(self.h5["model"].attrs["info"])
 
     @property
     def layer_names(self) -> list[str]:
-        return json.loads(self.h5["stats/grad_norm"].attrs["layers"])
+        with self._reading("its layer names"):
+            return json.loads(self.h5["stats/grad_norm"].attrs["layers"])
 
     # --- per-episode data -----------------------------------------------------------------
 
     def docs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """tokens int32 [T, W], lengths int32 [T], texts [T]."""
-        texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
-        return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
+        with self._reading("its documents"):
+            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
+            return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
 
     def doc_arrays(self) -> dict[str, np.ndarray]:
         """Every ``docs/<name>`` array but the text, as the task stored them; a format-1 store gets
         ``window_start`` = 0 (its window shift was one-sided from token 0)."""
-        out = {name: ds[:] for name, ds in self.h5["docs"].items() if name != "text"}
+        with self._reading("its documents"):
+            out = {name: ds[:] for name, ds in self.h5["docs"].items() if name != "text"}
         if "window_start" not in out and "lengths" in out:
             out["window_start"] = np.zeros_like(out["lengths"])
         return out
@@ -138,7 +187,9 @@ class RunStore:
         completed episodes)."""
         if "schedule/planned_doc" not in self.h5:
             return self.schedule()
-        return Schedule(self.h5["schedule/planned_doc"][:], self.h5["schedule/planned_epoch"][:], self.n_docs)
+        with self._reading("its planned schedule"):
+            doc, epoch = self.h5["schedule/planned_doc"][:], self.h5["schedule/planned_epoch"][:]
+        return Schedule(doc, epoch, self.n_docs)
 
     def train_loss(self) -> np.ndarray:
         """float32 [K, M]: loss at every gradient step; column 0 is the online loss."""
@@ -236,12 +287,60 @@ class RunStore:
                 f"record it with {RECORDING_OPTION['checkpoints']}."
             )
         i = int(hits[-1])
-        ck = self.h5["checkpoints"]
-        model = {name: ck["model"][name][i] for name in ck.get("model", {})}
-        optim = {}
-        if "optim" in ck:
-            ck["optim"].visititems(
-                lambda n, obj: optim.__setitem__(n, obj[i]) if isinstance(obj, h5py.Dataset) else None
-            )
-        rng = ck["rng"][i] if "rng" in ck else None
+        with self._reading(f"its checkpoint at episode {episode}"):
+            ck = self.h5["checkpoints"]
+            model = {name: ck["model"][name][i] for name in ck.get("model", {})}
+            optim = {}
+            if "optim" in ck:
+                ck["optim"].visititems(
+                    lambda n, obj: optim.__setitem__(n, obj[i]) if isinstance(obj, h5py.Dataset) else None
+                )
+            rng = ck["rng"][i] if "rng" in ck else None
         return {"model": model, "optim": optim, "rng": rng}
+
+
+def open_store_file(path: Path) -> h5py.File:
+    """Open a store for reading, failing fast with one sentence on a file that cannot be one.
+
+    The superblock is read first: a file shorter than the size its closed superblock records is
+    truncated, and is refused before HDF5 tries to read it (in SWMR mode HDF5 retries a damaged
+    read for minutes). A file marked as open by a writer (a live run, or one whose writer was
+    killed) is opened for single-writer/multi-reader access; a closed one plainly, so damage is
+    reported at once.
+    """
+    try:
+        superblock = read_superblock(path)
+    except ValueError as exc:
+        raise StoreError(f"'{path}' is not a readable run store: {exc}.") from None
+    except OSError as exc:
+        raise StoreError(f"'{path}' cannot be read: {exc.strerror or exc}.") from None
+    size = path.stat().st_size
+    live = bool(superblock.get("flags"))
+    if not live and "eof" in superblock and size < superblock["eof"]:
+        raise StoreError(
+            f"'{path}' is truncated: it has {size:,} of the {superblock['eof']:,} bytes its header records "
+            "(an interrupted copy or a full disk); restore it from a copy."
+        )
+    try:
+        if live:
+            return h5py.File(path, "r", libver="latest", swmr=True)
+        return h5py.File(path, "r")
+    except OSError as exc:
+        detail = str(exc).split("(")[0].strip().rstrip(".")
+        raise StoreError(
+            f"'{path}' is not a readable HDF5 file ({detail}); it is damaged or not a run store."
+        ) from None
+
+
+class _Checked:
+    """A dataset whose reads turn HDF5 errors (a failed checksum, a damaged chunk) into StoreError."""
+
+    def __init__(self, ds: h5py.Dataset, store: RunStore, name: str):
+        self._ds, self._store, self._name = ds, store, name
+
+    def __getitem__(self, key):
+        with self._store._reading(self._name):
+            return self._ds[key]
+
+    def __getattr__(self, attr):
+        return getattr(self._ds, attr)

@@ -92,3 +92,29 @@ def clear_write_flags(path: str | Path) -> bool:
         f.seek(0)
         f.write(patched + struct.pack("<I", lookup3(patched)))
         return True
+
+
+def read_superblock(path: str | Path) -> dict:
+    """{"version", "flags", "eof"} of a version 2/3 superblock, its checksum verified.
+
+    Raises ValueError naming what is wrong: not HDF5, an older superblock we do not parse (then
+    {"version"} only is returned instead), a damaged superblock.
+    """
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head[:8] != _SIGNATURE:
+        raise ValueError("it is not an HDF5 file")
+    if head[8] not in (2, 3):
+        return {"version": head[8]}
+    size_of_offsets = head[9]
+    if size_of_offsets not in (2, 4, 8):
+        raise ValueError("its HDF5 superblock is damaged")
+    end = 12 + 4 * size_of_offsets
+    if len(head) < end + 4:
+        raise ValueError("it is truncated (shorter than its HDF5 superblock)")
+    (stored,) = struct.unpack("<I", head[end : end + 4])
+    if lookup3(head[:end]) != stored:
+        raise ValueError("its HDF5 superblock is damaged (checksum mismatch)")
+    o = size_of_offsets
+    eof = int.from_bytes(head[12 + 2 * o : 12 + 3 * o], "little")
+    return {"version": head[8], "flags": head[11], "eof": eof}

@@ -19,6 +19,8 @@ FORMAT = "arprobe-run"
 # (attributes what / when), weights/all. Format-1 stores are read as they are.
 FORMAT_VERSION = 2
 
+STATUSES = ("running", "complete", "stopped", "failed", "diverged")
+
 EPISODE_FILL = -1  # fill value of */episodes: an entry still -1 was never committed
 
 CHUNK_BYTES = 1 << 20  # upper bound of one chunk (h5py guidance: 10 KiB - 1 MiB)

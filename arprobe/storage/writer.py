@@ -19,9 +19,11 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
-from arprobe.storage.recover import clear_write_flags
 from arprobe.storage.recordings import Recording
+from arprobe.storage.recover import clear_write_flags
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
+
+STOP_REASON_BYTES = 2048
 
 
 @dataclass
@@ -79,6 +81,7 @@ def _grow(group: h5py.Group, name: str, row_shape: tuple[int, ...], dtype, fill=
         dtype=dtype,
         chunks=chunk_shape(tuple(row_shape), dtype.itemsize),
         fillvalue=fill,
+        fletcher32=True,  # a flipped bit in a loss matrix or a snapshot is reported, not analysed
     )
 
 
@@ -161,6 +164,9 @@ class RunWriter:
         _grow(h5, "stats/grad_norm", (M, L), np.float32).attrs["layers"] = json.dumps(lay.layer_names)
         _grow(h5, "stats/lr", (M,), np.float32)
         h5.create_dataset("progress", data=np.zeros(1, dtype=np.int64))
+        # The live status, writable in SWMR mode (attributes are not): what readers trust.
+        h5.create_dataset("state/status", data=np.array([b"running"], dtype="S16"))
+        h5.create_dataset("state/stop_reason", data=np.array([b""], dtype=f"S{STOP_REASON_BYTES}"))
         for rec in lay.snapshot_recordings():
             g = h5.require_group(rec.kind).create_group(rec.name)
             _grow(g, "values", rec.row_shape, np.float32)
@@ -246,11 +252,12 @@ class RunWriter:
         rs["episodes"].flush()
 
     @classmethod
-    def reopen_for_resume(cls, path: Path, layout: StoreLayout) -> tuple[RunWriter, int, dict]:
+    def reopen_for_resume(cls, path: Path, layout: StoreLayout) -> tuple[RunWriter, int, dict | None]:
         """Open an unfinished store, cut it back to its newest resume checkpoint and continue.
 
         Returns the writer, the episode to continue after, and the saved state
-        {"model": {param: array}, "optim": {key: array}, "rng": uint8 array}.
+        {"model": {param: array}, "optim": {key: array}, "rng": uint8 array}, or None when the run
+        stopped before its first resume slot (continue from the initial weights).
         """
         _refuse_if_writer_alive(path)
         try:
@@ -263,28 +270,26 @@ class RunWriter:
             completed = int(h5["progress"][0])
             slots = h5["resume/episodes"][:] if "resume" in h5 else np.full(2, EPISODE_FILL)
             usable = [(int(e), i) for i, e in enumerate(slots) if 0 <= e <= completed]
-            if not usable:
+            if usable:
+                episode, slot = max(usable)
+                state = cls._read_resume_slot(h5["resume"], slot)
+            elif "resume" in h5 or completed == 0:
+                # Killed before the first resume slot was written: the run restarts from its
+                # initial weights, which the seed (or the pretrained source) gives again.
+                episode, state = 0, None
+            else:
                 from arprobe.errors import UserError
 
                 raise UserError(
-                    f"'{path}' has no resume checkpoint (record.resume_every was 0); start the run again."
-                )
-            episode, slot = max(usable)
-            rs = h5["resume"]
-            state = {
-                "model": {n: rs["model"][n][slot] for n in rs.get("model", {})},
-                "optim": {},
-                "rng": rs["rng"][slot],
-            }
-            if "optim" in rs:
-                rs["optim"].visititems(
-                    lambda n, o: (
-                        state["optim"].__setitem__(n, o[slot]) if isinstance(o, h5py.Dataset) else None
-                    )
+                    f"'{path}' has no resume checkpoint (record.resume_every was 0) and {completed} episodes "
+                    "done; start the run again (--overwrite)."
                 )
             cls._truncate(h5, episode)
             h5.attrs["status"] = "running"
             h5.attrs["stop_reason"] = ""
+            if "state" in h5:
+                h5["state/status"][0] = b"running"
+                h5["state/stop_reason"][0] = b""
             h5.attrs.update(_writer_identity())
             h5.flush()
             h5.swmr_mode = True
@@ -294,6 +299,19 @@ class RunWriter:
         writer = cls(Path(path), h5, layout)
         writer.completed = episode
         return writer, episode, state
+
+    @staticmethod
+    def _read_resume_slot(rs: h5py.Group, slot: int) -> dict:
+        state = {
+            "model": {n: rs["model"][n][slot] for n in rs.get("model", {})},
+            "optim": {},
+            "rng": rs["rng"][slot],
+        }
+        if "optim" in rs:
+            rs["optim"].visititems(
+                lambda n, o: state["optim"].__setitem__(n, o[slot]) if isinstance(o, h5py.Dataset) else None
+            )
+        return state
 
     @staticmethod
     def _truncate(h5: h5py.File, episode: int) -> None:
@@ -324,10 +342,24 @@ class RunWriter:
         self.completed = episode
 
     def close(self, status: str, stop_reason: str = "") -> None:
-        """Record the final status; reopening outside SWMR is the only safe way to set attributes."""
-        self.h5.flush()
-        self.h5.close()
-        with h5py.File(self.path, "r+", libver="latest") as h5:
-            h5.attrs["status"] = status
-            h5.attrs["completed_episodes"] = self.completed
-            h5.attrs["stop_reason"] = stop_reason
+        """Record the final status, then close. The status datasets are written in SWMR mode, so a
+        reader holding the file open cannot make this fail; the root attributes (for readers of
+        format 1) are set after closing, skipped if the file cannot be reopened."""
+        try:
+            self.set_status(status, stop_reason)
+            self.h5.flush()
+        finally:
+            self.h5.close()
+        try:
+            # locking=False: a reader's shared lock must not fail the run (issue: errno 11 at close)
+            with h5py.File(self.path, "r+", libver="latest", locking=False) as h5:
+                h5.attrs["status"] = status
+                h5.attrs["completed_episodes"] = self.completed
+                h5.attrs["stop_reason"] = stop_reason
+        except OSError:
+            pass
+
+    def set_status(self, status: str, stop_reason: str = "") -> None:
+        if "state" in self.h5:
+            self.h5["state/status"][0] = status.encode()
+            self.h5["state/stop_reason"][0] = stop_reason.encode()[:STOP_REASON_BYTES]

@@ -9,9 +9,13 @@ for each episode k (document schedule.doc[k - 1]):
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ import torch
 from arprobe.errors import UserError
 from arprobe.science.schedule import Schedule
 from arprobe.storage import RunWriter, StoreLayout
+from arprobe.storage.lock import WriterLock
 from arprobe.tasks.base import Task
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, optimizer_shapes, restore_state
 from arprobe.trainer.config import RunConfig
@@ -62,6 +67,7 @@ class RunResult:
     data_note: str = ""  # documents dropped as too short / padded
     recovery_notes: list[str] | None = None  # why an RS(n) is undefined ("" where defined)
     threads: int = 0
+    signal: int | None = None  # the signal that stopped the run, if one did
 
 
 def set_threads(threads: int) -> int:
@@ -76,6 +82,10 @@ def prepare(cfg: RunConfig) -> Setup:
     """Data, model, names and the task: everything before the first episode. Each task builds its
     own (``prepare_text`` here for text; other tasks in their ``arprobe.tasks`` module)."""
     threads = set_threads(cfg.threads)
+    if cfg.task in ("image-lm", "image-classification"):
+        from arprobe.tasks.image import prepare_image
+
+        return prepare_image(cfg, threads)
     return prepare_text(cfg, threads)
 
 
@@ -88,14 +98,16 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
         default_cache_dir,
         ensure_pad_token,
         load_tokenizer,
+        pad_token_as_released,
         train_bpe_tokenizer,
     )
 
     d, m = cfg.data, cfg.model
+    authors = cfg.compat == "authors"  # the released code's choices (README, "Fidelity to the released code")
     if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
         # Checked before the tokenizer, which would otherwise be the first to trip on the path.
         raise UserError(f"Model path '{m.name}' does not exist.")
-    texts, provenance = load_texts(d)
+    texts, provenance = load_texts(d, keep_blank=authors)
     tokenizer_name = d.tokenizer
     if tokenizer_name == "auto":
         # A hub id or path brings its own tokenizer (also for random init of its architecture);
@@ -109,7 +121,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
             revision=m.revision if tokenizer_name == m.name else "",
             trust_remote_code=m.trust_remote_code,
         )
-    pad_id = ensure_pad_token(tokenizer)
+    pad_id = pad_token_as_released(tokenizer, tokenizer_name) if authors else ensure_pad_token(tokenizer)
     docs = select_documents(
         texts,
         tokenizer,
@@ -119,8 +131,11 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
         min_tokens=d.min_tokens,
         seed=cfg.seed,
         pad_id=pad_id,
+        compat=cfg.compat,
     )
-    loaded = build_model(m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length)
+    loaded = build_model(
+        m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length, resize_embeddings=authors
+    )
     device = resolve_device(m.device)
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
     sched = cfg.schedule
@@ -143,6 +158,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     model_info["vocab_size"] = len(tokenizer)
     model_info["data"] = provenance
     model_info["mask_id"] = int(mask_id)
+    model_info["pad_id"] = int(pad_id)
     model_info["task"] = cfg.task
     attn = loaded.model.config._attn_implementation
     names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
@@ -154,7 +170,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
         model=loaded.model,
         tokenizer=tokenizer,
         names=names,
-        task=TextLM.from_documents(docs, cfg, device=device, mask_id=mask_id),
+        task=TextLM.from_documents(docs, cfg, device=device, mask_id=mask_id, pad_id=pad_id),
         schedule=Schedule(doc, epoch, d.n_docs),
         texts=docs.texts,
         model_info=model_info,
@@ -177,16 +193,18 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     check_disk_space(run_dir, estimate_store_bytes(layout, setup))
     created_dir = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(run_dir).acquire()  # before anything is written: a live writer is never overwritten
     try:
         writer = _create_store(setup, recorder, layout, store_path)
     except BaseException:
+        lock.release()
         if created_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     optimizer, generator = _fresh_state(setup)
     state = _State(optimizer, generator, [writer.h5["loss/eval"][0]])
     _write_resume_if_due(setup, writer, state, 0)
-    return _drive(setup, writer, recorder, state, start=0, progress=progress)
+    return _drive(setup, writer, recorder, state, start=0, progress=progress, lock=lock)
 
 
 def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
@@ -217,12 +235,13 @@ def dry_run(cfg: RunConfig) -> str:
     return format_plan(setup, layout, estimate_store_bytes(layout, setup))
 
 
-def resume(run: str | Path, *, progress: bool = True) -> RunResult:
+def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = False) -> RunResult:
     """Continue an unfinished run from its newest resume checkpoint, with its stored config.
 
     The finished store is the one an uninterrupted run would have written (bit for bit on CPU):
-    the schedule is redrawn from the seed, and model, optimizer and RNG state come from the store.
-    ``model.trust_remote_code`` is never taken from a store (see ``cli/run.py``).
+    the schedule is redrawn from the seed, and model, optimizer and RNG state come from the store
+    (or, for a run stopped before its first resume checkpoint, from the seed, as at the start).
+    ``model.trust_remote_code`` is never taken from a store: it is the caller's flag.
     """
     from arprobe.storage import RunStore, resolve_store_path
     from arprobe.trainer.config import config_from_dict
@@ -233,14 +252,22 @@ def resume(run: str | Path, *, progress: bool = True) -> RunResult:
     if status == "complete":
         raise UserError(f"'{store_path}' is already complete; nothing to resume.")
     cfg = config_from_dict(stored)
-    cfg.model.trust_remote_code = False  # running a model's code is the user's call, never a store's
+    cfg.model.trust_remote_code = trust_remote_code
     setup = prepare(cfg)
     recorder = _recorder(setup)
-    writer, episode, saved = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
+    lock = WriterLock(store_path.parent).acquire()
+    try:
+        writer, episode, saved = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
+    except BaseException:
+        lock.release()
+        raise
     optimizer, generator = _fresh_state(setup)
-    restore_state(saved, setup.model, optimizer, generator)
+    if saved is not None:
+        restore_state(saved, setup.model, optimizer, generator)
     state = _State(optimizer, generator, list(writer.h5["loss/eval"][: episode + 1]))
-    return _drive(setup, writer, recorder, state, start=episode, progress=progress)
+    if saved is None:
+        _write_resume_if_due(setup, writer, state, 0)
+    return _drive(setup, writer, recorder, state, start=episode, progress=progress, lock=lock)
 
 
 @dataclass
@@ -251,6 +278,7 @@ class _State:
     generator: torch.Generator
     loss_eval: list  # rows [T] of the eval matrix so far
     last_checkpoint: int | None = None
+    stop_signal: int | None = None  # SIGTERM / SIGHUP / SIGINT received: stop after this episode
 
 
 def _recorder(setup: Setup) -> Recorder:
@@ -259,11 +287,13 @@ def _recorder(setup: Setup) -> Recorder:
 
 def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
     o = setup.cfg.optim
-    optimizer = make_optimizer(setup.model, o.name, o.lr, o.weight_decay)
+    optimizer = make_optimizer(setup.model, o.name, o.lr, o.weight_decay, decay_rule=setup.cfg.compat)
     return optimizer, torch.Generator().manual_seed(setup.cfg.seed)
 
 
-def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool):
+def _drive(
+    setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool, lock
+):
     """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
     from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
     from arprobe.trainer.plan import data_note
@@ -271,15 +301,25 @@ def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
     started = time.perf_counter()
     status, reason = "failed", ""
     try:
-        status, reason = _train(setup, writer, recorder, state, start=start, progress=progress)
+        with _stop_on_signals(state):
+            status, reason = _train(setup, writer, recorder, state, start=start, progress=progress)
     except KeyboardInterrupt:
-        status, reason = "failed", "interrupted"
+        status, reason = "stopped", _resume_hint(writer, "interrupted")
         raise
+    except OSError as exc:
+        if not _disk_full(exc):
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        status, reason = "failed", _disk_full_reason(setup, writer, recorder)
+        raise UserError(f"The run stopped: {reason}.") from None
     except BaseException as exc:
         status, reason = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        writer.close(status, reason)
+        try:
+            writer.close(status, reason)
+        finally:
+            lock.release()
     k = writer.completed
     loss_eval = np.asarray(state.loss_eval)[: k + 1]
     done = setup.schedule.head(k)
@@ -295,6 +335,55 @@ def _drive(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
         data_note=data_note(setup),
         recovery_notes=recovery_score_notes(loss_eval, done.doc),
         threads=setup.threads,
+        signal=state.stop_signal,
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals(state: _State):
+    """SIGTERM, SIGHUP and a first Ctrl-C ask the loop to stop after the current episode (the store
+    then says ``stopped`` and can be resumed); a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, _frame):
+        if signum == signal.SIGINT and state.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        state.stop_signal = signum
+
+    wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, ask) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _resume_hint(writer: RunWriter, what: str) -> str:
+    return (
+        f"{what} after episode {writer.completed}; the store holds every episode up to it — "
+        f"continue with: arprobe run --resume {writer.path.parent}"
+    )
+
+
+def _disk_full(exc: OSError) -> bool:
+    text = str(exc)
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
+        word in text for word in ("No space left", "File too large", "Disk quota", "errno = 28", "errno = 27")
+    )
+
+
+def _disk_full_reason(setup: Setup, writer: RunWriter, recorder: Recorder) -> str:
+    from arprobe.trainer.plan import human_bytes
+
+    per_episode = estimate_store_bytes(_layout(setup, recorder), setup)["per_episode"]
+    left = len(setup.schedule) - writer.completed
+    return (
+        f"the disk is full (writing episode {writer.completed + 1}); the rest of the run needs about "
+        f"{human_bytes(per_episode * left)} more — free that much under '{writer.path.parent}', then "
+        f"continue with: arprobe run --resume {writer.path.parent}"
     )
 
 
@@ -399,6 +488,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
             writer.commit(k)
             _write_resume_if_due(setup, writer, state, k)
             bar.update(1)
+            if state.stop_signal is not None:
+                name = signal.Signals(state.stop_signal).name
+                return "stopped", _resume_hint(writer, f"stopped by {name}")
             bar.set_postfix(
                 epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}"
             )

@@ -1,0 +1,77 @@
+"""One writer per run folder: a lock file holding the writer's host and PID.
+
+``run``, ``--resume`` and ``--overwrite`` take it before touching a store. A lock whose process
+is gone (a killed run) is stale and taken over; one held by a live process, or by another host
+(which this one cannot check), is refused with one sentence.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+from pathlib import Path
+
+from arprobe.errors import UserError
+
+LOCK_NAME = ".arprobe-writer.lock"
+
+
+class WriterLock:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> WriterLock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._refuse_unless_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "started": started}, f)
+            self.held = True
+            return self
+        raise UserError(f"Another arprobe process took '{self.path.parent}' at the same moment; try again.")
+
+    def _refuse_unless_stale(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+            host, pid = str(holder["host"]), int(holder["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            holder, host, pid = {}, socket.gethostname(), -1  # unreadable: a writer died while writing it
+        if host != socket.gethostname():
+            raise UserError(
+                f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, or delete "
+                f"'{self.path}' if that run is gone."
+            )
+        if pid > 0 and _alive(pid):
+            raise UserError(
+                f"'{self.path.parent}' is being written by process {pid} (since {holder.get('started', '?')}); "
+                "stop it first or choose another --name."
+            )
+        self.path.unlink(missing_ok=True)  # stale: its writer is gone
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
