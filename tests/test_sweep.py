@@ -245,6 +245,23 @@ def test_rerun_skips_complete_runs_and_a_changed_file_is_refused(local_sweep, tm
     assert (sweep_dir / "manifest.json").read_text() == kept
 
 
+def test_a_sweep_folder_in_use_is_refused(local_sweep):
+    import socket
+
+    root, sweep_file, sweep_dir, _ = local_sweep
+    lock = sweep_dir / ".lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")  # this test's process: alive
+    try:
+        busy = arprobe("sweep", str(sweep_file), "--out", str(root / "sweeps"))
+    finally:
+        lock.unlink()
+    assert busy.returncode == 2
+    assert busy.stderr.strip() == (
+        f"arprobe sweep: error: '{sweep_dir}' is being run by process {os.getpid()}; "
+        "wait for it or stop it first."
+    )
+
+
 def test_sweep_json_equals_the_numbers_of_each_store(local_sweep):
     from arprobe.science.recovery import online_loss, recovery_scores
     from arprobe.storage import RunStore

@@ -3,12 +3,16 @@ unfinished points to a backend, keep the manifest and a progress bar current, li
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from arprobe.sweep.manifest import MANIFEST, open_sweep_dir, refresh_from_stores, write_json
+from arprobe.errors import UserError
+from arprobe.sweep.manifest import MANIFEST, is_sweep_dir, open_sweep_dir, refresh_from_stores, write_json
 from arprobe.sweep.spec import SweepSpec
 
 # Statuses a point can end a sweep with that are not success.
@@ -49,7 +53,61 @@ def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: in
 
 def execute_sweep(spec: SweepSpec, sweep_dir: Path, backend, *, extend: bool, progress: bool) -> SweepOutcome:
     sweep_dir = Path(sweep_dir)
-    manifest, points = open_sweep_dir(spec, sweep_dir, extend=extend)
+    if not sweep_dir.exists():
+        open_sweep_dir(spec, sweep_dir, extend=extend)  # made whole, or not at all
+    elif not is_sweep_dir(sweep_dir):
+        raise UserError(
+            f"'{sweep_dir}' exists and is not a sweep folder; choose another --out or sweep name."
+        )
+    with sweep_lock(sweep_dir):  # the check against the folder's file, and any --extend, under the lock
+        manifest, points = open_sweep_dir(spec, sweep_dir, extend=extend)
+        return _execute(spec, sweep_dir, backend, manifest, points, progress=progress)
+
+
+@contextlib.contextmanager
+def sweep_lock(sweep_dir: Path):
+    """One `arprobe sweep` per folder at a time: two would train the same points and race on the
+    manifest. A lock left by a killed sweep (its process gone) is taken over."""
+    lock = Path(sweep_dir) / ".lock"
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            host, _, pid = lock.read_text().partition(" ")
+            if host == socket.gethostname() and pid.strip().isdigit() and _alive(int(pid)):
+                raise UserError(
+                    f"'{sweep_dir}' is being run by process {pid.strip()}; wait for it or stop it first."
+                ) from None
+            if host != socket.gethostname():
+                raise UserError(
+                    f"'{sweep_dir}' is being run from {host} (or was, and was killed there); "
+                    f"if no sweep runs there, delete {lock} and try again."
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _execute(
+    spec: SweepSpec, sweep_dir: Path, backend, manifest: dict, points: list, *, progress: bool
+) -> SweepOutcome:
     refresh_from_stores(manifest, sweep_dir)
     wanted = {p.name for p in points}
     entries = {e["name"]: e for e in manifest["points"] if e["name"] in wanted}

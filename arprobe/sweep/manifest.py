@@ -126,6 +126,12 @@ def open_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, extend: bool) -> tuple[d
             (tmp / "runs").mkdir()
             write_json(tmp / MANIFEST, manifest)
             os.rename(tmp, sweep_dir)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not is_sweep_dir(sweep_dir):
+                raise
+            # Another `arprobe sweep` made the folder at the same moment: check against its file.
+            return open_sweep_dir(spec, sweep_dir, extend=extend)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
