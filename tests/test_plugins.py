@@ -87,8 +87,9 @@ def test_a_broken_plugin_is_named_and_hides_nothing(plugin_env, tmp_path):
     env, site = plugin_env
     install_dist_info(site, "arprobe-broken", "0.0.1", {"broken_probe": "arprobe_broken_nowhere:Probe"})
     listing = arprobe(env, "probes")
-    assert listing.returncode == 1
+    assert listing.returncode == 0  # the others work: a broken plugin is listed, not a failure
     assert "demo_final_loss" in listing.stdout and "loss_curves" in listing.stdout
+    assert "BROKEN" in listing.stdout and ", 1 broken (listed above)" in listing.stdout
     assert (
         "Could not load probe plugin 'broken_probe' (arprobe_broken_nowhere:Probe, from arprobe-broken): "
         "ModuleNotFoundError"
@@ -103,3 +104,23 @@ def test_a_broken_plugin_is_named_and_hides_nothing(plugin_env, tmp_path):
     for name in ("recovery_score", "demo_final_loss"):  # ... and the others still ran
         assert json.loads((run / f"report/{name}/result.json").read_text())["status"] in ("ok", "skipped")
     assert json.loads((run / "report/broken_probe/result.json").read_text())["status"] == "failed"
+
+
+def test_probe_names_that_could_be_paths_are_refused(plugin_env, tmp_path):
+    env, site = plugin_env
+    install_dist_info(site, "arprobe-evil", "0.0.1", {"..": "os:path", "../../x": "os:path", "Up": "os:path"})
+    listing = arprobe(env, "probes")
+    assert listing.returncode == 0 and "loss_curves" in listing.stdout
+    for name in ("..", "../../x", "Up"):
+        assert (
+            f"Probe name {name!r} (from arprobe-evil) is refused: probe names must be lower-case"
+            in listing.stderr
+        )
+        assert name not in listing.stdout.split()
+    doc, epoch = cyclic(3, 2)
+    run = make_store(
+        tmp_path / "runs" / "r", loss_eval=np.ones((7, 3)), schedule_doc=doc, schedule_epoch=epoch
+    )
+    result = arprobe(env, "analyze", str(run), "--probe", "..")
+    assert result.returncode == 2 and "Unknown probe '..'" in result.stderr
+    assert run.exists() and (run / "run.h5").exists()

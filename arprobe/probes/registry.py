@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -22,6 +23,19 @@ from arprobe.errors import UserError
 from arprobe.probes.base import Probe
 
 GROUP = "arprobe.probes"
+
+# A probe name becomes a folder of the report: nothing that could climb out of it.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def check_name(name: str, source: str) -> str:
+    """The reason ``name`` is refused as a probe name, or ""."""
+    if NAME_PATTERN.match(name):
+        return ""
+    return (
+        f"Probe name {name!r} (from {source}) is refused: probe names must be lower-case letters, digits "
+        "and underscores, starting with a letter."
+    )
 
 
 @dataclass
@@ -45,11 +59,15 @@ class Registry:
         self._extra: dict[str, Entry] = {}
         self._loaded: dict[str, type[Probe]] = {}
         self.conflicts: list[str] = []  # one line per name declared twice
+        self.refused: list[str] = []  # one line per entry point whose name is not a safe probe name
 
     # --- declaring ----------------------------------------------------------------------------
 
     def register(self, name: str, target: str | type, source: str = "in-memory") -> None:
         """Add a probe by "module:Class" string or by class; replaces an entry of the same name."""
+        reason = check_name(name, source)
+        if reason:
+            raise UserError(reason)
         self._extra[name] = Entry(name, target, source)
         self._loaded.pop(name, None)
 
@@ -60,6 +78,10 @@ class Registry:
                 for ep in entry_points(group=self.group):
                     dist = getattr(ep, "dist", None)
                     source = dist.name if dist is not None else "unknown distribution"
+                    reason = check_name(ep.name, source)
+                    if reason:
+                        self.refused.append(reason)
+                        continue
                     if ep.name in self._entries and self._entries[ep.name].target != ep.value:
                         self.conflicts.append(
                             f"Probe '{ep.name}' is declared by both {self._entries[ep.name].source} and {source}; "

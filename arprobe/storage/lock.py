@@ -30,8 +30,12 @@ class WriterLock:
             except FileExistsError:
                 self._refuse_unless_stale()
                 continue
+            except OSError as exc:
+                raise UserError(
+                    f"Cannot write in '{self.path.parent}': {exc.strerror}; choose another --out."
+                ) from None
             with os.fdopen(fd, "w") as f:
-                started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "started": started}, f)
             self.held = True
             return self
@@ -45,13 +49,13 @@ class WriterLock:
             holder, host, pid = {}, socket.gethostname(), -1  # unreadable: a writer died while writing it
         if host != socket.gethostname():
             raise UserError(
-                f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, or delete "
-                f"'{self.path}' if that run is gone."
+                f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, "
+                f"or delete '{self.path}' if that run is gone."
             )
         if pid > 0 and _alive(pid):
             raise UserError(
-                f"'{self.path.parent}' is being written by process {pid} (since {holder.get('started', '?')}); "
-                "stop it first or choose another --name."
+                f"'{self.path.parent}' is being written by process {pid} "
+                f"(since {holder.get('started', '?')}); stop it first or choose another --name."
             )
         self.path.unlink(missing_ok=True)  # stale: its writer is gone
 

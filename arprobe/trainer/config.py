@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -59,7 +60,7 @@ class OptimConfig:
     lr_schedule: str = "constant"  # "constant" or "cosine" (over all steps, down to min_lr; App. B.6)
     min_lr: float = 0.0  # floor of the cosine schedule
     reset_per_doc: bool = True  # reset the optimizer state at the start of every episode (paper)
-    weight_decay: float = 0.0  # decoupled weight decay for Adam, L2 for SGD
+    weight_decay: float = 0.0  # decoupled for Adam, L2 for SGD; never on biases or LayerNorm weights
     grad_clip: float = 0.0  # clip the global gradient norm to this value (0: off)
 
 
@@ -106,18 +107,42 @@ class RecordConfig:
 
 
 @dataclass
+class ImageConfig:
+    image_size: int = 16  # side of every image after resizing (digits: upsampled from 8x8)
+    resize: int = 0  # resize the shorter side to this, then centre-crop image_size (paper A.3: 256, crop 224); 0: resize straight to image_size
+    images_per_doc: int = (
+        0  # images in one document: image-lm 1, image-classification 32 (the paper's batches) when 0
+    )
+    n_colors: int = 16  # image-lm palette size: k-means colour clusters of the run's images (Image GPT: 512)
+    patch_size: int = 4  # vit-tiny patch side (image_size must be a multiple)
+    hflip_prob: float = 0.0  # flip each training image horizontally with this probability (augmentation; off)
+    crop_pad: int = (
+        0  # image-classification: translate each training image by up to this many pixels (augmentation; off)
+    )
+    image_field: str = ""  # image column of a dataset (empty: the first column of images)
+    label_field: str = ""  # label column of a dataset (empty: the first class-label column, or label/labels)
+
+
+TASKS = ("text-lm", "image-lm", "image-classification")
+
+
+@dataclass
 class RunConfig:
     name: str = ""  # run name; the store goes to <out>/<name>/run.h5 (empty: derived from the config)
     out: str = "runs"  # folder that holds runs
     seed: int = 0  # seeds document sampling, the schedule, model init and data randomness
-    task: str = "text-lm"  # what is trained: "text-lm" (causal language modelling on the documents)
+    task: str = "text-lm"  # what is trained: "text-lm" (causal LM on text), "image-lm" (causal image modelling), "image-classification"
     threads: int = 0  # torch CPU threads (0: the cores this process may use, from its affinity mask)
     eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
+    compat: str = "arprobe"  # "authors": sample, tokenise, resize and decay as the released code (README)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    image: ImageConfig = field(
+        default_factory=ImageConfig
+    )  # image tasks only (data.source, n_docs, split as for text)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -132,7 +157,9 @@ class RunConfig:
 
 # Short forms of the options most often varied, for run names; others use their leaf name.
 _SHORT = {
+    "task": "",
     "optim.name": "",
+    "compat": "",
     "optim.lr": "lr",
     "optim.lr_schedule": "",
     "optim.min_lr": "minlr",
@@ -172,6 +199,7 @@ _NOT_IN_NAME = {
     "schedule.epochs",
 }
 _MAX_NAME = 80
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 def default_run_name(cfg: RunConfig) -> str:
@@ -207,7 +235,8 @@ def _short_value(value) -> str:
 
 def training_differences(a: dict, b: dict) -> list[str]:
     """``key: a vs b`` for every option two stored configs train differently with."""
-    fa, fb = _flatten(a), _flatten(b)
+    # Through the config class: a store written before a key existed has that key's default.
+    fa, fb = _flatten(config_from_dict(a).to_dict()), _flatten(config_from_dict(b).to_dict())
     skip = {"name", "out", "threads", "eval_batch_size", "model.device"}
     return [
         f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
@@ -271,6 +300,8 @@ def _coerce(value, tp, key: str):
             return [_coerce(v, item_tp, key) for v in value]
         if tp is bool:
             return value if isinstance(value, bool) else parse_bool(value)
+        if isinstance(value, bool) and tp in (int, float, str):
+            raise ValueError  # TOML true is not the number 1
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
@@ -337,6 +368,17 @@ def validate(cfg: RunConfig) -> None:
     """Range checks a user can trip; one sentence each."""
     d, m, o, s, r = cfg.data, cfg.model, cfg.optim, cfg.schedule, cfg.record
     checks = [
+        (cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed}."),
+        (
+            not cfg.name or (RUN_NAME.match(cfg.name) is not None and ".." not in cfg.name),
+            f"name {cfg.name!r} is not a folder name: use letters, digits and . _ + - (no / or ..).",
+        ),
+        (o.grad_clip >= 0, f"optim.grad_clip must be non-negative (0: off), got {o.grad_clip}."),
+        (o.weight_decay >= 0, f"optim.weight_decay must be non-negative, got {o.weight_decay}."),
+        (
+            not r.checkpoints.isdigit() or int(r.checkpoints) >= 1,
+            f"record.checkpoints must be 'epoch', 'none' or a positive number of episodes; got '{r.checkpoints}'.",
+        ),
         (d.n_docs >= 2, f"data.n_docs (T) must be at least 2, got {d.n_docs}."),
         (d.context_length >= 2, f"data.context_length (C) must be at least 2, got {d.context_length}."),
         (s.steps_per_doc >= 1, f"schedule.steps_per_doc (M) must be at least 1, got {s.steps_per_doc}."),
@@ -380,6 +422,7 @@ def validate(cfg: RunConfig) -> None:
             f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'.",
         ),
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
+        (cfg.compat in ("arprobe", "authors"), f"compat must be 'arprobe' or 'authors', got '{cfg.compat}'."),
         (
             min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every, r.all_weights_dim) >= 0,
             "record.*_every and record.sketch_dim must be non-negative.",
@@ -391,6 +434,41 @@ def validate(cfg: RunConfig) -> None:
         (
             all(0 <= i < d.n_docs for i in r.activation_docs),
             f"record.activation_docs must be in [0, {d.n_docs - 1}].",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    validate_image(cfg)
+
+
+def validate_image(cfg: RunConfig) -> None:
+    """The task name and the image section; options that mean nothing for a task are refused."""
+    im, d = cfg.image, cfg.data
+    image_task = cfg.task in ("image-lm", "image-classification")
+    checks = [
+        (cfg.task in TASKS, f"task must be one of {', '.join(TASKS)}; got '{cfg.task}'."),
+        (im.image_size >= 2, f"image.image_size must be at least 2, got {im.image_size}."),
+        (
+            im.resize == 0 or im.resize >= im.image_size,
+            f"image.resize must be 0 or at least image.image_size, got {im.resize}.",
+        ),
+        (im.images_per_doc >= 0, f"image.images_per_doc must be non-negative, got {im.images_per_doc}."),
+        (2 <= im.n_colors <= 4096, f"image.n_colors must be in [2, 4096], got {im.n_colors}."),
+        (im.patch_size >= 1, f"image.patch_size must be at least 1, got {im.patch_size}."),
+        (0.0 <= im.hflip_prob <= 1.0, f"image.hflip_prob must be in [0, 1], got {im.hflip_prob}."),
+        (im.crop_pad >= 0, f"image.crop_pad must be non-negative, got {im.crop_pad}."),
+        (
+            not image_task or d.max_shift == 0,
+            "data.max_shift shifts text windows; image tasks take image.crop_pad / image.hflip_prob.",
+        ),
+        (
+            cfg.task != "image-classification" or d.mask_prob == 0,
+            "data.mask_prob masks tokens (text-lm, image-lm); image-classification takes image.crop_pad / image.hflip_prob.",
+        ),
+        (
+            cfg.task != "image-lm" or im.crop_pad == 0,
+            "image.crop_pad is for image-classification; image-lm takes image.hflip_prob.",
         ),
     ]
     for ok, message in checks:
@@ -410,6 +488,7 @@ def describe_keys() -> str:
         (OptimConfig, "optim."),
         (ScheduleConfig, "schedule."),
         (RecordConfig, "record."),
+        (ImageConfig, "image."),
     ]:
         source = inspect.getsource(cls).splitlines()
         comments = {}

@@ -185,6 +185,7 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     """Train, record and write ``<out>/<name>/run.h5``; returns the headline numbers."""
     run_dir = cfg.run_dir
     store_path = run_dir / "run.h5"
+    _check_out_folder(Path(cfg.out))
     if store_path.exists() and not overwrite:
         raise UserError(_existing_store_message(store_path, cfg))
     setup = prepare(cfg)
@@ -192,7 +193,12 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     layout = _layout(setup, recorder)
     check_disk_space(run_dir, estimate_store_bytes(layout, setup))
     created_dir = not run_dir.exists()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot create the run folder '{run_dir}': {exc.strerror}; choose another --out."
+        ) from None
     lock = WriterLock(run_dir).acquire()  # before anything is written: a live writer is never overwritten
     try:
         writer = _create_store(setup, recorder, layout, store_path)
@@ -205,6 +211,17 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     state = _State(optimizer, generator, [writer.h5["loss/eval"][0]])
     _write_resume_if_due(setup, writer, state, 0)
     return _drive(setup, writer, recorder, state, start=0, progress=progress, lock=lock)
+
+
+def _check_out_folder(out: Path) -> None:
+    """--out must be a folder (or not exist yet) that this process can write in."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a folder; give a folder that holds runs.")
+    folder = out
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"Cannot write under '{folder}' (for --out '{out}'); choose another --out.")
 
 
 def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
