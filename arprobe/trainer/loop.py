@@ -93,6 +93,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     """The text task: documents, tokenizer (trained BPE or the model's own), model and names."""
     from arprobe.tasks.text import TextLM
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
+    from arprobe.trainer.hub import check_hub_model
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
     from arprobe.trainer.tokenizer import (
         default_cache_dir,
@@ -104,9 +105,11 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
 
     d, m = cfg.data, cfg.model
     authors = cfg.compat == "authors"  # the released code's choices (README, "Fidelity to the released code")
-    if m.init == "pretrained" and looks_like_path(m.name) and not Path(m.name).expanduser().exists():
-        # Checked before the tokenizer, which would otherwise be the first to trip on the path.
-        raise UserError(f"Model path '{m.name}' does not exist.")
+    if m.name not in PYTHIA_PRESETS:
+        # Checked before the tokenizer, which would otherwise be the first to trip on the model.
+        if looks_like_path(m.name) and not Path(m.name).expanduser().exists():
+            raise UserError(f"Model path '{m.name}' does not exist.")
+        check_hub_model(m.name, m.revision)
     texts, provenance = load_texts(d, keep_blank=authors)
     tokenizer_name = d.tokenizer
     if tokenizer_name == "auto":
