@@ -361,6 +361,27 @@ def test_insert_order_online_loss_axis_and_toy_comparison(tmp_path):
     # the online loss is the loss just before: 6 for every first training, then 3 and 3.5 for the block
     assert online["per_episode_mean"] == [6] * 5 + [3, 3, 3, 6] + [3.5, 3.5, 3.5, 6, 6]
 
+    # A second seed whose epochs are 4, 5 and 5 long: episode k is not the same point of training in
+    # both, so the group keeps one curve per run on its own epoch axis instead of a mean.
+    other = make_store(
+        tmp_path / "ins1",
+        loss_eval=loss,
+        schedule_doc=[0, 1, 2, 3, 0, 1, 2, 4, 5, 0, 1, 2, 6, 7],
+        schedule_epoch=[1] * 4 + [2] * 5 + [3] * 5,
+        seed=1,
+        config={"schedule": {"order": "insert"}},
+    )
+    stores = [RunStore(r) for r in (run, other)]
+    try:
+        outcome = run_probe(probe("online_loss"), stores, tmp_path / "both")
+    finally:
+        for s in stores:
+            s.close()
+    both = json.loads((tmp_path / "both/online_loss/result.json").read_text())["result"]["groups"]
+    assert outcome.status == "ok" and len(both) == 1 and both[0]["seeds"] == [0, 1]
+    assert not both[0]["episodes_aligned"] and both[0]["per_episode_mean"] is None
+    assert [x[5] for x in both[0]["per_episode_epochs"]] == pytest.approx([1.0, 1.2])  # episode 6 in each
+
     toy = run_one("toy_model", run, tmp_path / "report", epochs=2)["result"]
     assert toy["toy_schedule"] == "the run's schedule: insert, T = 8, E = 3, K = 14 episodes"
     assert toy["run_rs"] == pytest.approx([1 / 3, 1 / 6])
