@@ -23,7 +23,11 @@ LEAN = {"weights_every": 0, "activations_every": 0, "grads_at": "never", "checkp
 
 
 def toml_value(value) -> str:
-    return json.dumps(value)  # numbers, strings and lists of them are the same in TOML
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # numbers and strings are the same in TOML
 
 
 def write_sweep(path: Path, *, grid: dict, seeds: list, name: str = "tiny", **extra) -> Path:
@@ -148,6 +152,16 @@ def test_a_linked_factor_sets_its_options_together(tmp_path):
         ({"order": ["cyclic", "spiral"]}, {}, "point order-spiral_s0: schedule.order must be one of"),
         ({"d_model": [64, 64]}, {}, "grid.d_model lists a value twice"),
         ({"d_model": [64]}, {"seed": 3}, "sets both 'seed' and 'seeds'"),
+        (
+            {"name": ["tiny"]},
+            {},
+            "'name' cannot be a grid factor; the sweep names its runs (for the model, write",
+        ),
+        (
+            {"lr": [0.1], "optim": [{"name": "sgd", "lr": 0.01}]},
+            {},
+            "grid factors 'optim.lr' and 'optim' both set",
+        ),
     ],
 )
 def test_bad_sweep_file_is_one_line_and_leaves_nothing(tmp_path, grid, extra, message):

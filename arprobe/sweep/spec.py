@@ -198,7 +198,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
             raise UserError(f"{where} sets both 'seed' and 'seeds'; keep only seeds = [...].")
         seeds = [base.pop("seed")]
     seeds = [0] if seeds is None else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
         raise UserError(
             f"{where}: 'seeds' must be a non-empty list of non-negative integers, e.g. seeds = [0, 1, 2]."
         )
@@ -224,7 +224,8 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
                 f"{where}: give seeds at the top of the file as seeds = [0, 1, 2], not in [grid]."
             )
         if dotted in ("name", "out"):
-            raise UserError(f"{where}: '{dotted}' cannot be a grid factor; the sweep names its runs.")
+            hint = " (for the model, write model.name)" if dotted == "name" else ""
+            raise UserError(f"{where}: '{dotted}' cannot be a grid factor; the sweep names its runs{hint}.")
         if dotted in grid:
             raise UserError(f"{where}: the grid names '{dotted}' twice.")
         if not isinstance(values, list) or not values:
@@ -233,6 +234,15 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
             raise UserError(f"{where}: grid.{key} lists a value twice.")
         grid[dotted] = values
         base.pop(dotted, None)  # the grid value wins over a base value of the same key
+
+    owner: dict[str, str] = {}  # option -> the factor that sets it
+    for factor, values in grid.items():
+        for option in {k for v in values for k in (v if isinstance(v, dict) else {factor: v})}:
+            if option in owner:
+                raise UserError(
+                    f"{where}: grid factors '{owner[option]}' and '{factor}' both set '{option}'."
+                )
+            owner[option] = factor
 
     leaves = [k.split(".")[-1] for k in grid]
     labels = {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(grid, leaves)}
