@@ -49,7 +49,7 @@ class Replay:
         self.rules = TrainingRules.from_config(cfg, len(store.planned_schedule()))
         if steps_per_doc:  # a probe may ask for another M; the lr schedule keeps the run's length
             self.rules = dataclasses.replace(self.rules, steps_per_doc=steps_per_doc)
-        self.task = TextLM.from_documents(
+        self.task = _image_task(store, cfg, self.device, self.model) or TextLM.from_documents(
             _Arrays(store.doc_arrays()),
             cfg,
             device=self.device,
@@ -86,6 +86,16 @@ class Replay:
     def state(self) -> dict:
         """The current state as the store keeps it ({"model", "optim", "rng"})."""
         return copy.deepcopy(capture_state(self.model, self.optimizer, self.generator, self._keep))
+
+
+def _image_task(store, cfg, device, model):
+    """The image task of an image run (rebuilt from the stored documents), None for text."""
+    if cfg.task not in ("image-lm", "image-classification"):
+        return None
+    from arprobe.tasks.image import task_from_store
+
+    dtype = next(model.parameters()).dtype
+    return task_from_store(store.doc_arrays(), cfg, store.model_info, device=device, dtype=dtype)
 
 
 class _Arrays:

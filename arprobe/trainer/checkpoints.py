@@ -83,6 +83,10 @@ def model_from_info(info: dict, cfg) -> torch.nn.Module:
 
     from arprobe.trainer.models import disable_dropout, freeze_first_blocks
 
+    if cfg.task in ("image-lm", "image-classification"):
+        from arprobe.trainer.vision_models import vision_model_from_info
+
+        return vision_model_from_info(info, cfg)
     hf_config = dict(info["hf_config"])
     model_type = hf_config.pop("model_type")
     drop = ("architectures", "transformers_version", "auto_map")

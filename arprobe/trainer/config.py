@@ -109,18 +109,14 @@ class RecordConfig:
 @dataclass
 class ImageConfig:
     image_size: int = 16  # side of every image after resizing (digits: upsampled from 8x8)
-    resize: int = 0  # resize the shorter side to this, then centre-crop image_size (paper A.3: 256, crop 224); 0: resize straight to image_size
-    images_per_doc: int = (
-        0  # images in one document: image-lm 1, image-classification 32 (the paper's batches) when 0
-    )
+    resize: int = 0  # shorter side resized to this, then centre crop (paper A.3: 256, 224); 0: straight
+    images_per_doc: int = 0  # images per document (0: image-lm 1, image-classification 32, the paper's)
     n_colors: int = 16  # image-lm palette size: k-means colour clusters of the run's images (Image GPT: 512)
     patch_size: int = 4  # vit-tiny patch side (image_size must be a multiple)
-    hflip_prob: float = 0.0  # flip each training image horizontally with this probability (augmentation; off)
-    crop_pad: int = (
-        0  # image-classification: translate each training image by up to this many pixels (augmentation; off)
-    )
+    hflip_prob: float = 0.0  # flip each training image horizontally with this probability (off)
+    crop_pad: int = 0  # image-classification: shift each training image by up to this many pixels (off)
     image_field: str = ""  # image column of a dataset (empty: the first column of images)
-    label_field: str = ""  # label column of a dataset (empty: the first class-label column, or label/labels)
+    label_field: str = ""  # label column of a dataset (empty: the first class-label column, or label)
 
 
 TASKS = ("text-lm", "image-lm", "image-classification")
@@ -131,7 +127,7 @@ class RunConfig:
     name: str = ""  # run name; the store goes to <out>/<name>/run.h5 (empty: derived from the config)
     out: str = "runs"  # folder that holds runs
     seed: int = 0  # seeds document sampling, the schedule, model init and data randomness
-    task: str = "text-lm"  # what is trained: "text-lm" (causal LM on text), "image-lm" (causal image modelling), "image-classification"
+    task: str = "text-lm"  # what is trained: "text-lm", "image-lm" or "image-classification" (Sec. 3.4)
     threads: int = 0  # torch CPU threads (0: the cores this process may use, from its affinity mask)
     eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
     compat: str = "arprobe"  # "authors": sample, tokenise, resize and decay as the released code (README)
@@ -140,9 +136,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
-    image: ImageConfig = field(
-        default_factory=ImageConfig
-    )  # image tasks only (data.source, n_docs, split as for text)
+    image: ImageConfig = field(default_factory=ImageConfig)  # image tasks (also data.source, n_docs, split)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -464,7 +458,8 @@ def validate_image(cfg: RunConfig) -> None:
         ),
         (
             cfg.task != "image-classification" or d.mask_prob == 0,
-            "data.mask_prob masks tokens (text-lm, image-lm); image-classification takes image.crop_pad / image.hflip_prob.",
+            "data.mask_prob masks tokens (text-lm, image-lm); "
+            "image-classification takes image.crop_pad / image.hflip_prob.",
         ),
         (
             cfg.task != "image-lm" or im.crop_pad == 0,

@@ -60,6 +60,8 @@ def human_bytes(n: float) -> str:
 
 def data_note(setup) -> str:
     """How many documents were dropped as too short and how many are padded to C."""
+    if getattr(setup.task, "data_note", None):  # a task whose documents are not text says what they are
+        return setup.task.data_note
     C = setup.cfg.data.context_length
     padded = int((setup.task.eval_lengths.cpu().numpy() < C).sum())
     return (
