@@ -247,9 +247,9 @@ def print_aggregate(summary: dict) -> None:
         line = f"  {e['label']:<36} n={e['n']}"
         if e["n"]:
             final = e["final_recovery_score"]
-            line += (
-                f"  RS({final['epoch']}) {mean_pm_std(final)}  online loss {mean_pm_std(e['online_loss'], 4)}"
-            )
+            defined = f" (defined for {final['n']} of {e['n']})" if final["n"] < e["n"] else ""
+            line += f"  RS({final['epoch']}) {mean_pm_std(final)}{defined}"
+            line += f"  online loss {mean_pm_std(e['online_loss'], 4)}"
         if e["excluded"]:
             line += f"  ({len(e['excluded'])} run(s) not complete, left out)"
         print(line)

@@ -511,6 +511,8 @@ def write_index(report_dir: Path, summary: dict, run_links: Path | None) -> Path
             )
             name += f" <small>{links}</small>" if links else ""
         epoch = f" <small>RS({final['epoch']})</small>" if final else ""
+        if final and final["n"] < e["n"]:  # an undefined score (no forgetting to recover from) is left out
+            epoch += f" <small>defined for {final['n']} of {e['n']} seeds</small>"
         parts.append(
             f"<tr{' class=bad' if e['excluded'] else ''}><td>{name}</td><td>{e['n']}</td>"
             f"<td>{esc(mean_pm_std(final))}{epoch}</td>"
