@@ -218,7 +218,7 @@ def comparison_block(results: dict[str, list[dict]]) -> str:
         ("RS(E−1)", last_rs),
         ("online loss, epochs 2..E", lambda r: r["online_loss"]["groups"][0]["mean_after_first_epoch"]),
         ("gradient cosine at cyclic distance 1", distance1),
-        ("pairwise recovery at distance 1", lambda r: (r["pairwise_recovery"]["by_distance"] or [None])[0]),
+        ("pairwise recovery at distance 1", pairwise_distance1),
         ("weight residual cosine at lag T", lambda r: r["weight_residual_similarity"]["similarity_at_lag_T"]),
         (
             "weight residual cosine, same document's consecutive updates",
@@ -235,6 +235,14 @@ def comparison_block(results: dict[str, list[dict]]) -> str:
     notes = {r["gradient_similarity"]["by_distance_note"] for o in ORDERS for r in results[o]} - {""}
     text = "\n".join(lines) + "\n"
     return text + "".join(f"\n{n}\n" for n in sorted(notes))
+
+
+def pairwise_distance1(r):
+    """pairwise_recovery bins by document index, a distance in the cycle only when every epoch has
+    the same order (gradient_similarity's cycle_order says whether it does)."""
+    if r["gradient_similarity"]["cycle_order"] is None:
+        return None
+    return (r["pairwise_recovery"]["by_distance"] or [None])[0]
 
 
 def _mean_abs_winding(r):
