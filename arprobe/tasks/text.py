@@ -5,7 +5,9 @@ measure — is the C-token window starting at ``window_start`` (0 unless the win
 Training windows add the paper's data randomness (Sec. 3.3): a shift of the window by a random
 s in [−S, +S] tokens, and masking of input tokens with probability p.
 
-Loss everywhere: mean per-token cross-entropy over non-pad target tokens.
+Loss everywhere: mean per-token cross-entropy over non-pad target tokens. Pad positions are
+known by length; with ``ignore_id`` (``compat = "authors"``: the pad id, as the released code
+masks labels) every target equal to that id is ignored too, also inside a document.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class TextLM(Task):
         mask_id: int = 0,
         eval_batch: int = 0,  # documents per eval forward (0: about 16k tokens)
         window_start: torch.Tensor | None = None,  # int64 [T] start of each clean window (default 0)
+        ignore_id: int | None = None,  # targets equal to this id are left out of every loss (None: none)
     ):
         self.tokens, self.lengths = tokens, lengths
         self.n_docs = tokens.shape[0]
@@ -46,6 +49,7 @@ class TextLM(Task):
             mask_id,
         )
         self.eval_batch = eval_batch_size(eval_batch, context_length)
+        self.ignore_id = ignore_id
         if window_start is None:
             window_start = torch.zeros_like(lengths)
         self.window_start = window_start
@@ -58,8 +62,11 @@ class TextLM(Task):
         self.eval_lengths = (lengths - window_start).clamp(min=0, max=C)  # [T]
 
     @classmethod
-    def from_documents(cls, docs, cfg, *, device, mask_id: int) -> TextLM:
-        """From ``trainer.data.Documents`` (or the arrays a store keeps) and a RunConfig."""
+    def from_documents(cls, docs, cfg, *, device, mask_id: int, pad_id: int | None = None) -> TextLM:
+        """From ``trainer.data.Documents`` (or the arrays a store keeps) and a RunConfig. With
+        ``cfg.compat == "authors"`` targets equal to ``pad_id`` are ignored, as in the released code."""
+        authors = cfg.compat == "authors"
+        assert pad_id is not None or not authors, "compat authors needs the pad id"
         return cls(
             torch.as_tensor(np.asarray(docs.tokens), dtype=torch.long, device=device),
             torch.as_tensor(np.asarray(docs.lengths), dtype=torch.long, device=device),
@@ -69,6 +76,7 @@ class TextLM(Task):
             mask_id=mask_id,
             eval_batch=cfg.eval_batch_size,
             window_start=torch.as_tensor(np.asarray(docs.window_start), dtype=torch.long, device=device),
+            ignore_id=pad_id if authors else None,
         )
 
     # --- training -------------------------------------------------------------------------
@@ -88,6 +96,8 @@ class TextLM(Task):
         window = self.tokens[doc, offset : offset + C]
         labels = window.clone()
         labels[max(min(C, length - offset), 0) :] = IGNORE
+        if self.ignore_id is not None:
+            labels[window == self.ignore_id] = IGNORE
         inputs = window
         if self.mask_prob:
             hit = torch.rand(window.shape, generator=generator) < self.mask_prob
@@ -104,7 +114,9 @@ class TextLM(Task):
     def eval_losses(
         self, model: torch.nn.Module, after_batch: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
-        return evaluate_docs(model, self.eval_tokens, self.eval_lengths, self.eval_batch, after_batch)
+        return evaluate_docs(
+            model, self.eval_tokens, self.eval_lengths, self.eval_batch, after_batch, ignore_id=self.ignore_id
+        )
 
     def forward_docs(self, model: torch.nn.Module, docs: list[int]) -> None:
         idx = torch.as_tensor(docs, device=self.tokens.device)
@@ -114,7 +126,13 @@ class TextLM(Task):
         self, model: torch.nn.Module, params: dict[str, torch.Tensor], *, chunk: int, method: str = "vmap"
     ) -> Iterator[list[torch.Tensor]]:
         return per_document_grads(
-            model, params, self.eval_tokens, self.eval_lengths, chunk=chunk, method=method
+            model,
+            params,
+            self.eval_tokens,
+            self.eval_lengths,
+            chunk=chunk,
+            method=method,
+            ignore_id=self.ignore_id,
         )
 
     def store_arrays(self) -> dict[str, np.ndarray]:
@@ -133,20 +151,27 @@ def eval_batch_size(configured: int, context_length: int) -> int:
     return configured or max(1, 16384 // context_length)
 
 
-def doc_losses(model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def doc_losses(
+    model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, ignore_id: int | None = None
+) -> torch.Tensor:
     """Per-document loss [B] of ``tokens`` [B, C] whose first ``lengths`` [B] tokens are real.
 
     Documents are right-padded, so causal attention never lets a real token see a pad and no
     attention mask is needed.
     """
-    return losses_from_logits(model(input_ids=tokens).logits, tokens, lengths)
+    return losses_from_logits(model(input_ids=tokens).logits, tokens, lengths, ignore_id)
 
 
-def losses_from_logits(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per-document loss [B] from ``logits`` [B, C, V] of ``tokens`` [B, C], ``lengths`` [B] real."""
+def losses_from_logits(
+    logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, ignore_id: int | None = None
+) -> torch.Tensor:
+    """Per-document loss [B] from ``logits`` [B, C, V] of ``tokens`` [B, C], ``lengths`` [B] real;
+    targets equal to ``ignore_id`` are left out too."""
     B, C = tokens.shape
     positions = torch.arange(C, device=tokens.device)
     valid = positions[None, :] < (lengths[:, None] - 1)  # the target of position j (token j + 1) is real
+    if ignore_id is not None:
+        valid = valid & (F.pad(tokens[:, 1:], (0, 1)) != ignore_id)
     targets = torch.where(valid, F.pad(tokens[:, 1:], (0, 1)), IGNORE)  # [B, C], last position never a target
     nll = token_nll(logits, targets).view(B, C)
     return nll.sum(1) / valid.sum(1).clamp(min=1)
@@ -175,6 +200,7 @@ def evaluate_docs(
     lengths: torch.Tensor,
     batch_size: int,
     after_batch: Callable[[int, int], None] | None = None,
+    ignore_id: int | None = None,
 ) -> torch.Tensor:
     """Loss of every document [T] in batches of ``batch_size`` — one row of the eval matrix.
 
@@ -186,7 +212,9 @@ def evaluate_docs(
     try:
         losses = []
         for i in range(0, tokens.shape[0], batch_size):
-            losses.append(doc_losses(model, tokens[i : i + batch_size], lengths[i : i + batch_size]))
+            losses.append(
+                doc_losses(model, tokens[i : i + batch_size], lengths[i : i + batch_size], ignore_id)
+            )
             if after_batch is not None:
                 after_batch(i, i + len(losses[-1]))
         return torch.cat(losses)
@@ -202,6 +230,7 @@ def per_document_grads(
     *,
     chunk: int,
     method: str = "vmap",
+    ignore_id: int | None = None,
 ) -> Iterator[list[torch.Tensor]]:
     """Gradient of every document's loss w.r.t. ``params`` at the current weights, ``chunk``
     documents at a time: yields one [n, *shape] tensor per parameter, in ``params`` order.
@@ -216,7 +245,7 @@ def per_document_grads(
         for lo in range(0, T, chunk):
             rows = []
             for t in range(lo, min(lo + chunk, T)):
-                loss = doc_losses(model, tokens[t : t + 1], lengths[t : t + 1])[0]
+                loss = doc_losses(model, tokens[t : t + 1], lengths[t : t + 1], ignore_id)[0]
                 grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
                 rows.append(
                     [g if g is not None else torch.zeros_like(params[n]) for g, n in zip(grads, names)]
@@ -228,7 +257,7 @@ def per_document_grads(
 
     def loss_of(p: dict[str, torch.Tensor], doc: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, p, args=(), kwargs={"input_ids": doc[None]}).logits
-        return losses_from_logits(logits, doc[None], length[None])[0]
+        return losses_from_logits(logits, doc[None], length[None], ignore_id)[0]
 
     detached = {n: params[n].detach() for n in names}
     per_doc = vmap(grad(loss_of), in_dims=(None, 0, 0))

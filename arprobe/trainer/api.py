@@ -44,7 +44,8 @@ class Replay:
         state = store.checkpoint(episode)  # raises a clear error if it was not recorded
         self.device = resolve_device(device if device != "auto" else cfg.model.device)
         self.model = model_from_info(store.model_info, cfg).to(self.device).train()
-        self.optimizer = make_optimizer(self.model, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay)
+        o = cfg.optim
+        self.optimizer = make_optimizer(self.model, o.name, o.lr, o.weight_decay, decay_rule=cfg.compat)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rules = TrainingRules.from_config(cfg, len(store.planned_schedule()))
         if steps_per_doc:  # a probe may ask for another M; the lr schedule keeps the run's length
@@ -54,6 +55,7 @@ class Replay:
             cfg,
             device=self.device,
             mask_id=int(store.model_info.get("mask_id", 0)),
+            pad_id=store.model_info.get("pad_id"),
         )
         if seed is not None:  # the data randomness from this seed instead of the run's RNG state
             state = {**state, "rng": torch.Generator().manual_seed(seed).get_state().numpy()}

@@ -13,13 +13,16 @@ Sources (``data.source``):
 - anything else: a Hugging Face hub dataset id, loaded with ``datasets.load_dataset``
   (needs network access or the local hub cache).
 
-Empty and whitespace-only documents are dropped everywhere.
+Empty and whitespace-only documents are dropped everywhere, except with ``keep_blank`` for the
+sources whose rows the released code indexes (datasets and ``.jsonl``): ``compat = "authors"``
+samples row numbers, so every row must keep its place.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +42,21 @@ _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 # --- candidate texts ----------------------------------------------------------------------
 
 
-def load_texts(cfg: DataConfig) -> tuple[list[str], str]:
-    """All candidate document texts from ``cfg.source`` (in source order), and a short provenance string."""
+def load_texts(cfg: DataConfig, *, keep_blank: bool = False) -> tuple[list[str], str]:
+    """All candidate document texts from ``cfg.source`` (in source order), and a short provenance string.
+
+    ``keep_blank``: datasets and ``.jsonl`` files keep their blank (and missing) texts as "", so
+    that index i is row i, as ``load_dataset`` gives it to the released code.
+    """
     source = cfg.source
     if source == "pydoc":
         return _load_pydoc()
     path = Path(source).expanduser()
     if path.exists():
-        return _load_local(path, cfg)
+        return _load_local(path, cfg, keep_blank)
     if looks_like_path(source):
         raise UserError(f"Data source '{source}' does not exist.")
-    return _load_hub(cfg)
+    return _load_hub(cfg, keep_blank)
 
 
 def looks_like_path(name: str) -> bool:
@@ -67,6 +74,13 @@ def _keep_nonblank(texts: list[str]) -> list[str]:
     return [t for t in texts if t.strip()]
 
 
+def _keep_rows(texts: list[str | None], keep_blank: bool) -> list[str]:
+    """The non-blank texts, or with ``keep_blank`` every row (a missing text as "")."""
+    if keep_blank:
+        return [t or "" for t in texts]
+    return _keep_nonblank([t for t in texts if t is not None])
+
+
 def _load_pydoc() -> tuple[list[str], str]:
     import platform
     from pydoc_data.topics import topics
@@ -75,15 +89,15 @@ def _load_pydoc() -> tuple[list[str], str]:
     return texts, f"pydoc_data.topics (Python {platform.python_version()}, {len(texts)} topics)"
 
 
-def _load_local(path: Path, cfg: DataConfig) -> tuple[list[str], str]:
+def _load_local(path: Path, cfg: DataConfig, keep_blank: bool) -> tuple[list[str], str]:
     if path.is_dir():
         if _is_saved_dataset(path):
-            return _load_saved_dataset(path, cfg)
+            return _load_saved_dataset(path, cfg, keep_blank)
         return _load_txt_folder(path)
     if path.suffix == ".txt":
         return _load_txt_paragraphs(path)
     if path.suffix == ".jsonl":
-        return _load_jsonl(path, cfg.field)
+        return _load_jsonl(path, cfg.field, keep_blank)
     raise UserError(
         f"Data file '{path}' has an unsupported type; use a .txt file (documents separated by blank lines), "
         "a .jsonl file (one JSON object per line) or a folder."
@@ -114,7 +128,7 @@ def _read_text(path: Path) -> str:
         raise UserError(f"File '{path}' is not UTF-8 text; convert it to UTF-8.") from None
 
 
-def _load_jsonl(path: Path, field: str) -> tuple[list[str], str]:
+def _load_jsonl(path: Path, field: str, keep_blank: bool) -> tuple[list[str], str]:
     texts = []
     with open(path, encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -133,10 +147,11 @@ def _load_jsonl(path: Path, field: str) -> tuple[list[str], str]:
             if field not in obj:
                 keys = ", ".join(sorted(obj)) or "none"
                 raise UserError(
-                    f"Line {line_no} of '{path}' has no field '{field}' (keys: {keys}); set data.field to the text field."
+                    f"Line {line_no} of '{path}' has no field '{field}' (keys: {keys}); set "
+                    "data.field to the text field."
                 )
             texts.append(_as_text(obj[field], f"field '{field}' on line {line_no} of '{path}'"))
-    texts = _keep_nonblank([t for t in texts if t is not None])
+    texts = _keep_rows(texts, keep_blank)
     return texts, f"jsonl file {path}, field '{field}' ({len(texts)} documents)"
 
 
@@ -155,7 +170,7 @@ def _is_saved_dataset(path: Path) -> bool:
     )
 
 
-def _load_saved_dataset(path: Path, cfg: DataConfig) -> tuple[list[str], str]:
+def _load_saved_dataset(path: Path, cfg: DataConfig, keep_blank: bool) -> tuple[list[str], str]:
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
@@ -163,18 +178,19 @@ def _load_saved_dataset(path: Path, cfg: DataConfig) -> tuple[list[str], str]:
     if isinstance(loaded, datasets.DatasetDict):
         if cfg.split not in loaded:
             raise UserError(
-                f"Split '{cfg.split}' is not in {where} (splits: {', '.join(loaded)}); set data.split to one of them."
+                f"Split '{cfg.split}' is not in {where} (splits: {', '.join(loaded)}); set data.split "
+                "to one of them."
             )
         loaded = loaded[cfg.split]
         where = f"split '{cfg.split}' of {where}"
-    texts = _column_texts(loaded, cfg.field, where)
+    texts = _column_texts(loaded, cfg.field, where, keep_blank)
     return (
         texts,
         f"save_to_disk folder {path}, split '{cfg.split}', field '{cfg.field}' ({len(texts)} documents)",
     )
 
 
-def _load_hub(cfg: DataConfig) -> tuple[list[str], str]:
+def _load_hub(cfg: DataConfig, keep_blank: bool) -> tuple[list[str], str]:
     import datasets
 
     source = cfg.source
@@ -193,7 +209,7 @@ def _load_hub(cfg: DataConfig) -> tuple[list[str], str]:
             "check data.hf_config and data.split."
         ) from None
     where = f"dataset '{source}'"
-    texts = _column_texts(loaded, cfg.field, where)
+    texts = _column_texts(loaded, cfg.field, where, keep_blank)
     config = f", config '{cfg.hf_config}'" if cfg.hf_config else ""
     return (
         texts,
@@ -201,7 +217,7 @@ def _load_hub(cfg: DataConfig) -> tuple[list[str], str]:
     )
 
 
-def _column_texts(dataset, field: str, where: str) -> list[str]:
+def _column_texts(dataset, field: str, where: str, keep_blank: bool) -> list[str]:
     if field not in dataset.column_names:
         raise UserError(
             f"Field '{field}' is not a column of {where} (columns: {', '.join(dataset.column_names)}); "
@@ -210,7 +226,7 @@ def _column_texts(dataset, field: str, where: str) -> list[str]:
     # Through Arrow: much faster than iterating rows in Python on large datasets.
     values = dataset.data.column(field).to_pylist()
     texts = [_as_text(v, f"column '{field}' of {where}") for v in values]
-    return _keep_nonblank([t for t in texts if t is not None])
+    return _keep_rows(texts, keep_blank)
 
 
 # --- tokenized, sampled documents ---------------------------------------------------------
@@ -238,6 +254,7 @@ def select_documents(
     min_tokens: int,
     seed: int,
     pad_id: int,
+    compat: str = "arprobe",
 ) -> Documents:
     """Tokenize every candidate, drop short ones, sample ``n_docs`` without replacement, keep the
     first C + 2S tokens (S = ``max_shift``).
@@ -246,7 +263,12 @@ def select_documents(
     at least ``max(min_tokens, 2)`` tokens. The sampled order (``np.random.default_rng(seed)``)
     is the cyclic order. With a window shift the document proper (its clean window) starts at
     token min(S, length − C), so a training window can move by up to S tokens either way.
+
+    ``compat="authors"``: the released code's choice instead (``sample_as_released``): no
+    ``min_tokens`` filter, special tokens on, truncated to C + 2S by the tokenizer.
     """
+    if compat == "authors":
+        return _select_as_released(texts, tokenizer, n_docs, context_length, max_shift, seed, pad_id)
     width = context_length + 2 * max_shift
     needed = max(min_tokens, MIN_USABLE_TOKENS)
     # Only the first `width` tokens are kept, and `needed` decide eligibility.
@@ -254,17 +276,63 @@ def select_documents(
     eligible = np.flatnonzero(n_tokens >= needed)  # [candidate] indices into `texts`
     if len(eligible) < n_docs:
         raise UserError(
-            f"Only {len(eligible)} of the {len(texts)} documents in the data source have at least {needed} tokens; "
+            f"Only {len(eligible)} of the {len(texts)} documents in the data source have at least "
+            f"{needed} tokens; "
             f"lower data.n_docs (T, now {n_docs}) or data.min_tokens, or use a larger data source."
         )
     rng = np.random.default_rng(seed)
     chosen = eligible[rng.choice(len(eligible), size=n_docs, replace=False)]  # sampled order = cyclic order
+    return _pack(
+        [ids[index][:width] for index in chosen],
+        tokenizer,
+        context_length,
+        max_shift,
+        pad_id,
+        n_candidates=int(len(eligible)),
+        n_dropped=int(len(texts) - len(eligible)),
+    )
 
-    tokens = np.full((n_docs, width), pad_id, dtype=np.int32)
-    lengths = np.zeros(n_docs, dtype=np.int32)
+
+def sample_as_released(n_candidates: int, n_docs: int, seed: int) -> list[int]:
+    """Indices [doc] of the documents the released code trains on, in its (cyclic) order.
+
+    It calls ``random.sample(range(N), T)`` right after ``set_seed(seed)`` seeded Python's
+    ``random`` (and numpy and torch, which the draw does not use). A private ``random.Random(seed)``
+    draws the same numbers without touching the global generator.
+    """
+    return random.Random(seed).sample(range(n_candidates), n_docs)
+
+
+def _select_as_released(texts, tokenizer, n_docs, context_length, max_shift, seed, pad_id) -> Documents:
+    if n_docs > len(texts):
+        raise UserError(
+            f"The data source holds only {len(texts)} documents; lower data.n_docs (T, now {n_docs}) "
+            "or use a larger data source."
+        )
+    width = context_length + 2 * max_shift
+    chosen = sample_as_released(len(texts), n_docs, seed)
+    # As the released code: special tokens on, truncated by the tokenizer (which keeps any it adds).
+    encoded = tokenizer(
+        [texts[i] for i in chosen], add_special_tokens=True, truncation=True, max_length=width, verbose=False
+    )["input_ids"]
+    for index, ids in zip(chosen, encoded):
+        if len(ids) < MIN_USABLE_TOKENS:
+            raise UserError(
+                f"Document {index} of the data source, drawn by the released code's sampling "
+                f"(compat = authors), has {len(ids)} token(s), too few to train on; use another seed."
+            )
+    return _pack(encoded, tokenizer, context_length, max_shift, pad_id, n_candidates=len(texts), n_dropped=0)
+
+
+def _pack(
+    rows: list[list[int]], tokenizer, context_length, max_shift, pad_id, *, n_candidates: int, n_dropped: int
+) -> Documents:
+    """Documents from the kept token ids of each chosen document ([doc][<= C + 2S])."""
+    width = context_length + 2 * max_shift
+    tokens = np.full((len(rows), width), pad_id, dtype=np.int32)
+    lengths = np.zeros(len(rows), dtype=np.int32)
     kept_texts = []
-    for row, index in enumerate(chosen):
-        kept = ids[index][:width]
+    for row, kept in enumerate(rows):
         tokens[row, : len(kept)] = kept
         lengths[row] = len(kept)
         kept_texts.append(tokenizer.decode(kept))
@@ -274,13 +342,14 @@ def select_documents(
         lengths=lengths,
         window_start=window_start,
         texts=kept_texts,
-        n_candidates=int(len(eligible)),
-        n_dropped=int(len(texts) - len(eligible)),
+        n_candidates=n_candidates,
+        n_dropped=n_dropped,
     )
 
 
 def _tokenize_prefixes(texts: list[str], tokenizer, keep: int) -> tuple[list[list[int]], np.ndarray]:
-    """First ``keep`` token ids of every text ([candidate][<= keep]) and the full token counts ([candidate])."""
+    """First ``keep`` token ids of every text ([candidate][<= keep]) and the full token counts
+    ([candidate])."""
     prefixes: list[list[int]] = []
     counts = np.zeros(len(texts), dtype=np.int64)
     for start in range(0, len(texts), _TOKENIZE_BATCH):

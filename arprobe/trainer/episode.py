@@ -59,12 +59,39 @@ class EpisodeLog:
     grad_norms: torch.Tensor | None  # [M, L] per-layer gradient norms before clipping, if asked
 
 
+# The released code's no-decay rule: parameter names containing one of these. In GPT-NeoX that is
+# every bias and the final layer norm's weight (its block norms are "input_layernorm"); in GPT-2
+# only the biases (its norms are "ln_1", "ln_2", "ln_f").
+RELEASED_NO_DECAY = ("bias", "layer_norm.weight")
+
+
+def decays(name: str, param: torch.nn.Parameter, rule: str = "arprobe") -> bool:
+    """Whether weight decay applies to parameter ``name``.
+
+    ``"arprobe"``: every parameter with two or more dimensions (weight matrices, embeddings);
+    none with fewer (biases, LayerNorm weights) — the common convention. ``"authors"``: every
+    parameter whose name contains none of ``RELEASED_NO_DECAY``.
+    """
+    if rule == "authors":
+        return not any(part in name for part in RELEASED_NO_DECAY)
+    assert rule == "arprobe", f"unknown weight-decay rule {rule!r}"
+    return param.dim() >= 2
+
+
 def make_optimizer(
-    model: torch.nn.Module, name: str, lr: float, weight_decay: float
+    model: torch.nn.Module, name: str, lr: float, weight_decay: float, *, decay_rule: str = "arprobe"
 ) -> torch.optim.Optimizer:
     """The run's optimizer over the trainable (``requires_grad``) parameters: frozen ones are never
-    in it, so no step can move them."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    in it, so no step can move them. With weight decay, two parameter groups: decayed and not
+    (``decays`` with ``decay_rule``, the run's ``compat``); without, the one group of all."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trainable]
+    if weight_decay:
+        groups = [
+            {"params": [p for n, p in trainable if decays(n, p, decay_rule)], "weight_decay": weight_decay},
+            {"params": [p for n, p in trainable if not decays(n, p, decay_rule)], "weight_decay": 0.0},
+        ]
+        params = [g for g in groups if g["params"]]
     # The fused Adam kernel makes one pass over memory instead of ~10: 3.5x faster on CPU,
     # where the optimizer step was a quarter of a small run.
     if name == "adam":

@@ -88,19 +88,23 @@ class LoadedModel:
 # --- public API ---------------------------------------------------------------------------
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int) -> LoadedModel:
+def build_model(
+    cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int, *, resize_embeddings: bool = False
+) -> LoadedModel:
     """Load or randomly initialise the model ``cfg`` describes.
 
     ``vocab_size`` is the tokenizer's vocabulary (a random model's embedding gets exactly
     that many rows); ``max_positions`` is the longest sequence the run feeds (C).
     ``cfg.freeze_blocks`` > 0 freezes the embeddings and the first B blocks.
+    ``resize_embeddings`` (compat authors): ``resize_token_embeddings(vocab_size)`` after loading,
+    as the released code does; see ``resize_embeddings_as_released``.
     """
     dtype = _DTYPES.get(cfg.dtype)
     if dtype is None:
         raise UserError(f"model.dtype must be float32, bfloat16 or float16; got '{cfg.dtype}'.")
     device = resolve_device(cfg.device)
     if cfg.init == "pretrained":
-        model, provenance = _load_pretrained(cfg, vocab_size, max_positions, dtype)
+        model, provenance = _load_pretrained(cfg, vocab_size, max_positions, dtype, resize_embeddings)
         bridge_name = cfg.name
     elif cfg.init in ("pythia", "normal"):
         model, provenance = _build_random(cfg, vocab_size, seed, max_positions, dtype)
@@ -114,6 +118,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
     else:
         raise UserError(f"model.init must be pretrained, pythia or normal; got '{cfg.init}'.")
 
+    if resize_embeddings:
+        provenance["resized_embeddings"] = resize_embeddings_as_released(model, vocab_size, seed)
     model.to(device)
     model.train()
     disable_dropout(model)
@@ -132,6 +138,24 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: int
         device=str(device),
     )
     return LoadedModel(model=model, provenance=provenance, bridge_name=bridge_name)
+
+
+def resize_embeddings_as_released(model, vocab_size: int, seed: int) -> list[int]:
+    """``model.resize_token_embeddings(vocab_size)``, as the released code calls it after loading;
+    returns [rows before, rows after].
+
+    Pythia's tokenizer has 50,277 entries against 50,304 embedding rows, so this trims the input
+    embedding and the unembedding (a tied one with it): the softmax runs over 50,277 logits. Rows
+    are added only for a tokenizer longer than the model's embedding (no released configuration);
+    they get the model's own initialisation (``mean_resizing=False``, transformers' behaviour
+    before 4.46) from ``seed``, so the same run builds the same weights.
+    """
+    rows = model.get_input_embeddings().num_embeddings
+    if rows != vocab_size:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    return [rows, model.get_input_embeddings().num_embeddings]
 
 
 def embedding_params(model) -> int:
@@ -161,7 +185,8 @@ def resolve_device(name: str) -> torch.device:
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(
-                f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)."
+                f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)."
             )
     return device
 
@@ -187,7 +212,8 @@ def freeze_first_blocks(model, n: int) -> None:
     total = n_blocks(model)
     if n < 0 or n > total:
         raise UserError(
-            f"model.freeze_blocks must be in [0, {total}] (the model has {total} transformer blocks), got {n}."
+            f"model.freeze_blocks must be in [0, {total}] (the model has {total} transformer blocks), "
+            f"got {n}."
         )
     if n == 0:
         return
@@ -205,7 +231,9 @@ def freeze_first_blocks(model, n: int) -> None:
 # --- pretrained --------------------------------------------------------------------------
 
 
-def _load_pretrained(cfg: ModelConfig, vocab_size: int, max_positions: int, dtype: torch.dtype):
+def _load_pretrained(
+    cfg: ModelConfig, vocab_size: int, max_positions: int, dtype: torch.dtype, resize_embeddings: bool = False
+):
     """``from_pretrained`` on a hub id or a local folder; dropout is zeroed in the config first."""
     from transformers import AutoModelForCausalLM
 
@@ -225,7 +253,7 @@ def _load_pretrained(cfg: ModelConfig, vocab_size: int, max_positions: int, dtyp
             dtype=dtype,
         )
     rows = model.get_input_embeddings().num_embeddings
-    if vocab_size > rows:
+    if vocab_size > rows and not resize_embeddings:
         raise UserError(
             f"The tokenizer has {vocab_size} tokens but model '{cfg.name}' embeds only {rows}; "
             "use the model's own tokenizer (data.tokenizer = auto)."
@@ -233,7 +261,8 @@ def _load_pretrained(cfg: ModelConfig, vocab_size: int, max_positions: int, dtyp
     n_ctx = getattr(model.config, "max_position_embeddings", None)
     if n_ctx is not None and max_positions > n_ctx:
         raise UserError(
-            f"data.context_length ({max_positions}) exceeds the {n_ctx} positions model '{cfg.name}' supports."
+            f"data.context_length ({max_positions}) exceeds the {n_ctx} positions model '{cfg.name}' "
+            "supports."
         )
     provenance = dict(
         kind="pretrained",
@@ -360,7 +389,10 @@ def _build_random(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: i
         elif model.config.model_type == "gpt_neox":
             scheme = init_pythia_(model)
         else:
-            scheme = f"{model.config.model_type} default (_init_weights); the pythia recipe is implemented for GPT-NeoX only"
+            scheme = (
+                f"{model.config.model_type} default (_init_weights); "
+                "the pythia recipe is implemented for GPT-NeoX only"
+            )
             warnings.warn(f"init 'pythia' is GPT-NeoX only; '{cfg.name}' keeps {scheme}.", stacklevel=3)
     model.to(dtype)
     model.config.dtype = dtype
@@ -387,7 +419,10 @@ def init_pythia_(model) -> str:
             param.normal_(0.0, wang_std)
         else:
             _init_param(name, param, small_std)
-    return f"pythia: small_init std {small_std:.6g}, wang_init std {wang_std:.6g} (attention.dense, mlp.dense_4h_to_h)"
+    return (
+        f"pythia: small_init std {small_std:.6g}, wang_init std {wang_std:.6g} "
+        "(attention.dense, mlp.dense_4h_to_h)"
+    )
 
 
 @torch.no_grad()

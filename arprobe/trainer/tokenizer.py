@@ -35,7 +35,8 @@ def default_cache_dir() -> Path:
 def train_bpe_tokenizer(
     texts: list[str], vocab_size: int, cache_dir: Path | None = None
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (``PreTrainedTokenizerFast``) with at most ``vocab_size`` tokens, trained on ``texts``.
+    """A byte-level BPE tokenizer (``PreTrainedTokenizerFast``) with at most ``vocab_size`` tokens,
+    trained on ``texts``.
 
     Deterministic for the same texts and size. With ``cache_dir``, the result is stored in
     ``cache_dir/<sha256 of (format, vocab_size, texts)>/`` and reused. Without it, it is
@@ -63,7 +64,8 @@ def _cache_key(texts: list[str], vocab_size: int) -> str:
 
 
 def _save_atomically(texts: list[str], vocab_size: int, folder: Path) -> None:
-    """Train into a temporary sibling folder, then rename it into place: a crash never leaves half a tokenizer."""
+    """Train into a temporary sibling folder, then rename it into place: a crash never leaves half a
+    tokenizer."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
@@ -117,7 +119,8 @@ def _load_folder(folder: Path) -> PreTrainedTokenizerFast:
 def load_tokenizer(
     name_or_path: str, revision: str = "", trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
-    """A pretrained tokenizer (``PreTrainedTokenizerBase``) from a local folder or a hub id, via ``AutoTokenizer``."""
+    """A pretrained tokenizer (``PreTrainedTokenizerBase``) from a local folder or a hub id, via
+    ``AutoTokenizer``."""
     from transformers import AutoTokenizer
 
     local = Path(name_or_path).expanduser()
@@ -134,7 +137,8 @@ def load_tokenizer(
     ) as exc:  # offline, unknown id or revision, no tokenizer files, remote code refused
         if "trust_remote_code" in str(exc):
             raise UserError(
-                f"Tokenizer '{name_or_path}' ships its own code; set model.trust_remote_code = true if you trust it."
+                f"Tokenizer '{name_or_path}' ships its own code; set model.trust_remote_code = true "
+                "if you trust it."
             ) from None
         if local.exists():
             raise UserError(
@@ -146,7 +150,8 @@ def load_tokenizer(
         at = f" at revision '{revision}'" if revision else ""
         raise UserError(
             f"Tokenizer '{name_or_path}'{at} is neither a local folder nor in the local Hugging Face cache; "
-            "a hub id needs network access (unset HF_HUB_OFFLINE) or a local copy written with save_pretrained."
+            "a hub id needs network access (unset HF_HUB_OFFLINE) or a local copy written with "
+            "save_pretrained."
         ) from None
 
 
@@ -171,3 +176,17 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> int:
             return int(tokenizer.pad_token_id)
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     return int(tokenizer.pad_token_id)
+
+
+def pad_token_as_released(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
+    """The pad id the released code uses: eos for tokenizers named ``gpt2…`` or ``EleutherAI/…``
+    (it sets ``pad_token = eos_token`` for those), otherwise as ``ensure_pad_token``.
+
+    Pythia's and GPT-2's tokenizers have no pad token of their own, so a local copy of either
+    gets eos from ``ensure_pad_token`` as well. Labels equal to the pad id are ignored in the loss
+    (``TextLM``'s ``ignore_id``), so an end-of-text token inside a document is not trained on.
+    """
+    if name.startswith(("gpt2", "EleutherAI")) and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        return int(tokenizer.pad_token_id)
+    return ensure_pad_token(tokenizer)
