@@ -481,3 +481,25 @@ def test_failed_run_does_not_stop_the_others_and_extend_adds_points(tmp_path):
     assert [p["seed"] for p in points] == [0, 0, 1, 1]
     assert sum(p["status"] == "complete" for p in points) == 2
     assert "seeds = [0, 1]" in (out / "tiny" / "sweep.toml").read_text()
+
+
+def test_paper_table_is_written_from_the_reports(local_sweep, tmp_path):
+    from benchmarks.paper_table import END, START, build_table, replace_between_markers
+
+    root, _, sweep_dir, _ = local_sweep
+    out = tmp_path / "sweeps" / "table1-cpu" / "report"  # where the Table 1 twin's report would be
+    assert arprobe("analyze", str(sweep_dir), "--out", str(out)).returncode == 0
+    summary = json.loads((out / "sweep.json").read_text())
+    table = build_table(tmp_path / "sweeps")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()[2:]}
+    assert len(rows) == 19
+    d = summary["table1"]["rows"][0]["differences"]["shuffle"]
+    cyclic = summary["points"][0]["online_loss"]
+    assert f"cyclic {cyclic['mean']:.3f} ± {cyclic['std']:.3f}, shuffle " in rows["Table 1"]
+    assert f"Δ {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}] (n=2)" in rows["Table 1"]
+    verdict = "yes" if d["ci_low"] > 0 else "no"
+    assert f"| {verdict}: " in rows["Table 1"]
+    assert "(only 2 seed(s))" in rows["Table 1"]
+    assert rows["Fig. 1"].endswith("| not yet measured | — |")
+    readme = f"intro\n{START}\nold\n{END}\nrest\n"
+    assert replace_between_markers(readme, "NEW") == f"intro\n{START}\nNEW\n{END}\nrest\n"
