@@ -121,7 +121,11 @@ def dry_run_text(
         f"-> {sweep_dir}"
     ]
     if spec.grid:
-        lines.append("grid: " + "; ".join(f"{k} = {v}" for k, v in spec.grid.items()))
+        from arprobe.sweep.spec import show
+
+        lines.append(
+            "grid: " + "; ".join(f"{k} = [{' | '.join(show(v) for v in vs)}]" for k, vs in spec.grid.items())
+        )
     if note:
         lines.append(note)
     lines.append(f"  {'run':<{width}}  {'status':<11} {'store':>9} {'time':>7}")
@@ -140,7 +144,13 @@ def dry_run_text(
         if status not in ("complete", "diverged") and seconds is not None:
             todo_seconds += seconds * factor
             longest = max(longest, seconds * factor)
-    lines.append(f"total store estimate: {human_bytes(total_bytes)}{' (some unknown)' if unknown else ''}")
+    known = sum(plans[p.group_key].store_bytes is not None for p in points)
+    if known == 0:
+        lines.append("total store estimate: unknown")
+    else:
+        lines.append(
+            f"total store estimate: {human_bytes(total_bytes)}{' (some unknown)' if unknown else ''}"
+        )
     wall = max(todo_seconds / max(workers, 1), longest)
     basis = (
         f"calibrated on {len(ratios)} finished run(s) of this sweep"
@@ -149,10 +159,13 @@ def dry_run_text(
         f"({rate / EFFICIENCY / 1e9:.0f} GFLOP/s "
         f"with {threads} thread(s)) + {SETUP_SECONDS:.0f} s setup per run; a rough guide"
     )
-    lines.append(
-        f"time estimate: {format_seconds(todo_seconds)} of run time for the runs still to do, about "
-        f"{format_seconds(wall)} of wall time with {workers} worker(s) ({basis})"
-    )
+    if known:
+        lines.append(
+            f"time estimate: {format_seconds(todo_seconds)} of run time for the runs still to do, about "
+            f"{format_seconds(wall)} of wall time with {workers} worker(s) ({basis})"
+        )
+    else:
+        lines.append("time estimate: unknown")
     for reason in sorted(unknown):
         lines.append(f"no estimate for some runs: {reason}")
     return "\n".join(lines)
