@@ -195,6 +195,26 @@ def test_split_cores_never_oversubscribes():
     assert split_cores(8, n_jobs=2, threads=2) == (2, 2)
 
 
+def test_gpu_runs_default_to_one_local_worker(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import torch
+
+    from arprobe.cli.sweep import make_backend
+    from arprobe.sweep.local import available_cores
+    from arprobe.sweep.spec import load_sweep
+
+    spec = load_sweep(write_sweep(tmp_path / "s.toml", grid={"d_model": [32, 64]}, seeds=[0, 1]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    args = argparse.Namespace(backend="local", workers=0, threads=0, address="", gpus_per_run=0.0)
+    gpu = make_backend(args, 4, spec)
+    assert (gpu.workers, gpu.threads) == (1, available_cores())
+    assert "GPU runs: one at a time on the local backend" in capsys.readouterr().out
+    spec.base["model.device"] = "cpu"
+    args.workers = 0
+    assert make_backend(args, 4, spec).workers == min(available_cores(), 4)
+
+
 def test_dry_run_lists_points_and_estimates_and_writes_nothing(tmp_path):
     sweep_file = write_sweep(tmp_path / "s.toml", grid={"d_model": [32]}, seeds=[0, 1])
     result = arprobe("sweep", str(sweep_file), "--out", str(tmp_path / "sweeps"), "--dry-run")

@@ -74,9 +74,27 @@ def check_counts(args) -> None:
         raise UserError(f"{flag} is an option of the ray backend; add --backend ray.")
 
 
-def make_backend(args, n_jobs: int):
+def uses_gpu(spec) -> bool:
+    """Whether the sweep's runs would land on a GPU of this machine (model.device auto or cuda*)."""
+    devices = {str(spec.base.get("model.device", "auto"))}
+    for values in spec.grid.values():
+        devices |= {str(v.get("model.device", "auto")) for v in values if isinstance(v, dict)}
+    devices |= {str(v) for v in spec.grid.get("model.device", [])}
+    if all(d == "cpu" for d in devices):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def make_backend(args, n_jobs: int, spec=None):
     """The backend, with workers and threads split so the cores are not oversubscribed."""
     from arprobe.sweep.local import LocalBackend, available_cores, split_cores
+
+    if args.backend == "local" and not args.workers and spec is not None and uses_gpu(spec):
+        # Runs of one machine share its GPU (device auto is cuda:0): one at a time unless told.
+        print("GPU runs: one at a time on the local backend; --workers N shares the GPU among N runs.")
+        args.workers = 1
 
     if args.backend == "ray":
         from arprobe.sweep.ray_backend import RayBackend
@@ -126,7 +144,7 @@ def sweep_command(args, extra) -> int:
     from arprobe.sweep.execute import execute_sweep
 
     points = spec.points()
-    backend = make_backend(args, len(points))
+    backend = make_backend(args, len(points), spec)
     outcome = execute_sweep(spec, sweep_dir, backend, extend=args.extend, progress=not args.no_progress)
     print(
         f"{outcome.complete} of {outcome.total} runs complete ({outcome.skipped} were already done, "
