@@ -103,6 +103,8 @@ def run_command(args, extra: list[str]) -> int:
     print(format_summary(result))
     if result.status == "diverged":
         print(f"arprobe run: error: the run diverged: {result.stop_reason}.", file=sys.stderr)
+    if result.status == "failed":
+        print(f"arprobe run: error: the run stopped: {result.stop_reason}.", file=sys.stderr)
     if result.status == "stopped" and result.signal is not None:
         print(f"arprobe run: {result.stop_reason}.", file=sys.stderr)
         return 128 + int(result.signal)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP

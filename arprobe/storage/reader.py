@@ -70,7 +70,10 @@ class RunStore:
         except (UserError, MissingDataError):
             raise
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            detail = str(exc).split("(")[0].strip().rstrip(".") or type(exc).__name__
+            text = str(exc)
+            detail = text.split("(")[0].strip().rstrip(".") or type(exc).__name__
+            if "filter returned failure" in text or "checksum" in text.lower():
+                detail = "a checksum does not match: the bytes on disk changed"
             raise StoreError(
                 f"'{self.path}' is damaged: reading {what} failed ({detail}); the file was cut short "
                 "or changed on disk — restore it from a copy, or --resume the run if it was running."

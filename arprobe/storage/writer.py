@@ -348,8 +348,13 @@ class RunWriter:
         try:
             self.set_status(status, stop_reason)
             self.h5.flush()
+        except (OSError, RuntimeError):
+            pass  # the disk filled up mid-write: what was committed before stays readable
         finally:
-            self.h5.close()
+            try:
+                self.h5.close()
+            except (OSError, RuntimeError):
+                pass
         try:
             # locking=False: a reader's shared lock must not fail the run (issue: errno 11 at close)
             with h5py.File(self.path, "r+", libver="latest", locking=False) as h5:

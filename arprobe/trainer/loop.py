@@ -395,16 +395,37 @@ def _disk_full(exc: OSError) -> bool:
     )
 
 
-def _disk_full_reason(setup: Setup, writer: RunWriter, recorder: Recorder) -> str:
+def _disk_full_reason(setup: Setup, writer: RunWriter, recorder: Recorder, short: int = 0) -> str:
     from arprobe.trainer.plan import human_bytes
 
     per_episode = estimate_store_bytes(_layout(setup, recorder), setup)["per_episode"]
     left = len(setup.schedule) - writer.completed
+    need = max(per_episode * left, short)
     return (
         f"the disk is full (writing episode {writer.completed + 1}); the rest of the run needs about "
-        f"{human_bytes(per_episode * left)} more — free that much under '{writer.path.parent}', then "
+        f"{human_bytes(need)} more — free that much under '{writer.path.parent}', then "
         f"continue with: arprobe run --resume {writer.path.parent}"
     )
+
+
+# Room kept free beyond an episode's own rows: HDF5 allocates whole chunks (up to 64 KiB of
+# small rows per dataset) and rewrites some metadata as datasets grow.
+_SLACK_BYTES = 1 << 20
+
+
+def _room_missing(writer: RunWriter, recorder: Recorder, episode: int) -> int:
+    """Bytes missing to write ``episode`` (0 when there is room): its recordings, checkpoint and
+    losses against the free disk space, or the file-size limit (RLIMIT_FSIZE) where one is set."""
+    need = _SLACK_BYTES + sum(r.nbytes // max(len(r.episodes), 1) for r in recorder.table if r.due(episode))
+    free = shutil.disk_usage(writer.path.parent).free
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return max(need - free, 0)
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        free = min(free, limit - writer.path.stat().st_size)
+    return max(need - free, 0)
 
 
 def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
@@ -490,6 +511,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
                 eval_row = task.eval_losses(model, after_batch).cpu().numpy()
             if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
                 return "diverged", _divergence(cfg, k, epoch, state.last_checkpoint)
+            short = _room_missing(writer, recorder, k)
+            if short:  # stop before writing: a write that fails half-way can leave HDF5 unreadable
+                return "failed", _disk_full_reason(setup, writer, recorder, short)
             # record, then commit: readers and crashes only ever see whole episodes
             writer.append_episode(
                 doc=doc,

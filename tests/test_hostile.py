@@ -1,0 +1,229 @@
+"""Reliability round 2: readers at the wrong moment, damaged and hostile stores, two writers, a
+full disk, signals. Each case is done for real against the CLI or the loop."""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from arprobe.errors import UserError
+from arprobe.storage import RunStore
+from arprobe.storage.lock import LOCK_NAME
+from arprobe.trainer.loop import resume, run
+from tests.conftest import TINY, tiny_config
+from tests.test_reliability import datasets_of, start_run, wait_for_episodes
+
+
+def cli(*args, timeout=60, env=None, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "arprobe", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+    )
+
+
+def one_line_error(result, code=2):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr[-2000:]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    return run(tiny_config(out, name="base", epochs=2), progress=False).path
+
+
+def test_a_reader_open_at_the_end_does_not_fail_the_run(tmp_path):
+    proc = start_run(tmp_path, "watched", epochs=2)
+    path = tmp_path / "watched" / "run.h5"
+    wait_for_episodes(path, 1, proc)
+    with RunStore(path) as store:  # held open until after the writer has finished
+        proc.wait(timeout=240)
+        assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+        assert store.status == "complete"  # the live status, read through the open handle
+    with RunStore(path) as store:
+        assert store.status == "complete" and store.completed_episodes == 2 * TINY["n_docs"]
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.3, 0.7, 0.999])
+def test_a_truncated_store_is_refused_at_once(finished, tmp_path, fraction):
+    cut = tmp_path / "cut.h5"
+    data = finished.read_bytes()
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    started = time.monotonic()
+    line = one_line_error(cli("info", cut, timeout=30))
+    assert time.monotonic() - started < 10
+    assert line.startswith(f"arprobe info: error: '{cut}' is truncated: it has ")
+
+
+def test_a_flipped_bit_in_the_eval_matrix_is_reported_not_analysed(finished, tmp_path):
+    bad = tmp_path / "bad.h5"
+    shutil.copy(finished, bad)
+    with h5py.File(finished, "r") as h5:
+        offset = h5["loss/eval"].id.get_chunk_info(0).byte_offset  # the first chunk's bytes on disk
+    with open(bad, "r+b") as f:
+        f.seek(offset + 5)
+        byte = f.read(1)
+        f.seek(offset + 5)
+        f.write(bytes([byte[0] ^ 0x10]))
+    line = one_line_error(cli("info", bad, timeout=60))
+    assert f"'{bad}' is damaged: reading loss/eval failed (a checksum does not match" in line
+    analyzed = cli("analyze", bad, "--probe", "recovery_score", timeout=60)
+    assert analyzed.returncode == 1 and "Traceback" not in analyzed.stderr + analyzed.stdout
+    record = json.loads((tmp_path / "report" / "recovery_score" / "result.json").read_text())
+    assert record["status"] == "failed" and "a checksum does not match" in json.dumps(record)
+
+
+def test_malformed_store_attributes_are_one_sentence(finished, tmp_path):
+    cases = {
+        "config": ("{not json", "has a config attribute that is not valid JSON"),
+        "format_version": ("two", "has a malformed format_version attribute"),
+        "format": ("something-else", "is an HDF5 file but not an arprobe run store"),
+    }
+    for attr, (value, message) in cases.items():
+        bad = tmp_path / f"{attr}.h5"
+        shutil.copy(finished, bad)
+        with h5py.File(bad, "r+") as h5:
+            h5.attrs[attr] = value
+        assert message in one_line_error(cli("info", bad)), attr
+    bad = tmp_path / "status.h5"
+    shutil.copy(finished, bad)
+    with h5py.File(bad, "r+") as h5:
+        h5["state/status"][0] = b"exploded"
+    assert "has an unknown status 'exploded'" in one_line_error(cli("info", bad))
+
+
+def test_resume_never_takes_trust_remote_code_from_the_store(tmp_path, monkeypatch):
+    import arprobe.trainer.loop as loop
+
+    path = run(tiny_config(tmp_path, name="trusting", epochs=2), progress=False).path
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["config"])
+        config["model"]["trust_remote_code"] = True
+        h5.attrs["config"] = json.dumps(config)
+        h5["state/status"][0] = b"stopped"
+    seen = []
+    real_prepare = loop.prepare
+    monkeypatch.setattr(
+        loop, "prepare", lambda cfg: seen.append(cfg.model.trust_remote_code) or real_prepare(cfg)
+    )
+    assert resume(path.parent, progress=False).status == "complete"
+    assert seen == [False]
+
+
+def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
+    from arprobe.storage.lock import WriterLock
+
+    proc = start_run(tmp_path, "busy", epochs=60)  # 300 episodes: still running when the second comes
+    wait_for_episodes(tmp_path / "busy" / "run.h5", 1, proc)
+    try:
+        flags = [x for k, v in {**TINY, "epochs": 1}.items() for x in (f"--{k}", v)]
+        second = cli(
+            "run", "--out", tmp_path, "--name", "busy", "--overwrite", "--no-progress", *flags, timeout=120
+        )
+        line = one_line_error(second)
+        assert f"is being written by process {proc.pid}" in line
+        assert proc.poll() is None  # the first writer was not disturbed
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (tmp_path / "busy" / LOCK_NAME).exists()  # a killed writer leaves its lock ...
+    with WriterLock(tmp_path / "busy"):  # ... which is stale, and taken over
+        holder = json.loads((tmp_path / "busy" / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid()
+    assert not (tmp_path / "busy" / LOCK_NAME).exists()
+
+
+def test_sigterm_stops_after_the_episode_and_resumes_bit_for_bit(tmp_path, finished):
+    proc = start_run(tmp_path, "term", epochs=2)
+    path = tmp_path / "term" / "run.h5"
+    wait_for_episodes(path, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM after episode" in stderr and f"arprobe run --resume {path.parent}" in stderr
+    with RunStore(path) as store:
+        assert store.status == "stopped" and 2 <= store.completed_episodes < 2 * TINY["n_docs"]
+    assert resume(path.parent, progress=False).status == "complete"
+    done, base = datasets_of(path), datasets_of(finished)
+    np.testing.assert_array_equal(done["loss/eval"], base["loss/eval"])
+    np.testing.assert_array_equal(done["weights/all/values"], base["weights/all/values"])
+
+
+def test_killed_before_the_first_resume_slot_resumes_from_the_start(tmp_path, finished):
+    path = run(tiny_config(tmp_path, name="early", epochs=2), progress=False).path
+    with h5py.File(path, "r+") as h5:  # as if killed right after the store was created
+        from arprobe.storage.writer import RunWriter
+
+        RunWriter._truncate(h5, 0)
+        h5["resume/episodes"][:] = -1
+        h5["state/status"][0] = b"running"
+    result = resume(path.parent, progress=False)
+    assert result.status == "complete"
+    np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
+
+
+def _limit_file_size(limit):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, finished):
+    flags = [x for k, v in {**TINY, "epochs": 2}.items() for x in (f"--{k}", v)]
+    limit = int(finished.stat().st_size * 0.85)  # the disk fills during the run
+    result = cli("run", "--out", tmp_path, "--name", "full", "--no-progress", *flags, timeout=240,
+                 preexec_fn=_limit_file_size(limit))  # fmt: skip
+    line = one_line_error(result, code=1)
+    assert line.startswith("arprobe run: error: the run stopped: the disk is full (writing episode")
+    assert "more — free that much under" in line
+    path = tmp_path / "full" / "run.h5"
+    with RunStore(path) as store:
+        assert store.status == "failed"
+        k = store.completed_episodes
+        assert 0 < k < 2 * TINY["n_docs"]
+        np.testing.assert_array_equal(store.eval_matrix(), datasets_of(finished)["loss/eval"][: k + 1])
+    assert resume(path.parent, progress=False).status == "complete"
+    np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
+
+
+def test_an_offline_hub_id_is_one_sentence_in_seconds(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    started = time.monotonic()
+    line = one_line_error(
+        cli(
+            "run", "--out", tmp_path, "--model.name", "EleutherAI/pythia-14m", "--init", "pretrained", env=env
+        )
+    )
+    assert time.monotonic() - started < 15
+    assert (
+        "Model 'EleutherAI/pythia-14m' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+        in line
+    )
+
+
+def test_unreachable_hub_is_named(monkeypatch):
+    from arprobe.trainer import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda endpoint, timeout=3.0: False)
+    with pytest.raises(
+        UserError, match=r"Model 'org/model' is not in the local Hugging Face cache and the hub"
+    ):
+        hub.check_hub_model("org/model")
