@@ -18,6 +18,7 @@ fine-tune stably with dropout).
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -102,6 +103,9 @@ def hub_classifier_names(model: nn.Module) -> VisionNames:
                 rest = sub[len(path) + 1 :]
                 if rest:
                     components["blocks." + rest] = sub
+    embeddings = [p for p in components if p.split(".")[-1] == "embeddings"]
+    if embeddings:  # the input side, frozen with the first blocks (model.freeze_blocks)
+        components["embed"] = components[min(embeddings, key=len)]
     head = "classifier" if "classifier" in components else None
     if head is None:
         linears = [p for p, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -204,7 +208,7 @@ class VGG(nn.Module):
                 layers[f"relu{c}"] = nn.ReLU()
                 channels = width
             layers["pool"] = nn.MaxPool2d(2)
-            stages.append(nn.Sequential(_ordered(layers)))
+            stages.append(nn.Sequential(OrderedDict(layers)))
         self.blocks = nn.ModuleList(stages)
         side = image_size // 2**n_layers
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU())
@@ -215,12 +219,6 @@ class VGG(nn.Module):
         for stage in self.blocks:
             x = stage(x)
         return self.unembed(self.head(x))
-
-
-def _ordered(layers: dict):
-    from collections import OrderedDict
-
-    return OrderedDict(layers)
 
 
 def builtin_spec(cfg, *, image_size: int, patch_size: int, n_classes: int) -> dict:
