@@ -70,7 +70,7 @@ def info_command(args, extra) -> int:
     from arprobe.storage import RunStore
     from arprobe.trainer.plan import parameter_split
 
-    with RunStore(args.run) as store:
+    with RunStore(args.run) as store, store.reading("its contents"):
         summary = summarize(store)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

@@ -43,7 +43,7 @@ class RunStore:
             raise
 
     def _check_format(self) -> None:
-        with self._reading("its root attributes"):
+        with self.reading("its root attributes"):
             attrs = self.h5.attrs
             if attrs.get("format") != FORMAT:
                 raise StoreError(f"'{self.path}' is an HDF5 file but not an arprobe run store.")
@@ -62,7 +62,7 @@ class RunStore:
                 raise StoreError(f"'{self.path}' has format_version {version}; it is damaged.")
 
     @contextlib.contextmanager
-    def _reading(self, what: str):
+    def reading(self, what: str):
         """Turn HDF5's errors while reading ``what`` (a corrupt chunk, a failed checksum, a
         missing object in a damaged file) into one sentence naming the file."""
         try:
@@ -89,16 +89,21 @@ class RunStore:
         self.h5.close()
 
     def _dataset(self, name: str) -> h5py.Dataset:
-        ds = self.h5[name]
-        if self.h5.swmr_mode:
-            ds.refresh()
+        with self.reading(name):
+            ds = self.h5[name]
+            if self.h5.swmr_mode:
+                ds.refresh()
         return _Checked(ds, self, name)
+
+    def _int_attr(self, name: str) -> int:
+        with self.reading(f"its {name} attribute"):
+            return int(self.h5.attrs[name])
 
     # --- run-level facts ------------------------------------------------------------------
 
     @property
     def config(self) -> dict:
-        with self._reading("its config attribute"):
+        with self.reading("its config attribute"):
             try:
                 config = json.loads(self.h5.attrs["config"])
             except json.JSONDecodeError:
@@ -114,7 +119,7 @@ class RunStore:
     @property
     def status(self) -> str:
         """running | complete | stopped | failed | diverged: the live record (format 2) or the attribute."""
-        with self._reading("its status"):
+        with self.reading("its status"):
             if "state/status" in self.h5:
                 status = self._dataset("state/status")[0].decode()
             else:
@@ -125,7 +130,7 @@ class RunStore:
 
     @property
     def stop_reason(self) -> str:
-        with self._reading("its stop reason"):
+        with self.reading("its stop reason"):
             if "state/stop_reason" in self.h5:
                 return self._dataset("state/stop_reason")[0].decode(errors="replace")
             return str(self.h5.attrs.get("stop_reason", ""))
@@ -133,43 +138,43 @@ class RunStore:
     @property
     def completed_episodes(self) -> int:
         """Episodes fully written: the live counter while running, the final attribute after."""
-        with self._reading("its episode counter"):
+        with self.reading("its episode counter"):
             return int(self._dataset("progress")[0])
 
     @property
     def seed(self) -> int:
-        return int(self.h5.attrs["seed"])
+        return self._int_attr("seed")
 
     @property
     def n_docs(self) -> int:
-        return int(self.h5.attrs["n_docs"])
+        return self._int_attr("n_docs")
 
     @property
     def steps_per_doc(self) -> int:
-        return int(self.h5.attrs["steps_per_doc"])
+        return self._int_attr("steps_per_doc")
 
     @property
     def model_info(self) -> dict:
-        with self._reading("its model description"):
+        with self.reading("its model description"):
             return json.loads(self.h5["model"].attrs["info"])
 
     @property
     def layer_names(self) -> list[str]:
-        with self._reading("its layer names"):
+        with self.reading("its layer names"):
             return json.loads(self.h5["stats/grad_norm"].attrs["layers"])
 
     # --- per-episode data -----------------------------------------------------------------
 
     def docs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """tokens int32 [T, W], lengths int32 [T], texts [T]."""
-        with self._reading("its documents"):
+        with self.reading("its documents"):
             texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
             return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
 
     def doc_arrays(self) -> dict[str, np.ndarray]:
         """Every ``docs/<name>`` array but the text, as the task stored them; a format-1 store gets
         ``window_start`` = 0 (its window shift was one-sided from token 0)."""
-        with self._reading("its documents"):
+        with self.reading("its documents"):
             out = {name: ds[:] for name, ds in self.h5["docs"].items() if name != "text"}
         if "window_start" not in out and "lengths" in out:
             out["window_start"] = np.zeros_like(out["lengths"])
@@ -190,7 +195,7 @@ class RunStore:
         completed episodes)."""
         if "schedule/planned_doc" not in self.h5:
             return self.schedule()
-        with self._reading("its planned schedule"):
+        with self.reading("its planned schedule"):
             doc, epoch = self.h5["schedule/planned_doc"][:], self.h5["schedule/planned_epoch"][:]
         return Schedule(doc, epoch, self.n_docs)
 
@@ -290,7 +295,7 @@ class RunStore:
                 f"record it with {RECORDING_OPTION['checkpoints']}."
             )
         i = int(hits[-1])
-        with self._reading(f"its checkpoint at episode {episode}"):
+        with self.reading(f"its checkpoint at episode {episode}"):
             ck = self.h5["checkpoints"]
             model = {name: ck["model"][name][i] for name in ck.get("model", {})}
             optim = {}
@@ -342,7 +347,7 @@ class _Checked:
         self._ds, self._store, self._name = ds, store, name
 
     def __getitem__(self, key):
-        with self._store._reading(self._name):
+        with self._store.reading(self._name):
             return self._ds[key]
 
     def __getattr__(self, attr):
