@@ -116,7 +116,7 @@ def test_reader_shows_only_committed_episodes(tiny_run, tmp_path):
     copy.write_bytes((tiny_run / "run.h5").read_bytes())
     with h5py.File(copy, "r+") as h5:
         h5["progress"][0] = 4
-        h5.attrs["status"] = "running"
+        h5["state/status"][0] = b"running"  # the live status a crashed writer leaves
     with RunStore(copy) as store:
         assert store.completed_episodes == 4 and store.status == "running"
         assert store.eval_matrix().shape == (5, T) and store.train_loss().shape == (4, M)
@@ -127,7 +127,7 @@ def test_reader_shows_only_committed_episodes(tiny_run, tmp_path):
 def test_refuses_files_that_are_not_stores(tmp_path):
     not_h5 = tmp_path / "run.h5"
     not_h5.write_bytes(b"not an hdf5 file")
-    with pytest.raises(UserError, match="not a readable HDF5 file"):
+    with pytest.raises(UserError, match="is not a readable run store: it is not an HDF5 file"):
         RunStore(not_h5)
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as h5:
