@@ -334,6 +334,28 @@ def test_an_image_run_is_deterministic_and_refuses_a_second_resume(tmp_path, run
         resume(again.path, progress=False)
 
 
+def test_an_interrupted_image_lm_run_resumes_bit_for_bit(tmp_path, runs, monkeypatch):
+    """Resuming rebuilds the images and the k-means palette from the config: the same store."""
+    from arprobe.trainer import loop
+
+    real = loop.train_episode
+
+    def crash_at_5(*args, episode, **kwargs):
+        if episode == 5:
+            raise RuntimeError("power cut")
+        return real(*args, episode=episode, **kwargs)
+
+    monkeypatch.setattr(loop, "train_episode", crash_at_5)
+    with pytest.raises(RuntimeError, match="power cut"):
+        loop.run(image_config(tmp_path, "image-lm", images_per_doc=1, n_colors=8), progress=False)
+    monkeypatch.setattr(loop, "train_episode", real)
+    resumed = loop.resume(tmp_path / "tiny", progress=False)
+    assert resumed.status == "complete"
+    with RunStore(resumed.path) as s, RunStore(runs["lm"].path) as whole:
+        np.testing.assert_array_equal(s.eval_matrix(), whole.eval_matrix())
+        np.testing.assert_array_equal(s.doc_arrays()["palette"], whole.doc_arrays()["palette"])
+
+
 # --- data sources, hub-style models saved locally, errors ----------------------------------------
 
 
