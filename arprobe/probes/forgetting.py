@@ -1,0 +1,98 @@
+"""forgetting: the continual-learning metrics users of Avalanche expect, from the eval matrix.
+
+Forgetting per document (Avalanche's final − best, and the largest rise over any running best),
+backward transfer per epoch (GEM's BWT, in loss), plasticity (the loss drop of a document over its
+own episode) and the anticipation ratio (the fraction of a document's forgetting undone before
+its next turn). Epochs are the run's stored epochs, so every order works.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.science import forgetting as cl
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values[np.isfinite(values)].mean()) if np.isfinite(values).any() else float("nan")
+
+
+class Forgetting(Probe):
+    name = "forgetting"
+    description = (
+        "Continual-learning metrics from the eval matrix: forgetting per document, backward transfer "
+        "per epoch, plasticity, and the fraction of forgetting undone before a document's next turn."
+    )
+    requires = ["eval"]
+    options = {}
+    headline_keys = [
+        "forgetting_mean",
+        "max_forgetting_mean",
+        "bwt_mean",
+        "bwt_per_epoch",
+        "plasticity_mean",
+        "plasticity_per_epoch",
+        "anticipation_ratio_mean",
+        "anticipation_ratio_per_epoch",
+    ]
+
+    def run(self, store, out: Path) -> dict:
+        loss_eval = store.eval_matrix()  # [K+1, T]
+        schedule = store.schedule()
+        doc, epoch = schedule.doc, schedule.epoch
+        final = cl.final_forgetting(loss_eval, doc)  # [T]
+        worst = cl.max_forgetting(loss_eval, doc)  # [T]
+        bwt = cl.backward_transfer(loss_eval, doc, epoch)  # [E]
+        drop = cl.plasticity(loss_eval, doc)  # [K]
+        drop_per_epoch = cl.per_epoch_means(drop, epoch)  # [E]
+        ratios = cl.anticipation_ratios(loss_eval, doc)  # [n, T]
+        by_doc = cl.anticipation_by_document(loss_eval, doc)  # [T]
+        per_interval = np.array([_nanmean(row) for row in ratios])  # [n]
+        result = {
+            "forgetting": final,
+            "forgetting_mean": _nanmean(final),
+            "max_forgetting": worst,
+            "max_forgetting_mean": _nanmean(worst),
+            "bwt_per_epoch": bwt,
+            # epochs 1..E−1: the last epoch of a cyclic run has no later training to compare with
+            "bwt_mean": _nanmean(bwt),
+            "plasticity": drop,
+            "plasticity_per_epoch": drop_per_epoch,
+            "plasticity_mean": _nanmean(drop),
+            "anticipation_ratio": by_doc,
+            "anticipation_ratio_mean": _nanmean(by_doc),
+            # index n − 1: the intervals after each document's n-th training (epoch n of a cyclic run)
+            "anticipation_ratio_per_epoch": per_interval,
+            "anticipation_ratio_intervals": ratios,
+            "units": "loss (mean per-token cross-entropy); forgetting ≥ 0, BWT < 0 means forgetting",
+        }
+        self._plot(result, schedule.n_docs, out)
+        return result
+
+    @staticmethod
+    def _plot(r, n_docs, out):
+        fig, (ax1, ax2) = new_figure(2, width=5.4)
+        x = np.arange(1, n_docs + 1)
+        ax1.bar(x - 0.2, r["forgetting"], 0.4, label="final − best loss (Avalanche)")
+        ax1.bar(x + 0.2, r["max_forgetting"], 0.4, label="largest rise over best")
+        ax1b = ax1.twinx()
+        ax1b.plot(x, r["anticipation_ratio"], "o", color="tab:red", label="anticipation ratio")
+        ax1b.set_ylabel("fraction of forgetting undone before the next turn", color="tab:red")
+        ax1.set_xlabel("document")
+        ax1.set_ylabel("forgetting (loss)")
+        ax1.set_title("Per document")
+        ax1.legend(fontsize=7, loc="upper left")
+        epochs = np.arange(1, len(r["bwt_per_epoch"]) + 1)
+        ax2.plot(epochs, r["bwt_per_epoch"], "o-", label="BWT (loss; < 0: forgetting)")
+        ax2.plot(epochs, r["plasticity_per_epoch"], "s-", label="plasticity (loss drop in own episode)")
+        n = np.arange(1, len(r["anticipation_ratio_per_epoch"]) + 1)
+        ax2.plot(n, r["anticipation_ratio_per_epoch"], "^-", label="anticipation ratio (after n-th training)")
+        ax2.axhline(0, color="0.7", lw=0.8)
+        ax2.set_xlabel("epoch")
+        ax2.set_title("Per epoch")
+        ax2.legend(fontsize=7)
+        save_figure(fig, out / "forgetting.png")
