@@ -59,7 +59,14 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
         metavar="DIR",
         help="report folder (default: <run>/report; ./report without a run or with several)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (none at all)")
+    p.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a probe that runs longer than this and report it as failed (default: 1800)",
+    )
     p.set_defaults(func=analyze_command)
     return p
 
@@ -95,12 +102,17 @@ def read_option_file(path: str) -> dict[str, dict]:
 
 def merge_options(file_options: dict[str, dict], flag_options: dict[str, dict], registry) -> dict[str, dict]:
     """Flags over file; every probe named must exist and every key must be one of its options."""
+    from arprobe.probes.base import Probe
+
     merged: dict[str, dict] = {}
     for source in (file_options, flag_options):
         for probe, values in source.items():
             merged.setdefault(probe, {}).update(values)
     for probe, values in merged.items():
-        registry.get(probe).resolve_options(values)  # raises a one-line error for bad names or values
+        cls = registry.load(probe)
+        shell = cls.__new__(cls)  # checked without running a plugin's constructor (it runs isolated)
+        shell.name = probe
+        Probe.resolve_options(shell, values)  # raises a one-line error for bad names or values
     return merged
 
 
@@ -110,6 +122,28 @@ def selected_probes(flags: list[str], registry) -> list[str] | None:
         if name not in registry:
             registry.load(name)  # raises: Unknown probe 'x'. Did you mean ...? Available: ...
     return list(dict.fromkeys(names)) or None
+
+
+def probe_timeout(args) -> float:
+    from arprobe.probes.report import DEFAULT_TIMEOUT
+
+    timeout = DEFAULT_TIMEOUT if args.probe_timeout is None else args.probe_timeout
+    if not timeout > 0:
+        raise UserError(f"--probe-timeout must be a positive number of seconds, got {args.probe_timeout:g}.")
+    return timeout
+
+
+def probe_ref(registry, name: str):
+    """(ProbeRef, "") for a probe whose class loads, else (None, the one-sentence reason). Only the
+    class is loaded here: its constructor runs in the probe's own process."""
+    from arprobe.probes.report import ProbeRef
+
+    try:
+        return ProbeRef.of(name, registry.load(name)), ""
+    except UserError as exc:
+        return None, str(exc)
+    except (Exception, SystemExit) as exc:  # an import that exits or raises oddly names the plugin
+        return None, f"Could not load probe plugin '{name}': {type(exc).__name__}: {exc}".rstrip(": ") + "."
 
 
 def analyze_command(args, extra) -> int:
@@ -128,16 +162,15 @@ def analyze_command(args, extra) -> int:
     if sweeps:
         return analyze_sweep(Path(sweeps[0]), args, explicit or [], options, registry)
     names = explicit or registry.names()
+    timeout = probe_timeout(args)
 
     probes, broken = [], []
     for name in names:
-        try:
-            probe = registry.get(name)
-        except UserError as exc:  # a plugin that does not load is a failed probe, not the end of the analysis
-            broken.append((name, str(exc)))
-            continue
-        probe.progress = not args.no_progress
-        probes.append(probe)
+        ref, reason = probe_ref(registry, name)
+        if ref is None:  # a plugin that does not load is a failed probe, not the end of the analysis
+            broken.append((name, reason))
+        else:
+            probes.append(ref)
 
     from arprobe.probes.report import failed_outcome, write_report
     from arprobe.storage import RunStore
@@ -184,7 +217,15 @@ def analyze_command(args, extra) -> int:
                 outcome = failed_outcome(name, reason, report_dir)
                 printer(outcome)
                 outcomes.append(outcome)
-            write_report(stores, report_dir, job_probes, options, on_outcome=printer)
+            write_report(
+                stores,
+                report_dir,
+                job_probes,
+                options,
+                on_outcome=printer,
+                timeout=timeout,
+                progress=not args.no_progress,
+            )
             print(f"report: {report_dir / 'index.html'}")
         finally:
             for s in stores:
@@ -215,9 +256,11 @@ def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, 
     factors, grid, groups = groups_from_manifest(sweep_dir, manifest)
     probes = []
     for name in probe_names:
-        probe = registry.get(name)
-        probe.progress = False  # the sweep's own bar would be drowned by one per run
-        probes.append(probe)
+        ref, reason = probe_ref(registry, name)
+        if ref is None:
+            raise UserError(reason)
+        ref.progress = False  # the sweep's own bar would be drowned by one per run
+        probes.append(ref)
     out = Path(args.out) if args.out else sweep_dir / "report"
     printer = OutcomePrinter(probe_names, quiet=True)
     print(f"analyze sweep {manifest['name']} ({len(manifest['points'])} runs) -> {out}")

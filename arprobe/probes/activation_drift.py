@@ -154,7 +154,11 @@ class ActivationDrift(Probe):
         fig.colorbar(im, ax=ax, label="cosine similarity")
         mark_epochs(ax, schedule, lo, hi, axes="xy", lines=False)
         ax.set_title(f"Activations of document {doc + 1} at {hook}\nacross training (cf. paper Fig. 8d)")
-        save_figure(fig, out / "activation_similarity.png")
+        save_figure(
+            fig,
+            out / "activation_similarity.png",
+            data={"episode": episodes, "cosine_with_episode_index": cos},
+        )
 
     @staticmethod
     def _plot_changes(episodes, change, on_doc, weight_data, schedule, doc, out):
@@ -187,4 +191,14 @@ class ActivationDrift(Probe):
             ax2.set_ylabel("‖w_k − w_(k−1)‖")
             what = "all weights" if weight_name == "all" else weight_name
             ax2.set_title(f"Weight change of {what} per episode (cf. Fig. 22b)")
-        save_figure(fig, out / "activation_change.png")
+        data = {
+            "episode": episodes,
+            "epoch": x,
+            "activation_change": change,
+            "trains_document": np.isin(np.arange(len(episodes)), np.flatnonzero(on_doc)).astype(int)
+            if np.asarray(on_doc).dtype != bool
+            else np.asarray(on_doc).astype(int),
+        }
+        if weight_data:
+            data.update({"weight_episode": w_ep, "weight_change": w_change})
+        save_figure(fig, out / "activation_change.png", data=data)

@@ -122,8 +122,9 @@ class GradientSimilarity(Probe):
         ax.set_ylabel("document i")
         ep = int(episodes[g])
         ax.set_title(f"Gradient cosine, {layer}, after episode {ep}\n(cf. paper Fig. 8a)")
+        data = {"document_i": np.arange(1, T + 1), "cosine_with_document_j": cos}
         if over_time is None:  # no cycle, so no distances to bin by
-            save_figure(fig, out / "gradient_similarity.png")
+            save_figure(fig, out / "gradient_similarity.png", data=data)
             return
         ax2 = axes[1]
         d = np.arange(1, over_time.shape[1])
@@ -143,7 +144,10 @@ class GradientSimilarity(Probe):
         ax2.set_ylabel("mean cosine similarity")
         ax2.set_title("Gradient similarity by distance")
         ax2.legend(fontsize=7)
-        save_figure(fig, out / "gradient_similarity.png")
+        data["distance"] = d
+        for i, e in enumerate(episodes):
+            data[f"mean_cosine_by_distance_episode_{int(e)}"] = over_time[i, 1:]
+        save_figure(fig, out / "gradient_similarity.png", data=data)
 
 
 def cycle_order(schedule, n_docs: int) -> np.ndarray | None:

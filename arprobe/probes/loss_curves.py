@@ -107,7 +107,10 @@ class LossCurves(Probe):
         ax.set_ylabel("loss (mean cross-entropy per token)")
         ax.set_title(f"Loss of document {doc + 1} through training (cf. paper Fig. 1a)")
         ax.legend(loc="best", fontsize=8)
-        save_figure(fig, out / "doc_loss.png")
+        before = np.full(len(curve), np.nan)
+        before[trained - 1] = curve[trained - 1]
+        data = {"episode": np.arange(len(curve)), "epoch": x, f"loss_doc_{doc + 1}": curve}
+        save_figure(fig, out / "doc_loss.png", data={**data, "loss_just_before_training": before})
 
     @staticmethod
     def _plot_shift_averaged(shifted, cycle, offsets, out):
@@ -130,4 +133,13 @@ class LossCurves(Probe):
         ax.set_ylabel("loss")
         ax.set_title("Shift-averaged loss curve (cf. paper Fig. 1b, App. A.4)")
         ax.legend(loc="best", fontsize=8)
-        save_figure(fig, out / "shift_averaged.png")
+        save_figure(
+            fig,
+            out / "shift_averaged.png",
+            data={
+                "offset_episodes": shifted.offset,
+                "offset_epochs": x,
+                "mean_loss": shifted.mean,
+                "std_over_documents": shifted.std,
+            },
+        )

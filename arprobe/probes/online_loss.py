@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, bars_from_zero, new_figure, save_figure
 
 # Config keys that do not change what is trained, so runs differing only in them are replicates.
 _NOT_TRAINING = ("seed", "name", "out", "eval_batch_size", "model.device")
@@ -169,11 +169,21 @@ class OnlineLoss(Probe):
         ax.set_ylabel("online loss (before the first step of each episode)")
         ax.set_title("Online (prequential) loss per episode (cf. paper Fig. 1c)")
         ax.legend(fontsize=8)
-        lo = min(np.nanmin(g["per_epoch_mean"]) for g in results)
-        hi = max(np.nanmax(g["per_epoch_mean"]) for g in results)
-        ax2.set_ylim(max(0.0, lo - 0.2 * (hi - lo + 1e-9)), hi + 0.15 * (hi - lo + 1e-9))
+        bars_from_zero(ax2)  # bar heights compare as ratios only from 0
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("mean online loss")
         ax2.set_title("Mean online loss per epoch (± std over runs)")
         ax2.legend(fontsize=8)
-        save_figure(fig, out / "online_loss.png")
+        data: dict = {}
+        for g in results:
+            if g["episodes_aligned"]:
+                data[f"{g['label']}: epoch"] = g["per_episode_epochs"]
+                data[f"{g['label']}: mean"] = g["per_episode_mean"]
+                data[f"{g['label']}: std"] = g["per_episode_std"]
+            else:
+                for run, x, y in zip(g["runs"], g["per_episode_epochs"], g["per_episode_per_run"]):
+                    data[f"{g['label']}: {run}: epoch"] = x
+                    data[f"{g['label']}: {run}: online loss"] = y
+            data[f"{g['label']}: per-epoch mean"] = g["per_epoch_mean"]
+            data[f"{g['label']}: per-epoch std"] = g["per_epoch_std"]
+        save_figure(fig, out / "online_loss.png", data=data)

@@ -166,4 +166,12 @@ class PairwiseRecovery(Probe):
         ax2.set_ylabel("mean recovery (loss decrease)")
         ax2.set_title("Where recovery peaks")
         ax2.legend(fontsize=8)
-        save_figure(fig, out / "pairwise_recovery.png")
+        data = {
+            "trained_document_i": np.arange(1, T + 1),
+            "recovery_on_document_j": recovery,
+            "distance": d,
+            "mean_recovery_by_distance": by_distance[1:],
+            "episodes_since_trained": s,
+            "mean_recovery_from_neighbours": by_since,
+        }
+        save_figure(fig, out / "pairwise_recovery.png", data=data)

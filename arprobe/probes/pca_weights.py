@@ -17,7 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
+from arprobe.probes.base import (
+    Probe,
+    describe_weights,
+    new_figure,
+    pick_recording,
+    save_figure,
+    write_3d_view,
+)
 from arprobe.probes.weight_residual_similarity import snapshot_spacing
 from arprobe.science.geometry import (
     dominant_period,
@@ -85,7 +92,7 @@ class PcaWeights(Probe):
         complete = helix["complete"]
         radius = helix["radius"][complete]
 
-        self._plot_3d(scores, ratio, epoch_of, weights, out)
+        self._plot_3d(scores, ratio, epoch_of, weights, helix, episodes, schedule, detrend, window, out)
         self._plot_plane(helix, scores, ratio, episodes, schedule, detrend, out)
         return {
             "weights": weights,
@@ -120,26 +127,53 @@ class PcaWeights(Probe):
         }
 
     @staticmethod
-    def _plot_3d(scores, ratio, epoch_of, weights, out):
+    def _plot_3d(scores, ratio, epoch_of, weights, helix, episodes, schedule, detrend, window, out):
+        """The helix in 3-D, as a figure and as an interactive page. Detrended (the default), the
+        drift that dominates the raw top PCs is gone: PC1-PC2 of the residuals against training
+        time, one turn per epoch. Raw: the top-3 PCs, as the paper draws Fig. 9."""
         from matplotlib import colormaps
+        from matplotlib.colors import to_hex
 
+        from arprobe.science.geometry import residual_operator
+
+        if detrend == "window":
+            _, rows = residual_operator(len(epoch_of), "window", window)
+            time = schedule.episodes_in_epochs(np.asarray(episodes)[rows])
+            points = np.column_stack([helix["plane"][:, 0], helix["plane"][:, 1], time])  # [m, 3]
+            point_epoch = helix["plane_epoch"]
+            pr = helix["plane_explained_variance"]
+            labels = (f"detrended PC1 ({pr[0]:.0%})", f"detrended PC2 ({pr[1]:.0%})", "epoch")
+            title = f"Detrended trajectory of the {weights} weights: a helix along training time (cf. Fig. 9)"
+        else:
+            rows = np.arange(len(epoch_of))
+            points, point_epoch = scores[:, :3], epoch_of
+            labels = tuple(f"PC{k + 1} ({ratio[k]:.0%})" for k in range(3))
+            title = f"Top-3 PCs of the {weights} weights through training (cf. paper Fig. 9)"
         fig, (ax,) = new_figure(1, width=6.5, height=5.5, projection=["3d"])
         cmap = colormaps["viridis"]
-        n_epochs = max(int(epoch_of.max()), 1)
-        for e in range(1, n_epochs + 1):
-            idx = np.flatnonzero(epoch_of == e)
+        n_epochs = max(int(point_epoch.max()), 1)
+        series = []
+        for e in sorted(set(point_epoch.tolist())):
+            idx = np.flatnonzero(point_epoch == e)
             idx = np.concatenate([[idx[0] - 1], idx]) if idx[0] > 0 else idx
-            color = cmap((e - 1) / max(n_epochs - 1, 1))
-            ax.plot(
-                scores[idx, 0], scores[idx, 1], scores[idx, 2], "-o", ms=2.5, color=color, label=f"epoch {e}"
-            )
-        ax.scatter(*scores[0, :3], color="black", s=30, label="start")
-        ax.set_xlabel(f"PC1 ({ratio[0]:.0%})")
-        ax.set_ylabel(f"PC2 ({ratio[1]:.0%})")
-        ax.set_zlabel(f"PC3 ({ratio[2]:.0%})")
-        ax.set_title(f"Top-3 PCs of the {weights} weights through training (cf. paper Fig. 9)")
+            color = "black" if e == 0 else cmap((e - 1) / max(n_epochs - 1, 1))
+            name = "before training" if e == 0 else f"epoch {e}"
+            ax.plot(points[idx, 0], points[idx, 1], points[idx, 2], "-o", ms=2.5, color=color, label=name)
+            series.append({"name": name, "color": to_hex(color), "points": points[idx]})
+        ax.set_xlabel(labels[0])
+        ax.set_ylabel(labels[1])
+        ax.set_zlabel(labels[2])
+        ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8, loc="upper left")
-        save_figure(fig, out / "pca_3d.png")
+        data = {
+            "episode": np.asarray(episodes)[rows],
+            "epoch_of_snapshot": point_epoch,
+            labels[0]: points[:, 0],
+            labels[1]: points[:, 1],
+            labels[2]: points[:, 2],
+        }
+        save_figure(fig, out / "pca_3d.png", data=data)
+        write_3d_view(out / "pca_3d.html", series, title=title, axes=labels)
 
     @staticmethod
     def _plot_plane(helix, scores, ratio, episodes, schedule, detrend, out):
@@ -181,4 +215,12 @@ class PcaWeights(Probe):
         ax2.set_ylabel("PC score (scaled to ±1)")
         ax2.set_title("Raw PCs over training: which ones rotate once per epoch")
         ax2.legend(fontsize=8)
-        save_figure(fig, out / "pca_winding.png")
+        data = {
+            "plane_epoch": plane_epochs,
+            "plane_PC1": plane[:, 0],
+            "plane_PC2": plane[:, 1],
+            "episode": episodes,
+            "epoch": x,
+            **{f"raw_PC{k + 1}": scores[:, k] for k in range(min(4, scores.shape[1]))},
+        }
+        save_figure(fig, out / "pca_winding.png", data=data)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, bars_from_zero, new_figure, save_figure
 
 
 class RecoveryScore(Probe):
@@ -67,14 +67,20 @@ class RecoveryScore(Probe):
         ):
             ax2.bar(n + (i - 1) * width, means[key], width, label=label, color=color)
         ax2.set_xticks(n)
-        lo = np.nanmin(means["l_after"])
-        hi = np.nanmax(means["l_max"])
-        ax2.set_ylim(max(0.0, lo - 0.15 * (hi - lo)), hi + 0.1 * (hi - lo))
+        bars_from_zero(ax2)  # bar heights compare as ratios only from 0
         ax2.set_xlabel("epoch n")
         ax2.set_ylabel("loss, mean over documents")
         ax2.set_title("Terms of the recovery score")
         ax2.legend(fontsize=8)
-        save_figure(fig, out / "recovery_score.png")
+        save_figure(
+            fig,
+            out / "recovery_score.png",
+            data={
+                "epoch": n,
+                "recovery_score": scores,
+                **{k: means[k] for k in ("l_after", "l_max", "l_before")},
+            },
+        )
         return {
             "epoch": n,
             "recovery_score": scores,  # null where undefined

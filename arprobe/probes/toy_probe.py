@@ -19,7 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
+from arprobe.probes.base import (
+    Probe,
+    bars_from_zero,
+    describe_weights,
+    new_figure,
+    pick_recording,
+    save_figure,
+)
 from arprobe.science.comparison import ring_order
 from arprobe.science.schedule import Schedule
 from arprobe.science.toy import DEFAULT_EPOCHS, DEFAULT_LR, KINDS, circularity, pca_2d, simulate_toy_model
@@ -200,7 +207,12 @@ class ToyModel(Probe):
         ax.set_ylabel("recovery score RS(n)")
         ax.set_title("Toy model recovery score per epoch", fontsize=10)
         ax.legend(fontsize=8)
-        save_figure(fig, out / "toy_loss.png")
+        data: dict = {"epoch": x}
+        for kind in KINDS:
+            data[f"{kind}: task-1 loss"] = toys[kind].loss[:, 0]
+        for kind in KINDS:
+            data[f"{kind}: RS(n)"] = np.asarray(result[kind]["recovery_score"], dtype=float)
+        save_figure(fig, out / "toy_loss.png", data=data)
 
     @staticmethod
     def _plot_circles(toys, ring_docs, out):
@@ -213,8 +225,10 @@ class ToyModel(Probe):
             shown = sorted({0, 1, max(n_epochs // 6, 1), n_epochs // 3, 2 * n_epochs // 3, n_epochs})
             fig, axes = new_figure(len(shown), width=3.2, height=3.4)
             colors = colormaps["hsv"](np.arange(len(ring_docs)) / len(ring_docs))
+            data: dict = {"task": np.asarray(ring_docs) + 1}
             for ax, e in zip(axes, shown):
                 coords, _ = pca_2d(toy.embeddings[e][ring_docs])
+                data[f"epoch {e}: PC1"], data[f"epoch {e}: PC2"] = coords[:, 0], coords[:, 1]
                 closed = np.vstack([coords, coords[:1]])
                 ax.plot(closed[:, 0], closed[:, 1], "-", color="0.75", lw=0.8)
                 ax.scatter(coords[:, 0], coords[:, 1], c=colors, s=18, zorder=3)
@@ -227,7 +241,7 @@ class ToyModel(Probe):
                 f"Toy model, {TITLES[kind]}: PCA of f_i^-1(P x_i), "
                 "tasks coloured in training order (cf. Fig. 11)"
             )
-            save_figure(fig, out / f"toy_circle_{kind}.png")
+            save_figure(fig, out / f"toy_circle_{kind}.png", data=data)
 
     @staticmethod
     def _plot_side_by_side(result, out):
@@ -274,7 +288,18 @@ class ToyModel(Probe):
         ax.set_ylabel("winding (revolutions; sign is arbitrary)")
         ax.set_title("PCA winding per epoch: run weights vs toy w", fontsize=10)
         ax.legend(fontsize=8)
-        save_figure(fig, out / "toy_vs_run.png")
+        bars_from_zero(ax)
+        data = {"offset_epochs": x, "run: standardised loss": _standardise(first["run"])}
+        for kind, c in curves.items():
+            data[f"toy {kind}: standardised loss"] = _standardise(c["toy"])
+        data["run: RS(n)"] = run_rs
+        for kind, rs in result["toy_rs"].items():
+            data[f"toy {kind}: RS(n)"] = np.asarray(rs, dtype=float)
+        for label, w in series.items():
+            keep = np.asarray(w["complete"], dtype=bool)
+            data[f"{label}: epoch"] = np.asarray(w["epoch"])[keep]
+            data[f"{label}: revolutions"] = np.asarray(w["revolutions"])[keep]
+        save_figure(fig, out / "toy_vs_run.png", data=data)
 
 
 def _standardise(curve) -> np.ndarray:

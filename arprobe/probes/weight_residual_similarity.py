@@ -167,4 +167,10 @@ class WeightResidualSimilarity(Probe):
         ax2.set_xlabel("lag (episodes)")
         ax2.set_ylabel("mean cosine at that lag")
         ax2.set_title("Similarity along the diagonals")
-        save_figure(fig, out / "weight_residual_similarity.png")
+        data = {
+            "episode": episodes,
+            "cosine_with_episode_index": cos,
+            "lag_episodes": lags,
+            "mean_cosine": profile,
+        }
+        save_figure(fig, out / "weight_residual_similarity.png", data=data)
