@@ -472,10 +472,12 @@ def validate_image(cfg: RunConfig) -> None:
 
 
 def describe_keys() -> str:
-    """One line per key with its default and comment, for --help-config."""
+    """One line per key with its default and comment, for --help-config, in aligned columns."""
+    import ast
     import inspect
+    import textwrap
 
-    lines = []
+    rows = []
     for cls, prefix in [
         (RunConfig, ""),
         (DataConfig, "data."),
@@ -485,17 +487,30 @@ def describe_keys() -> str:
         (RecordConfig, "record."),
         (ImageConfig, "image."),
     ]:
-        source = inspect.getsource(cls).splitlines()
+        source = textwrap.dedent(inspect.getsource(cls))
+        lines = source.splitlines()
         comments = {}
-        for line in source:
-            stripped = line.strip()
-            if ":" in stripped and "#" in stripped and not stripped.startswith(("#", "def", "return")):
-                comments[stripped.split(":")[0]] = stripped.split("#", 1)[1].strip()
+        # A field's comment may sit on any line of its statement (the formatter wraps long defaults).
+        for node in ast.parse(source).body[0].body:
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                for line in lines[node.lineno - 1 : node.end_lineno]:
+                    if "#" in line:
+                        comments[node.target.id] = line.split("#", 1)[1].strip()
+                        break
         defaults = cls()
         for f in dataclasses.fields(cls):
-            if _is_section(type(getattr(defaults, f.name))):
+            value = getattr(defaults, f.name)
+            if _is_section(type(value)):
                 continue
-            lines.append(
-                f"  --{prefix}{f.name:<22} {getattr(defaults, f.name)!r:<28} {comments.get(f.name, '')}"
-            )
+            shown = ",".join(str(v) for v in value) if isinstance(value, list) else repr(value)
+            rows.append((f"--{prefix}{f.name}", shown, comments.get(f.name, "")))
+    key_width = max(len(k) for k, _, _ in rows)
+    value_width = min(max(len(v) for _, v, _ in rows), 24)
+    lines = []
+    for key, value, comment in rows:
+        if len(value) > value_width:  # a long default gets its own line, so the comments stay aligned
+            lines.append(f"  {key:<{key_width}}  {value}")
+            lines.append(f"  {'':<{key_width}}  {'':<{value_width}}  {comment}".rstrip())
+        else:
+            lines.append(f"  {key:<{key_width}}  {value:<{value_width}}  {comment}".rstrip())
     return "\n".join(lines)
