@@ -10,8 +10,9 @@ as attributes that the reader and ``arprobe info`` show. Adding a recording is o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+from arprobe.storage.schema import allocated_bytes
 
 # kind -> the run option that turns it on (for "not recorded" errors) and the row shape of one
 # snapshot given the recording's size ``d`` and the number of documents T.
@@ -42,9 +43,10 @@ class Recording:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the recording takes in the finished store."""
-        per = self.bytes_per_snapshot or 4 * math.prod(self.row_shape)
-        return per * len(self.episodes)
+        """Bytes the recording takes in the finished store: whole chunks, as HDF5 allocates them."""
+        if self.bytes_per_snapshot:
+            return self.bytes_per_snapshot * len(self.episodes)
+        return allocated_bytes(self.row_shape, 4, len(self.episodes))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_due", frozenset(self.episodes))

@@ -13,6 +13,8 @@ What is recorded is declared in one table, ``arprobe.storage.recordings``.
 
 from __future__ import annotations
 
+import math
+
 FORMAT = "arprobe-run"
 # 2: the planned schedule (schedule/planned_doc, planned_epoch), the clean window of each document
 # (docs/window_start, two-sided window shift), recordings described by the recording table
@@ -30,19 +32,30 @@ def chunk_shape(row_shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     """Chunks for a dataset growing along axis 0 with rows of ``row_shape``.
 
     Small rows are grouped (about 64 KiB of rows per chunk); a large row is split along its
-    leading axes until one chunk is at most CHUNK_BYTES.
+    leading axes into equal pieces of at most CHUNK_BYTES, so no chunk is mostly padding (a row
+    of 263,168 values cut at 262,144 would store a second, almost empty chunk per row).
     """
     dims = list(row_shape)
-    row_bytes = itemsize
-    for d in dims:
-        row_bytes *= d
+    row_bytes = itemsize * math.prod(dims)
     if row_bytes <= CHUNK_BYTES:
         return (max(1, min(1024, (64 << 10) // max(row_bytes, 1))), *dims)
     for axis in range(len(dims)):
-        rest = itemsize
-        for d in dims[axis + 1 :]:
-            rest *= d
-        if rest * dims[axis] <= CHUNK_BYTES:
-            break
-        dims[axis] = max(1, CHUNK_BYTES // rest)
+        rest = itemsize * math.prod(dims[axis + 1 :])
+        if rest > CHUNK_BYTES:
+            dims[axis] = 1  # the inner axes alone are too big: one index of this axis per chunk
+            continue
+        pieces = -(-dims[axis] * rest // CHUNK_BYTES)
+        dims[axis] = -(-dims[axis] // pieces)
+        break
     return (1, *dims)
+
+
+def allocated_bytes(row_shape: tuple[int, ...], itemsize: int, n_rows: int) -> int:
+    """Bytes HDF5 allocates for ``n_rows`` rows in chunks of ``chunk_shape`` (whole chunks only)."""
+    if n_rows <= 0:
+        return 0
+    chunk = chunk_shape(tuple(row_shape), itemsize)
+    n_chunks = -(-n_rows // chunk[0])
+    for d, c in zip(row_shape, chunk[1:]):
+        n_chunks *= -(-d // c)
+    return n_chunks * itemsize * math.prod(chunk)

@@ -9,26 +9,37 @@ from pathlib import Path
 from arprobe.errors import UserError
 from arprobe.storage import StoreLayout
 
+# HDF5's own bytes: object headers, chunk indexes and attributes, per dataset and per file.
+_METADATA_PER_DATASET = 4 << 10
+_METADATA_PER_FILE = 128 << 10
+
 
 def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
-    """Bytes per part of the finished store, from the recording table and the shapes."""
+    """Bytes per part of the finished store, an upper bound: every dataset in whole chunks, as HDF5
+    allocates them (tested against real stores of several shapes)."""
     from arprobe.storage.recordings import sizes_by_kind
+    from arprobe.storage.schema import allocated_bytes
 
     K = len(setup.schedule)
     T, M, L = layout.n_docs, layout.steps_per_doc, len(layout.layer_names)
     f4 = 4
-    params = sum(math.prod(s) for s in layout.param_shapes.values()) * f4
-    optim = sum(math.prod(s) for s in layout.optim_shapes.values()) * f4
-    recorded = sizes_by_kind(layout.recordings)
+    recorded = sizes_by_kind([r for r in layout.recordings if r.kind != "checkpoints"])
+    n_checkpoints = sum(len(r.episodes) for r in layout.recordings if r.kind == "checkpoints")
+    state_shapes = [*layout.param_shapes.values(), *layout.optim_shapes.values()]
     docs = setup.task.store_arrays()
+    losses = [(T,), (M,), (M, L), (M,), (), ()]  # eval, train, grad_norm, lr, schedule doc and epoch
+    n_datasets = len(losses) + 2 * len(layout.recordings) + len(state_shapes) * (1 + layout.resume) + 8
     parts = {
-        "losses and stats": K * (f4 * (T + 2 * M + M * L) + 8 + 2 * 4) + f4 * T,
-        "docs": sum(a.nbytes for a in docs.values()) + sum(len(t.encode()) for t in setup.texts),
+        "losses and stats": sum(allocated_bytes(shape, f4, K + 1) for shape in losses),
+        "docs": sum(a.nbytes for a in docs.values()) + sum(len(t.encode()) + 16 for t in setup.texts) + 8 * K,
         "weights": recorded.get("weights", 0),
         "activations": recorded.get("activations", 0),
         "grads": recorded.get("grads", 0),
-        "checkpoints": recorded.get("checkpoints", 0),
-        "resume": 2 * (params + optim) if layout.resume else 0,
+        "checkpoints": sum(allocated_bytes(shape, f4, n_checkpoints) for shape in state_shapes)
+        if n_checkpoints
+        else 0,
+        "resume": 2 * f4 * sum(math.prod(shape) for shape in state_shapes) if layout.resume else 0,
+        "metadata": _METADATA_PER_FILE + _METADATA_PER_DATASET * n_datasets,
     }
     parts["total"] = sum(parts.values())
     parts["per_episode"] = parts["total"] // max(K, 1)
@@ -42,11 +53,12 @@ def check_disk_space(run_dir: Path, estimate: dict[str, int]) -> None:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     existing = (Path(run_dir) / "run.h5").stat().st_size if (Path(run_dir) / "run.h5").exists() else 0
-    need = int(estimate["total"] * 1.05)
+    need = int(estimate["total"])  # an upper bound already
     if need > free + existing:
         raise UserError(
-            f"The store needs about {human_bytes(need)} but only {human_bytes(free)} is free under '{folder}'; "
-            f"free space, record less (record.weights_every, record.checkpoints, record.sketch_dim) or use another --out."
+            f"The store needs about {human_bytes(need)} but only {human_bytes(free)} is free under "
+            f"'{folder}'; free space, record less (record.weights_every, record.checkpoints, "
+            "record.sketch_dim) or use another --out."
         )
 
 
@@ -80,7 +92,8 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
         f"run:      {cfg.run_dir / 'run.h5'}",
         f"model:    {info.get('kind')} {info.get('name')} ({parameter_split(info)}, init {info.get('init')}) "
         f"on {setup.device}, {setup.threads} torch thread(s)",
-        f"data:     {setup.data_provenance}; T={cfg.data.n_docs}, C={cfg.data.context_length}; {data_note(setup)}",
+        f"data:     {setup.data_provenance}; T={cfg.data.n_docs}, C={cfg.data.context_length}; "
+        f"{data_note(setup)}",
         f"schedule: {cfg.schedule.order}, E={E}, M={M}: {K} episodes, {K * M} gradient steps, "
         f"{K + 1} eval rows of {cfg.data.context_length * cfg.data.n_docs} tokens; "
         f"first episodes train docs {order}{' ...' if K > 12 else ''}",
