@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arprobe.science.recovery import training_episodes
+from arprobe.science.recovery import MIN_FORGETTING, training_episodes
 
 
 def loss_changes(loss_eval: np.ndarray) -> np.ndarray:
@@ -20,14 +20,17 @@ def onset_lags(loss_eval: np.ndarray, schedule_doc: np.ndarray) -> np.ndarray:
     interval after its n-th training (rows from right after it to right before the (n+1)-th), the
     number of episodes from the interval's (first) maximum to just before the next training. 0: the
     loss rose until the document's turn (no anticipation); larger: it started falling earlier. NaN
-    where the document has no such interval."""
+    where the document has no such interval, or forgot next to nothing in it (a rise under
+    MIN_FORGETTING of the loss after training, as for the recovery score): a loss that only falls
+    has no onset."""
     loss_eval = np.asarray(loss_eval, dtype=np.float64)
     trained = [training_episodes(schedule_doc, t) for t in range(loss_eval.shape[1])]
     lags = np.full((max([len(e) - 1 for e in trained] + [0]), loss_eval.shape[1]), np.nan)
     for t, eps in enumerate(trained):
         for n in range(len(eps) - 1):
             window = loss_eval[eps[n] : eps[n + 1], t]  # rows eps[n] .. eps[n+1] − 1
-            lags[n, t] = len(window) - 1 - int(np.argmax(window))
+            if window.max() - window[0] > MIN_FORGETTING * abs(window[0]):
+                lags[n, t] = len(window) - 1 - int(np.argmax(window))
     return lags
 
 
