@@ -79,3 +79,15 @@ def test_cosine_rules_follow_the_whole_schedule():
         [rules.lr_at(s) for s in range(5)],
         [1.0, 0.5 + 0.5 * np.cos(np.pi / 4), 0.5, 0.5 - 0.5 * np.cos(np.pi / 4), 0.0],
     )
+
+
+def test_pairwise_distances_are_undefined_outside_a_cyclic_order(tmp_path):
+    from arprobe.probes.pairwise_recovery import PairwiseRecovery
+
+    path = run(tiny_config(tmp_path, order="shuffle", epochs=2), progress=False).path
+    with RunStore(path) as store:
+        result = PairwiseRecovery().run(store, tmp_path, episode=5)
+    assert result["recovery"].shape == (5, 5) and np.isfinite(result["recovery"]).all()
+    assert result["peak_distance"] is None and result["b_since_trained"] is None
+    assert np.isnan(result["by_distance"]).all()
+    assert result["distance_note"].startswith("the run's epochs do not all train x_1..x_T in order")

@@ -39,7 +39,7 @@ class PairwiseRecovery(Probe):
     requires = ["checkpoints"]
     options = {"episode": -1, "steps": 0, "device": "auto", "seed": 0, "threads": 1}
     option_help = {
-        "episode": "checkpoint episode; -1: the latest before the last episode (end of the second-to-last epoch)",
+        "episode": "checkpoint episode; -1: the latest before the last episode (end of the next-to-last epoch)",
         "steps": "gradient steps on each x_i; 0: the run's M (steps_per_doc)",
         "device": "torch device for the training: auto, cpu, cuda, ...",
         "seed": "0: the run's RNG state at the checkpoint; else a seed for the data randomness (shift, mask)",
@@ -113,10 +113,17 @@ class PairwiseRecovery(Probe):
             doc = int(schedule_doc[k - 1])
             if since[doc] < 0:
                 since[doc] = s
-        neighbour = neighbour_recovery(recovery)  # [T]
-        by_since = binned_means(neighbour, since, T)  # [T], index s
         off = ~np.eye(T, dtype=bool)
-        by_distance = mean_by_cyclic_distance(np.where(off, recovery, np.nan))  # d = 0..T//2, d=0 NaN
+        # Distances along the cycle exist only when every epoch trains x_1..x_T in that order.
+        cyclic = schedule.is_cyclic and np.array_equal(schedule.doc[schedule.epoch == 1], np.arange(T))
+        nan = np.full(T, np.nan)
+        neighbour = neighbour_recovery(recovery) if cyclic else nan  # [T]
+        by_since = binned_means(neighbour, since, T) if cyclic else nan  # [T], index s
+        by_distance = (  # d = 0..T//2, d = 0 NaN
+            mean_by_cyclic_distance(np.where(off, recovery, np.nan))
+            if cyclic
+            else np.full(T // 2 + 1, np.nan)
+        )
         b_since = int(np.nanargmax(by_since)) if np.isfinite(by_since).any() else None
 
         self._plot(recovery, by_distance, by_since, episode, steps, out)
@@ -131,7 +138,11 @@ class PairwiseRecovery(Probe):
             "fraction_offdiagonal_positive": float(np.mean(recovery[off] > 0)),
             "symmetry": symmetry(recovery),  # correlation of off-diagonal A with Aᵀ
             "by_distance": by_distance[1:],  # mean off-diagonal recovery at cyclic distance d = 1..T//2
-            "peak_distance": int(np.nanargmax(by_distance[1:]) + 1) if T > 2 else None,
+            "peak_distance": int(np.nanargmax(by_distance[1:]) + 1) if T > 2 and cyclic else None,
+            "distance_note": ""
+            if cyclic
+            else "the run's epochs do not all train x_1..x_T in order, so distances along the cycle "
+            "(by_distance, neighbour recovery, b) are not defined; the matrix itself is",
             "neighbour_recovery": neighbour,  # [j] mean recovery of x_j from x_{j-1} and x_{j+1}
             "neighbour_recovery_mean": float(neighbour.mean()),
             "docs_since_trained": since,  # [j] episodes between x_j's last training and the checkpoint
