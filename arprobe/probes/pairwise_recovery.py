@@ -39,7 +39,7 @@ class PairwiseRecovery(Probe):
     requires = ["checkpoints"]
     options = {"episode": -1, "steps": 0, "device": "auto", "seed": 0, "threads": 1}
     option_help = {
-        "episode": "checkpoint episode; -1: the latest before the last episode (end of the next-to-last epoch)",
+        "episode": "checkpoint episode; -1: the latest before the last one (end of the next-to-last epoch)",
         "steps": "gradient steps on each x_i; 0: the run's M (steps_per_doc)",
         "device": "torch device for the training: auto, cpu, cuda, ...",
         "seed": "0: the run's RNG state at the checkpoint; else a seed for the data randomness (shift, mask)",
