@@ -15,7 +15,7 @@ import numpy as np
 from arprobe.probes.base import Probe, bars_from_zero, new_figure, save_figure
 
 # Config keys that do not change what is trained, so runs differing only in them are replicates.
-_NOT_TRAINING = ("seed", "name", "out", "eval_batch_size", "model.device")
+_NOT_TRAINING = ("seed", "name", "out", "eval_batch_size", "threads", "model.device")
 _NOT_TRAINING_SECTIONS = ("record.",)
 
 
