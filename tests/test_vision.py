@@ -456,6 +456,23 @@ def test_hub_classifier_and_dataset_saved_locally(tmp_path):
         run_tiny(tmp_path / "runs2", "image-classification", source=str(saved_dataset(tmp_path, False)))
 
 
+def test_unlabelled_split_is_refused_in_one_sentence(tmp_path):
+    import datasets
+    from PIL import Image
+
+    imgs = [Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)) for i in range(8)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    datasets.Dataset.from_dict({"image": imgs, "label": [-1] * 8}, features=features).save_to_disk(
+        tmp_path / "d"
+    )
+    with pytest.raises(UserError) as err:
+        run_tiny(tmp_path / "runs", "image-classification", source=str(tmp_path / "d"), images_per_doc=2)
+    assert str(err.value) == (
+        f"Data source '{tmp_path / 'd'}' has unlabelled images (label -1, as some test splits do); "
+        "choose a labelled split with data.split."
+    )
+
+
 def test_pretrained_image_gpt_uses_its_own_colour_clusters(tmp_path):
     from transformers import ImageGPTConfig, ImageGPTForCausalImageModeling, ImageGPTImageProcessor
 

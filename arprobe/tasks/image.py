@@ -333,15 +333,10 @@ def prepare_image(cfg, threads: int):
             eval_batch=cfg.eval_batch_size,
         )
         extra = {"palette": palette.astype(np.float32)}
-        loaded.info.update(
-            mask_id=K,
-            palette=f"{K} colours, "
-            + (
-                "the model's own clusters"
-                if cfg.model.init == "pretrained"
-                else "k-means on the run's images"
-            ),
+        origin = (
+            "the model's own clusters" if cfg.model.init == "pretrained" else "k-means on the run's images"
         )
+        loaded.info.update(mask_id=K, palette=f"{K} colours, {origin}")
     else:
         from arprobe.trainer.vision_models import load_classifier
 
@@ -350,6 +345,11 @@ def prepare_image(cfg, threads: int):
                 f"Data source '{d.source}' has no labels; image-classification needs labelled images "
                 "(an image folder with one subfolder per class, or a dataset with a label column: "
                 "image.label_field)."
+            )
+        if (kept_labels < 0).any():
+            raise UserError(
+                f"Data source '{d.source}' has unlabelled images (label -1, as some test splits do); "
+                "choose a labelled split with data.split."
             )
         n_classes = len(images.class_names) if images.class_names else int(images.labels.max()) + 1
         loaded = load_classifier(
@@ -410,7 +410,7 @@ def prepare_image(cfg, threads: int):
 def describe_documents(
     indices: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None
 ) -> list[str]:
-    """One line per document for people: "image 17 (label 3)" or "8 images: 17 (3), 4 (0), ..."."""
+    """One line per document for people: "image 17 (label 3)", "8 images: 17 (label 3), ..."."""
 
     def one(i: int, label) -> str:
         if label is None:
