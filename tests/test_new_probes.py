@@ -11,7 +11,7 @@ import pytest
 from arprobe.probes.registry import Registry
 from arprobe.probes.report import run_probe
 from arprobe.science.forgetting import backward_transfer, final_forgetting, max_forgetting, plasticity
-from arprobe.science.model_clock import collapse_error, model_time
+from arprobe.science.model_clock import collapse_error, collapse_errors, model_time
 from arprobe.science.order_decoding import (
     ages_since_training,
     last_trained_hit,
@@ -261,6 +261,9 @@ def test_clock_functions_by_hand():
     x1, x2, y = np.array([0.0, 1, 2]), np.array([0.0, 2, 4]), np.array([0.0, 1, 2])
     assert collapse_error([x1, x2], [y, y]) == pytest.approx(0.75 / (2 / 9))
     assert collapse_error([x1, x1], [y, y]) == 0.0 and np.isnan(collapse_error([x1], [y]))
+    # two clocks are scored on the points both reach: on x2, curve 2's x = 4 is unreached, so
+    # x1's own error is taken over the same three points (all exact there: 0)
+    assert collapse_errors([[x1, x1], [x1, x2]], [y, y]) == pytest.approx([0.0, 0.75 / (2 / 9)])
 
 
 # --- order_decoding -------------------------------------------------------------------------------

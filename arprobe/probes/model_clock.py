@@ -4,7 +4,8 @@ Model time after episode k is the length of the weight trajectory so far, Σ‖�
 from the all-weights sketch (``weights/all``; a count-sketch keeps norms of differences in
 expectation). Every document's loss change in every interval between two of its trainings is
 drawn against episodes since the training and against model time since it, one line per epoch;
-``collapse_error_*`` says how well each clock lines the intervals up (0: they fall on one curve),
+``collapse_error_*`` says how well each clock lines the intervals up (0: they fall on one curve;
+both are scored on the same points),
 and ``collapse_ratio`` < 1 that model time does better than the episode count.
 """
 
@@ -17,7 +18,7 @@ import numpy as np
 from arprobe.errors import MissingDataError
 from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
 from arprobe.science.geometry import binned_means
-from arprobe.science.model_clock import clock_at, collapse_error, interval_curves, model_time
+from arprobe.science.model_clock import clock_at, collapse_errors, interval_curves, model_time
 
 
 class ModelClock(Probe):
@@ -59,8 +60,10 @@ class ModelClock(Probe):
         curves = [
             c for c in interval_curves(loss_eval, schedule.doc, clock_rows) if np.isfinite(c.model_time).all()
         ]
-        err_episodes = collapse_error([c.episodes for c in curves], [c.loss_change for c in curves])
-        err_time = collapse_error([c.model_time for c in curves], [c.loss_change for c in curves])
+        # both clocks scored on the same points, those other intervals reach on either clock
+        err_episodes, err_time = collapse_errors(
+            [[c.episodes for c in curves], [c.model_time for c in curves]], [c.loss_change for c in curves]
+        )
         result = {
             "weights": weights,
             "weights_are": describe_weights(store, weights),

@@ -64,31 +64,43 @@ def interval_curves(loss_eval: np.ndarray, schedule_doc: np.ndarray, clock_rows:
     return curves
 
 
-def collapse_error(xs: list, ys: list) -> float:
-    """How far curves (x_i [L_i] increasing from x_i[0] = 0, y_i [L_i] with y_i[0] = 0) are from one
-    curve y = f(x): every point after the start is predicted by the mean of the other curves read
-    (linearly) at its x, where they reach it, and the mean squared miss is divided by the variance
-    of those points' y. 0: the curves coincide; 1: knowing x says nothing. NaN when fewer than two
-    points are reached by another curve, or their y do not vary."""
-    misses, targets = [], []
-    for i, (x, y) in enumerate(zip(xs, ys)):
+def held_out_predictions(xs: list, ys: list) -> list:
+    """For curves (x_i [L_i] increasing, y_i [L_i]): each point's prediction [L_i] from the mean of
+    the other curves read (linearly) at its x, NaN where none reaches it. The start (index 0,
+    y = 0 on every clock) is never predicted."""
+    out = []
+    for i, x in enumerate(xs):
         others = [
             np.interp(x, xo, yo, left=np.nan, right=np.nan)
             for j, (xo, yo) in enumerate(zip(xs, ys))
             if j != i
         ]
-        if not others:
-            continue
-        others = np.stack(others)  # [curves - 1, L_i]
-        reached = np.isfinite(others)
-        count = reached.sum(axis=0)
-        predicted = np.where(reached, others, 0.0).sum(axis=0) / np.maximum(count, 1)
-        scored = (count > 0) & np.isfinite(y) & (np.arange(len(x)) > 0)  # the start is 0 on every clock
-        misses.append((y[scored] - predicted[scored]) ** 2)
-        targets.append(y[scored])
-    if not misses:
-        return float("nan")
-    misses, targets = np.concatenate(misses), np.concatenate(targets)
-    if len(targets) < 2 or targets.var() == 0:
-        return float("nan")
-    return float(misses.mean() / targets.var())
+        predicted = np.full(len(x), np.nan)
+        if others:
+            others = np.stack(others)  # [curves - 1, L_i]
+            reached = np.isfinite(others)
+            count = reached.sum(axis=0)
+            mean = np.where(reached, others, 0.0).sum(axis=0) / np.maximum(count, 1)
+            predicted = np.where(count > 0, mean, np.nan)
+        predicted[:1] = np.nan
+        out.append(predicted)
+    return out
+
+
+def collapse_errors(clocks: list, ys: list) -> list[float]:
+    """How far curves y_i [L_i] (y_i[0] = 0) are from one curve y = f(x) on each clock: for every
+    clock (a list of x_i [L_i], increasing from 0), the mean squared miss of ``held_out_predictions``
+    divided by the variance of the points' y. Every clock is scored on the same points, those that
+    another curve reaches on every clock. 0: the curves coincide; 1: knowing x says nothing. NaN
+    when fewer than two points are scored or their y do not vary."""
+    predictions = [np.concatenate(held_out_predictions(xs, ys) or [np.zeros(0)]) for xs in clocks]
+    y = np.concatenate([np.asarray(v, dtype=np.float64) for v in ys] or [np.zeros(0)])
+    scored = np.isfinite(y) & np.all([np.isfinite(p) for p in predictions], axis=0)
+    if scored.sum() < 2 or y[scored].var() == 0:
+        return [float("nan")] * len(clocks)
+    return [float(np.mean((y[scored] - p[scored]) ** 2) / y[scored].var()) for p in predictions]
+
+
+def collapse_error(xs: list, ys: list) -> float:
+    """``collapse_errors`` of one clock."""
+    return collapse_errors([xs], ys)[0]
