@@ -499,6 +499,22 @@ def test_pretrained_image_gpt_uses_its_own_colour_clusters(tmp_path):
         run_tiny(tmp_path / "runs2", "image-lm", init="pretrained", image_size=16, images_per_doc=1, **big)
 
 
+def test_models_of_the_other_task_and_missing_hub_ids_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(
+        UserError, match=r"^'vgg-small' is an image-classification model; image-lm takes a preset"
+    ):
+        run_tiny(tmp_path, "image-lm", **{"model.name": "vgg-small"})
+    with pytest.raises(
+        UserError, match=r"^'imagegpt-small' is an image-lm preset; image-classification takes"
+    ):
+        run_tiny(tmp_path, "image-classification", **{"model.name": "imagegpt-small"})
+    with pytest.raises(
+        UserError, match=r"^Model 'nobody/no-such-vit' is not in the local Hugging Face cache"
+    ):
+        run_tiny(tmp_path, "image-classification", init="pretrained", **{"model.name": "nobody/no-such-vit"})
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     from arprobe.cli.main import main
 

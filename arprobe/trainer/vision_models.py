@@ -412,7 +412,12 @@ def _hub_classifier(m, name: str, seed: int):
 
     from arprobe.trainer.models import _zero_dropout_config, init_normal_
 
-    source = _source(name)
+    if name in IMAGE_LM_PRESETS:
+        raise UserError(
+            f"'{name}' is an image-lm preset; image-classification takes vit-tiny, vgg-small "
+            "or a hub id or path."
+        )
+    source = _source(name, m.revision)
     with _loading_errors(name, m.revision):
         config = AutoConfig.from_pretrained(source, revision=m.revision or None)
         _zero_dropout_config(config)
@@ -435,7 +440,12 @@ def _hub_image_lm(m, seed: int):
 
     from arprobe.trainer.models import _zero_dropout_config, init_normal_
 
-    source = _source(m.name)
+    if m.name in VIT_PRESETS or m.name in VGG_PRESETS:
+        raise UserError(
+            f"'{m.name}' is an image-classification model; image-lm takes a preset "
+            f"({', '.join(IMAGE_LM_PRESETS)}) or an Image GPT / GPT-2 hub id or path."
+        )
+    source = _source(m.name, m.revision)
     with _loading_errors(m.name, m.revision):
         config = AutoConfig.from_pretrained(source, revision=m.revision or None)
         _zero_dropout_config(config)
@@ -463,15 +473,21 @@ def causal_image_class(model_type: str, name: str):
     return classes[model_type]
 
 
-def _source(name: str) -> str:
+def _source(name: str, revision: str = "") -> str:
+    """A local folder's path, or the hub id once it is known to be cached or reachable (fails in one
+    sentence within seconds offline, instead of the hub client's retries)."""
     from pathlib import Path
 
     from arprobe.trainer.data import looks_like_path
+    from arprobe.trainer.hub import check_hub_model
 
     path = Path(name).expanduser()
     if looks_like_path(name) and not path.exists():
         raise UserError(f"Model path '{name}' does not exist.")
-    return str(path) if path.exists() else name
+    if path.exists():
+        return str(path)
+    check_hub_model(name, revision)
+    return name
 
 
 class _loading_errors:
