@@ -52,7 +52,7 @@ class WriterLock:
                 f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, "
                 f"or delete '{self.path}' if that run is gone."
             )
-        if pid > 0 and _alive(pid):
+        if pid > 0 and pid_alive(pid):
             raise UserError(
                 f"'{self.path.parent}' is being written by process {pid} "
                 f"(since {holder.get('started', '?')}); stop it first or choose another --name."
@@ -71,7 +71,8 @@ class WriterLock:
         self.release()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with ``pid`` exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

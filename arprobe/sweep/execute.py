@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.storage.lock import pid_alive
 from arprobe.sweep.manifest import MANIFEST, is_sweep_dir, open_sweep_dir, refresh_from_stores, write_json
 from arprobe.sweep.spec import SweepSpec
 
@@ -75,7 +76,7 @@ def sweep_lock(sweep_dir: Path):
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             host, _, pid = lock.read_text().partition(" ")
-            if host == socket.gethostname() and pid.strip().isdigit() and _alive(int(pid)):
+            if host == socket.gethostname() and pid.strip().isdigit() and pid_alive(int(pid)):
                 raise UserError(
                     f"'{sweep_dir}' is being run by process {pid.strip()}; wait for it or stop it first."
                 ) from None
@@ -93,16 +94,6 @@ def sweep_lock(sweep_dir: Path):
         yield
     finally:
         lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _execute(

@@ -34,7 +34,7 @@ from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
 from arprobe.trainer.naming import ModelNames, bridge_names
 from arprobe.trainer.plan import check_disk_space, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
-from arprobe.trainer.schedules import make_schedule
+from arprobe.trainer.schedules import schedule_from_config
 
 
 @dataclass
@@ -141,17 +141,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     )
     device = resolve_device(m.device)
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
-    sched = cfg.schedule
-    doc, epoch = make_schedule(
-        sched.order,
-        d.n_docs,
-        sched.epochs,
-        cfg.seed,
-        shuffle_until=sched.shuffle_until,
-        repeat_docs=sched.repeat_docs,
-        insert_min=sched.insert_min,
-        insert_max=sched.insert_max,
-    )
+    schedule = schedule_from_config(cfg, d.n_docs)
     model_info = dict(loaded.provenance)
     model_info["tokenizer"] = (
         getattr(tokenizer, "name_or_path", "")
@@ -174,7 +164,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
         tokenizer=tokenizer,
         names=names,
         task=TextLM.from_documents(docs, cfg, device=device, mask_id=mask_id, pad_id=pad_id),
-        schedule=Schedule(doc, epoch, d.n_docs),
+        schedule=schedule,
         texts=docs.texts,
         model_info=model_info,
         device=device,

@@ -49,8 +49,9 @@ def insert(
     pool = rng.permutation(np.arange(repeat_docs, n_docs))
     if counts.sum() > len(pool):
         raise UserError(
-            f"The insert order needs {int(counts.sum())} one-off documents for {epochs} epochs but T - R = {len(pool)}; "
-            f"raise data.n_docs (T) to at least {repeat_docs + epochs * insert_max} or lower schedule.insert_max."
+            f"The insert order needs {int(counts.sum())} one-off documents for {epochs} epochs but "
+            f"T - R = {len(pool)}; raise data.n_docs (T) to at least {repeat_docs + epochs * insert_max} "
+            "or lower schedule.insert_max."
         )
     orders, used = [], 0
     for c in counts:
@@ -85,3 +86,21 @@ def make_schedule(
     doc = np.concatenate(orders).astype(np.int32)
     epoch = np.concatenate([np.full(len(o), e + 1) for e, o in enumerate(orders)]).astype(np.int32)
     return doc, epoch
+
+
+def schedule_from_config(cfg, n_docs: int):
+    """The run's whole schedule (``arprobe.science.schedule.Schedule``) from its config."""
+    from arprobe.science.schedule import Schedule
+
+    sched = cfg.schedule
+    doc, epoch = make_schedule(
+        sched.order,
+        n_docs,
+        sched.epochs,
+        cfg.seed,
+        shuffle_until=sched.shuffle_until,
+        repeat_docs=sched.repeat_docs,
+        insert_min=sched.insert_min,
+        insert_max=sched.insert_max,
+    )
+    return Schedule(doc, epoch, n_docs)
