@@ -9,7 +9,7 @@ import sys
 from arprobe import __version__
 from arprobe.errors import UserError
 
-SUBCOMMANDS = ("run", "info", "analyze", "probes", "sweep")
+SUBCOMMANDS = ("run", "info", "analyze", "probes", "sweep", "pretrain")
 
 
 def build_parser() -> argparse.ArgumentParser:

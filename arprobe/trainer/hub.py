@@ -1,7 +1,12 @@
-"""Fail fast, in one sentence, when a hub id can be neither found locally nor fetched.
+"""Fail fast, in one sentence, when a hub id can be neither found locally nor fetched; resolve a local
+folder's revision.
 
 Without this, an offline machine spends 30-50 s in the hub client's retries and then reports
 an error about whichever file it tried first (often the tokenizer).
+
+A local folder has revisions when it holds ``<revision>/config.json`` subfolders, as every size of a
+ladder written by ``arprobe pretrain`` does (``<ladder>/<size>/step512/``): ``--revision step512``
+then loads that subfolder, as it picks a branch of a hub repository.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ def check_hub_model(name: str, revision: str = "") -> None:
     """Raise UserError unless ``name`` is a local folder, is in the local Hugging Face cache, or
     the hub answers within a few seconds."""
     if Path(name).expanduser().exists():
+        local_revision(name, revision)  # a missing revision is named here, before anything loads
         return
     from huggingface_hub import try_to_load_from_cache
 
@@ -51,3 +57,36 @@ def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def local_revision(name: str, revision: str = "") -> Path | None:
+    """The folder to load for local model ``name`` at ``revision``: ``name`` itself without a revision,
+    ``name/<revision>/`` with one; None when ``name`` is not a local path (a hub id)."""
+    path = Path(name).expanduser()
+    if not path.exists():
+        return None
+    if not revision:
+        return path
+    if (path / revision / "config.json").is_file():
+        return path / revision
+    revisions = local_revisions(path)
+    if revisions:
+        shown = ", ".join(revisions[:12]) + (", ..." if len(revisions) > 12 else "")
+        raise UserError(f"Model folder '{name}' has no revision '{revision}'; it has {shown}.")
+    raise UserError(
+        f"Model folder '{name}' has no revisions, so --revision '{revision}' cannot be loaded from it; "
+        "revisions need a hub id or a ladder size written by arprobe pretrain (its step<N>/ folders)."
+    )
+
+
+def local_revisions(path: Path) -> list[str]:
+    """Subfolders of ``path`` that are models (hold config.json), step<N> in step order."""
+    if not path.is_dir():
+        return []
+    names = [p.name for p in path.iterdir() if (p / "config.json").is_file() and not p.name.startswith(".")]
+
+    def order(name: str):
+        digits = name[4:] if name.startswith("step") else ""
+        return (0, int(digits), name) if digits.isdigit() else (1, 0, name)
+
+    return sorted(names, key=order)

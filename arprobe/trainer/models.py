@@ -4,7 +4,10 @@ Three ways to get a causal LM (``ModelConfig.init``):
 
 - ``"pretrained"``: ``AutoModelForCausalLM.from_pretrained(name, revision=...)`` — a hub id
   (``EleutherAI/pythia-1b``, ``--revision step96000`` for Pythia's intermediate checkpoints,
-  ``gpt2``) or a local ``save_pretrained`` folder. Same code path for both.
+  ``gpt2``) or a local ``save_pretrained`` folder. Same code path for both. A local folder's
+  revision is its ``<revision>/`` subfolder (a ladder size from ``arprobe pretrain``:
+  ``<ladder>/<size>/step512/``), and a model written by ``arprobe pretrain`` brings its
+  provenance (corpus, tokens, steps, seed, version) into the run's ``model`` info as ``pretrain``.
 - ``"pythia"``: random init with the GPT-NeoX recipe Pythia was trained from (paper Sec. 3.1,
   "we follow the model initialization recipe of biderman2023pythia"); see ``init_pythia_``.
 - ``"normal"``: random init with every weight matrix ~ N(0, 0.02) (paper App. B.4).
@@ -29,6 +32,7 @@ import torch
 from arprobe.errors import UserError
 from arprobe.trainer.config import ModelConfig
 from arprobe.trainer.data import looks_like_path
+from arprobe.trainer.hub import local_revision
 
 # The Pythia suite's architectures (Biderman et al. 2023, Table 1 and the released
 # config.json files). Keys are Hugging Face GPTNeoXConfig fields; "rotary_pct" and
@@ -248,7 +252,7 @@ def _load_pretrained(
         model = AutoModelForCausalLM.from_pretrained(
             _source(cfg),
             config=config,
-            revision=cfg.revision or None,
+            revision=_hub_revision(cfg),
             trust_remote_code=cfg.trust_remote_code,
             dtype=dtype,
         )
@@ -270,7 +274,31 @@ def _load_pretrained(
         init_scheme="pretrained weights",
         commit=getattr(config, "_commit_hash", None),
     )
+    local = local_revision(cfg.name, cfg.revision)
+    if local is not None:
+        provenance["path"] = str(local.resolve())
+        # A model written by `arprobe pretrain` says what it was trained on; every run store keeps it.
+        pretrain = _read_pretrain_provenance(local)
+        if pretrain is not None:
+            provenance["pretrain"] = pretrain
+            provenance["init_scheme"] = (
+                f"pretrained by arprobe pretrain: ladder {pretrain.get('ladder')}, size "
+                f"{pretrain.get('size')}, {pretrain.get('revision')} ({pretrain.get('tokens_seen')} tokens)"
+            )
     return model, provenance
+
+
+PRETRAIN_PROVENANCE_FILE = "arprobe_pretrain.json"  # written by arprobe pretrain into every model folder
+
+
+def _read_pretrain_provenance(folder: Path) -> dict | None:
+    import json
+
+    try:
+        data = json.loads((folder / PRETRAIN_PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _load_hf_config(cfg: ModelConfig):
@@ -287,15 +315,23 @@ def _load_hf_config(cfg: ModelConfig):
     with _hub_errors_as_user_errors(cfg):
         return AutoConfig.from_pretrained(
             _source(cfg),
-            revision=cfg.revision or None,
+            revision=_hub_revision(cfg),
             trust_remote_code=cfg.trust_remote_code,
         )
 
 
 def _source(cfg: ModelConfig) -> str:
-    """What to hand transformers: the expanded local path if there is one, else the hub id."""
-    path = Path(cfg.name).expanduser()
-    return str(path) if path.exists() else cfg.name
+    """What to hand transformers: the local folder (at ``cfg.revision``: its ``<revision>/`` subfolder,
+    as a ladder from arprobe pretrain keeps them) if there is one, else the hub id."""
+    local = local_revision(cfg.name, cfg.revision)
+    return str(local) if local is not None else cfg.name
+
+
+def _hub_revision(cfg: ModelConfig) -> str | None:
+    """The revision for transformers: a hub id's; none for a local folder (``_source`` resolved it)."""
+    if Path(cfg.name).expanduser().exists():
+        return None
+    return cfg.revision or None
 
 
 @contextlib.contextmanager
