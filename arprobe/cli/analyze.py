@@ -242,9 +242,14 @@ def analyze_command(args, extra) -> int:
 
 
 def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> dict:
+    from arprobe.probes.base import set_figure_subtitle
     from arprobe.sweep.report import write_sweep_report
 
-    return write_sweep_report(out, title=title, factors=factors, grid=grid, groups=groups, **kwargs)
+    set_figure_subtitle(title)  # the aggregate figures say which sweep or runs they summarise
+    try:
+        return write_sweep_report(out, title=title, factors=factors, grid=grid, groups=groups, **kwargs)
+    finally:
+        set_figure_subtitle("")
 
 
 def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, registry) -> int:

@@ -249,10 +249,14 @@ def save_figure(fig, path: Path, data: dict | None = None) -> Path:
             fig.suptitle(_figure_subtitle, fontsize=8, color="0.35")
         else:  # the probe used the suptitle itself: a footer instead
             fig.supxlabel(_figure_subtitle, fontsize=8, color="0.35")
+    import matplotlib
+
     for suffix in (".png", ".svg"):
         target = path.with_suffix(suffix)
         tmp = target.with_name(f".{target.stem}.tmp{suffix}")
-        fig.savefig(tmp, dpi=110, metadata={"Date": None} if suffix == ".svg" else None)
+        # SVG text stays text (searchable, editable, smaller), not outlines.
+        with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "arprobe"}):
+            fig.savefig(tmp, dpi=110, metadata={"Date": None} if suffix == ".svg" else None)
         os.replace(tmp, target)
     if data is not None:
         save_data(path.parent, path.stem, data)

@@ -71,6 +71,8 @@ class RunNumbers:
     epochs: int = 0
     curve_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [L] offset in epochs
     curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [L] shift-averaged loss (mean over docs)
+    online_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [K] episode start, in epochs
+    online_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [K] online loss per episode
 
 
 def read_run(name: str, path: Path) -> RunNumbers:
@@ -89,7 +91,10 @@ def read_run(name: str, path: Path) -> RunNumbers:
             return numbers
         loss_eval, schedule = store.eval_matrix(), store.schedule()
     numbers.recovery = np.asarray(recovery_scores(loss_eval, schedule.doc), dtype=np.float64)
-    numbers.online = float(online_loss(loss_eval, schedule.doc, schedule.epoch).mean_after_first_epoch)
+    online = online_loss(loss_eval, schedule.doc, schedule.epoch)
+    numbers.online = float(online.mean_after_first_epoch)
+    numbers.online_curve = online.per_episode
+    numbers.online_x = schedule.episodes_in_epochs(np.arange(len(online.per_episode)))
     numbers.epochs = schedule.n_epochs
     curve = shift_averaged_curve(loss_eval, schedule.doc, docs=schedule.repeating_docs)
     numbers.curve_x = curve.offset / schedule.cycle_length
@@ -139,6 +144,15 @@ def aggregate_group(group: Group, factors: list[str], runs: list[RunNumbers]) ->
     curves = np.stack([r.curve[:length] for r in done])
     curve_mean, curve_std, _ = summarize_columns(curves)
     entry["shift_averaged_curve"] = {"epochs": done[0].curve_x[:length], "mean": curve_mean, "std": curve_std}
+    # Episode k is the same moment in every run only when their epochs line up (not insert order).
+    length = min(len(r.online_curve) for r in done)
+    if all(np.array_equal(r.online_x[:length], done[0].online_x[:length]) for r in done):
+        online_mean, online_std, _ = summarize_columns(np.stack([r.online_curve[:length] for r in done]))
+        entry["online_loss_curve"] = {
+            "epochs": done[0].online_x[:length],
+            "mean": online_mean,
+            "std": online_std,
+        }
     return entry
 
 
@@ -280,7 +294,13 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
     ax.set_title(f"Recovery score vs {short(factor, factors)} (mean ± std over seeds)")
     if others:
         ax.legend(fontsize=8)
-    return save_figure(fig, out / f"rs_vs_{short(factor, factors).replace('.', '_')}.png")
+    data: dict = {factor: [show(v) for v in values]}
+    for e in entries:
+        s = e.get("final_recovery_score")
+        data[f"{e['label']}: {factor}"] = [show(e["options"][factor])]
+        data[f"{e['label']}: RS({epoch}) mean"] = [s["mean"] if s and s["n"] else np.nan]
+        data[f"{e['label']}: RS({epoch}) std"] = [s["std"] if s and s["n"] > 1 else np.nan]
+    return save_figure(fig, out / f"rs_vs_{short(factor, factors).replace('.', '_')}.png", data=data)
 
 
 def draw_curves(entries: list[dict], factors: list[str], factor: str | None, out: Path) -> Path:
@@ -310,7 +330,41 @@ def draw_curves(entries: list[dict], factors: list[str], factor: str | None, out
     name = f"curves_{short(factor, factors).replace('.', '_')}.png" if factor else "curves.png"
     if len(combos) > MAX_PANELS:
         fig.suptitle(f"first {MAX_PANELS} of {len(combos)} combinations of the other factors", fontsize=9)
-    return save_figure(fig, out / name)
+    return save_figure(fig, out / name, data=_curve_data(entries, "shift_averaged_curve"))
+
+
+def _curve_data(entries: list[dict], key: str) -> dict:
+    """CSV columns of one overlaid curve per group: its x (epochs), mean and std over seeds."""
+    data: dict = {}
+    for e in entries:
+        curve = e.get(key)
+        if curve:
+            data[f"{e['label']}: epochs"] = curve["epochs"]
+            data[f"{e['label']}: mean"] = curve["mean"]
+            data[f"{e['label']}: std"] = curve["std"]
+    return data
+
+
+def draw_online_loss(entries: list[dict], out: Path) -> Path | None:
+    """Online (prequential) loss per episode, one curve per group, mean ± std over seeds (Fig. 1c)."""
+    from arprobe.probes.base import new_figure, save_figure
+
+    drawn = [e for e in entries if e.get("online_loss_curve")]
+    if not drawn:
+        return None
+    fig, (ax,) = new_figure(1, width=7.0)
+    for i, e in enumerate(drawn):
+        curve = e["online_loss_curve"]
+        x, mean = np.asarray(curve["epochs"], dtype=float), np.asarray(curve["mean"], dtype=float)
+        std = np.nan_to_num(np.asarray(curve["std"], dtype=float))
+        ax.plot(x, mean, color=f"C{i % 10}", lw=1.2, label=f"{e['label']} (n={e['n']})")
+        if e["n"] > 1:
+            ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("online loss (before each episode's first step)")
+    ax.set_title("Online loss per episode (mean ± std over seeds; cf. paper Fig. 1c)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out / "online_loss.png", data=_curve_data(drawn, "online_loss_curve"))
 
 
 def draw_rs_per_epoch(entries: list[dict], out: Path) -> Path:
@@ -336,7 +390,14 @@ def draw_rs_per_epoch(entries: list[dict], out: Path) -> Path:
     ax.axhline(0.0, color="0.7", lw=0.8)
     ax.set_title("Recovery score per epoch (mean ± std over seeds)")
     ax.legend(fontsize=7)
-    return save_figure(fig, out / "rs_per_epoch.png")
+    data: dict = {}
+    for e in entries:
+        rs = e.get("recovery_score")
+        if rs and len(rs["epochs"]):
+            data[f"{e['label']}: epoch"] = rs["epochs"]
+            data[f"{e['label']}: RS mean"] = rs["mean"]
+            data[f"{e['label']}: RS std"] = rs["std"]
+    return save_figure(fig, out / "rs_per_epoch.png", data=data)
 
 
 # --- probes over every run ------------------------------------------------------------------------
@@ -437,8 +498,8 @@ def write_sweep_report(
         run_probes(groups, entries, probes, probe_options or {}, report_dir, on_outcome or (lambda o: None))
     table = table1(entries, factors)
     figures = []
-    for old in report_dir.glob("*.png"):  # figures of an earlier analysis must not outlive their data
-        old.unlink()
+    for old in [*report_dir.glob("*.png"), *report_dir.glob("*.svg"), *report_dir.glob("*.csv")]:
+        old.unlink()  # figures of an earlier analysis must not outlive their data
     with_numbers = [e for e in entries if e["n"]]
     if with_numbers:
         for factor in factors:
@@ -447,6 +508,9 @@ def write_sweep_report(
         if not factors:
             figures.append(draw_curves(with_numbers, factors, None, report_dir).name)
         figures.append(draw_rs_per_epoch(with_numbers, report_dir).name)
+        online = draw_online_loss(with_numbers, report_dir)
+        if online is not None:
+            figures.append(online.name)
     summary = {
         "title": title,
         "factors": factors,
@@ -547,7 +611,17 @@ def write_index(report_dir: Path, summary: dict, run_links: Path | None) -> Path
         parts.append("</table>")
     if summary["figures"]:
         parts.append("<h2>Figures</h2>")
-        parts += [f"<div><img src='{esc(f)}' alt='{esc(f)}'></div>" for f in summary["figures"]]
+        for f in summary["figures"]:
+            stem = f.rsplit(".", 1)[0]
+            links = " · ".join(
+                f"<a href='{esc(stem)}.{ext}'>{ext.upper()}</a>"
+                for ext in ("png", "svg", "csv")
+                if (Path(report_dir) / f"{stem}.{ext}").exists()
+            )
+            parts.append(
+                f"<figure><img src='{esc(f)}' alt='{esc(f)}'>"
+                f"<figcaption>{esc(f)} · {links}</figcaption></figure>"
+            )
     probe_rows = [(e, name, p) for e in entries for name, p in e.get("probes", {}).items()]
     if probe_rows:
         parts.append("<h2>Probes (headline numbers, mean ± std over seeds)</h2><table>")
