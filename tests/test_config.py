@@ -64,10 +64,21 @@ def test_lists_and_bools_parse_from_flags():
 def test_every_shipped_config_loads():
     from pathlib import Path
 
+    import tomllib
+
+    from arprobe.sweep.spec import load_sweep
+
     configs = sorted(Path(__file__).parent.parent.joinpath("configs").rglob("*.toml"))
     assert len(configs) >= 10
+    sweeps = 0
     for path in configs:
-        load_config(path)  # raises on an unknown key or an out-of-range value
+        table = tomllib.loads(path.read_text())
+        if "grid" in table or "seeds" in table:
+            assert load_sweep(path).points, path  # every point validated like a run config
+            sweeps += 1
+        else:
+            load_config(path)  # raises on an unknown key or an out-of-range value
+    assert sweeps >= 10
 
 
 def test_trust_remote_code_is_off_unless_asked():

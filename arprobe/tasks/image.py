@@ -299,13 +299,12 @@ def images_per_doc(cfg) -> int:
 
 def prepare_image(cfg, threads: int):
     """The image tasks' setup: images, palette (image-lm), model, names, task and schedule."""
-    from arprobe.science.schedule import Schedule
     from arprobe.tasks.image_data import kmeans_palette, load_images, quantise
     from arprobe.trainer.loop import Setup
     from arprobe.trainer.models import resolve_device
-    from arprobe.trainer.schedules import make_schedule
+    from arprobe.trainer.schedules import schedule_from_config
 
-    d, im, sched = cfg.data, cfg.image, cfg.schedule
+    d, im = cfg.data, cfg.image
     T, n = d.n_docs, images_per_doc(cfg)
     device = resolve_device(cfg.model.device)
     images = load_images(cfg, T * n)
@@ -378,16 +377,7 @@ def prepare_image(cfg, threads: int):
         "labels": (kept_labels if kept_labels is not None else np.full((T, n), -1)).astype(np.int32),
         "source_index": images.indices.reshape(T, n).astype(np.int64),
     }
-    doc, epoch = make_schedule(
-        sched.order,
-        T,
-        sched.epochs,
-        cfg.seed,
-        shuffle_until=sched.shuffle_until,
-        repeat_docs=sched.repeat_docs,
-        insert_min=sched.insert_min,
-        insert_max=sched.insert_max,
-    )
+    schedule = schedule_from_config(cfg, T)
     info = dict(
         loaded.info, data=images.provenance, task=cfg.task, image_size=im.image_size, images_per_doc=n
     )
@@ -397,7 +387,7 @@ def prepare_image(cfg, threads: int):
         tokenizer=None,
         names=loaded.names,
         task=task,
-        schedule=Schedule(doc, epoch, T),
+        schedule=schedule,
         texts=describe_documents(images.indices.reshape(T, n), kept_labels, images.class_names),
         model_info=info,
         device=device,
