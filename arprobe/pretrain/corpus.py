@@ -71,8 +71,8 @@ class Corpus:
             dropped_duplicate=self.dropped_duplicate,
             dropped_overlap=self.dropped_overlap,
             dropped_short=self.dropped_short,
-            dedup=f"paragraphs sharing a {NGRAM}-word run (shorter ones: all their words) with the fine-tuning "
-            "documents dropped",
+            dedup=f"paragraphs sharing a {NGRAM}-word run (shorter ones: all their words) with the "
+            "fine-tuning documents dropped",
             sha256=digest.hexdigest(),
         )
 
