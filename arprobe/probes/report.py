@@ -25,9 +25,12 @@ import os
 import shlex
 import shutil
 import signal
+import sys
 import time
 import traceback
+import types
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,14 +272,32 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
 
 # --- isolation: one process per probe ------------------------------------------------------------
 
+# Imported once by the fork server, so a probe process starts with them (never torch: a server
+# that has started torch's threads would fork badly). A module that fails to import is skipped.
 _PRELOAD = [
     "numpy",
     "h5py",
     "matplotlib.figure",
+    "matplotlib.font_manager",
     "matplotlib.backends.backend_agg",
     "matplotlib.backends.backend_svg",
+    "mpl_toolkits.mplot3d",
     "arprobe.storage",
     "arprobe.probes.report",
+    *(
+        f"arprobe.probes.{m}"
+        for m in (
+            "loss_curves",
+            "recovery_score",
+            "online_loss",
+            "gradient_similarity",
+            "pairwise_recovery",
+            "weight_residual_similarity",
+            "pca_weights",
+            "activation_drift",
+            "toy_probe",
+        )
+    ),
 ]
 _context = None
 
@@ -289,6 +310,9 @@ def _process_context(target):
     import pickle
 
     global _context
+    cls = target if isinstance(target, type) else type(target)
+    if cls.__module__ == "__main__":  # the probe process could not import it by name
+        return mp.get_context("fork")
     try:
         pickle.dumps(target)
     except Exception:
@@ -299,11 +323,25 @@ def _process_context(target):
     return _context
 
 
+@contextmanager
+def _main_hidden():
+    """While a probe process starts, hide the parent's ``__main__`` from multiprocessing, which would
+    otherwise run the parent's script again in the child (to unpickle what it defines): a probe
+    process needs nothing from it, and a script without an ``if __name__ == "__main__":`` guard
+    would start its analysis again there."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _probe_process(conn, target, name, store_paths, report_dir, options, progress, subtitle) -> None:
     """Body of a probe's process: build the probe, open the stores read-only, run, write result.json,
     then say "done" on ``conn``."""
     if not progress:
-        os.environ["TQDM_DISABLE"] = "1"  # also the bars of a probe that ignores self.progress
+        _silence_bars()
     set_figure_subtitle(subtitle)
     folder = Path(report_dir) / name
     stores = []
@@ -334,6 +372,20 @@ def _probe_process(conn, target, name, store_paths, report_dir, options, progres
                 s.close()
             except Exception:  # a probe may have closed or broken it already
                 pass
+
+
+def _silence_bars() -> None:
+    """No tqdm bar in this process, also from a probe that ignores ``self.progress``."""
+    os.environ["TQDM_DISABLE"] = "1"  # read by tqdm when it is imported
+    std = sys.modules.get("tqdm.std")
+    if std is not None:  # imported already, its defaults read: force it on every bar
+        init = std.tqdm.__init__
+
+        def quiet(self, *args, **kwargs):
+            kwargs["disable"] = True
+            init(self, *args, **kwargs)
+
+        std.tqdm.__init__ = quiet
 
 
 def _one_line(exc: BaseException) -> str:
@@ -394,7 +446,8 @@ def run_probe_isolated(
     args = (send, target, name, [str(p) for p in store_paths], str(report_dir), options, progress, subtitle)
     process = ctx.Process(target=_probe_process, args=args, name=f"arprobe-probe-{name}", daemon=True)
     started = time.perf_counter()
-    process.start()
+    with _main_hidden():
+        process.start()
     send.close()
     done = False
     try:
