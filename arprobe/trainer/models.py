@@ -248,7 +248,7 @@ def _load_pretrained(
         )
     config = _load_hf_config(cfg)
     _zero_dropout_config(config)
-    with _hub_errors_as_user_errors(cfg):
+    with _hub_errors_as_user_errors(cfg), _no_loading_bar():
         model = AutoModelForCausalLM.from_pretrained(
             _source(cfg),
             config=config,
@@ -286,6 +286,20 @@ def _load_pretrained(
                 f"{pretrain.get('size')}, {pretrain.get('revision')} ({pretrain.get('tokens_seen')} tokens)"
             )
     return model, provenance
+
+
+@contextlib.contextmanager
+def _no_loading_bar():
+    """transformers 5 draws a "Loading weights" bar per load; a run has its own progress bar."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 PRETRAIN_PROVENANCE_FILE = "arprobe_pretrain.json"  # written by arprobe pretrain into every model folder
