@@ -341,11 +341,10 @@ def test_sweep_json_equals_the_numbers_of_each_store(local_sweep):
     assert d["ci_low"] == pytest.approx(diffs.mean() - half) and d["ci_high"] == pytest.approx(
         diffs.mean() + half
     )
-    assert sorted(p.name for p in report.glob("*.png")) == [
-        "curves_order.png",
-        "rs_per_epoch.png",
-        "rs_vs_order.png",
-    ]
+    figures = ["curves_order", "online_loss", "rs_per_epoch", "rs_vs_order"]
+    assert sorted(p.name for p in report.glob("*.png")) == [f"{f}.png" for f in figures]
+    for f in figures:  # every figure also as SVG, and the numbers drawn as CSV
+        assert (report / f"{f}.svg").exists() and (report / f"{f}.csv").exists(), f
     table = (report / "table1.md").read_text()
     assert (
         "| point | cyclic (mean ± std) | shuffle (mean ± std) | shuffle − cyclic [95% CI] | seeds |" in table
