@@ -14,7 +14,8 @@ Layout of a report folder (``<run>/report`` by default)::
 Every probe runs isolated, in its own process forked from a clean server, on its own read-only
 handle of the store: a probe that lacks data is skipped with the one-sentence reason; one that
 raises, exits, crashes or runs past the timeout is recorded as failed with its traceback; the
-next probe runs either way, and nothing a probe does reaches the store or the other probes.
+next probe runs either way. A probe gets only read-only handles, so it cannot change the run,
+and what it breaks in its own process stays there.
 """
 
 from __future__ import annotations
@@ -62,8 +63,16 @@ GUIDE: dict[str, tuple[str, str]] = {
         "From epoch 2 on, a cyclic order should have lower online loss than a shuffled one (paper "
         "Table 1): recovery pre-trains the document that comes next.",
     ),
-    "forgetting": ("Forgetting", ""),
-    "recovery_map": ("Recovery map", ""),
+    "forgetting": (
+        "Forgetting",
+        "In a cyclic run the anticipation ratio should sit well above 0: much of what a document forgets "
+        "is undone before its next turn; a backward transfer below 0 is forgetting.",
+    ),
+    "recovery_map": (
+        "Recovery map",
+        "A document's loss should start falling some episodes before its turn, and earlier epoch by "
+        "epoch: a lag above 0 that grows over epochs.",
+    ),
     "gradient_similarity": (
         "Gradient similarity",
         "Gradients of documents near each other in the cycle should point the same way (positive "
@@ -89,8 +98,16 @@ GUIDE: dict[str, tuple[str, str]] = {
         "Blocks that grow more similar epoch by epoch mean a trained document's representation "
         "settles and resists the other documents' updates (Fig. 8d).",
     ),
-    "model_clock": ("Model clock", ""),
-    "order_decoding": ("Order decoding", ""),
+    "model_clock": (
+        "Model clock",
+        "A collapse ratio below 1 means forgetting and recovery line up better against model time "
+        "(the summed update norm) than against the episode count.",
+    ),
+    "order_decoding": (
+        "Order decoding",
+        "A rank correlation well above 0 and a pair-order accuracy above 0.5 mean the activations "
+        "encode how recently each document was trained.",
+    ),
     "toy_model": (
         "Toy model",
         "The toy's task-1 loss should show the same inverted U, growing over epochs, and its task "
