@@ -62,9 +62,8 @@ def test_lists_and_bools_parse_from_flags():
 
 
 def test_every_shipped_config_loads():
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     from arprobe.sweep.spec import load_sweep
 

@@ -21,8 +21,9 @@ SMALL = dict(
 
 
 def test_cyclic_recovers_more_than_shuffled(tmp_path):
-    # Measured over seeds 0, 1, 2 (with eager attention; sdpa moves the third decimal): final RS cyclic 0.18/0.17/0.20 vs shuffled 0.06/0.08/0.00,
-    # and a lower online loss for cyclic in all three. Seed 0 is checked here.
+    # Measured over seeds 0, 1, 2 (with eager attention; sdpa moves the third decimal): final RS
+    # cyclic 0.18/0.17/0.20 vs shuffled 0.06/0.08/0.00, and a lower online loss for cyclic in all
+    # three. Seed 0 is checked here.
     cyclic = run(tiny_config(tmp_path, name="cyclic", order="cyclic", **SMALL), progress=False)
     shuffled = run(tiny_config(tmp_path, name="shuffle", order="shuffle", **SMALL), progress=False)
     assert cyclic.recovery_scores[-1] > shuffled.recovery_scores[-1] + 0.05

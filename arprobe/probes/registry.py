@@ -84,8 +84,8 @@ class Registry:
                         continue
                     if ep.name in self._entries and self._entries[ep.name].target != ep.value:
                         self.conflicts.append(
-                            f"Probe '{ep.name}' is declared by both {self._entries[ep.name].source} and {source}; "
-                            f"using {self._entries[ep.name].source}'s."
+                            f"Probe '{ep.name}' is declared by both {self._entries[ep.name].source} and "
+                            f"{source}; using {self._entries[ep.name].source}'s."
                         )
                         continue
                     self._entries.setdefault(ep.name, Entry(ep.name, ep.value, source))
@@ -116,7 +116,8 @@ class Registry:
         if name in self._loaded:
             return self._loaded[name]
         entry = self._entries_or_error(name)
-        where = f"probe plugin '{name}' ({entry.target if isinstance(entry.target, str) else entry.target.__qualname__}, from {entry.source})"
+        target = entry.target if isinstance(entry.target, str) else entry.target.__qualname__
+        where = f"probe plugin '{name}' ({target}, from {entry.source})"
         if isinstance(entry.target, str):
             module_name, _, attr = entry.target.partition(":")
             try:
@@ -160,7 +161,8 @@ class Registry:
             except Exception as exc:  # a plugin's constructor or bad requires must not hide the others
                 if not isinstance(exc, UserError):
                     exc = UserError(
-                        f"Could not load probe plugin '{name}' (from {self.source(name)}): {type(exc).__name__}: {exc}"
+                        f"Could not load probe plugin '{name}' (from {self.source(name)}): "
+                        f"{type(exc).__name__}: {exc}"
                     )
                 rows.append(
                     {

@@ -24,14 +24,16 @@ from arprobe.values import parse_bool
 
 @dataclass
 class DataConfig:
-    source: str = "pydoc"  # "pydoc" (embedded), a .txt/.jsonl file, a folder, a save_to_disk folder, or a hub dataset id
+    source: str = "pydoc"  # "pydoc" (embedded), a .txt/.jsonl file, a folder, a save_to_disk folder, a hub id
     n_docs: int = 10  # T: documents in the cycle
     context_length: int = 64  # C: tokens kept per document (first C; shorter ones are padded)
     field: str = "text"  # text field for JSONL and datasets (CNN/DailyMail: "article")
     hf_config: str = ""  # dataset config name for hub datasets ("3.0.0", "wikitext-103-raw-v1")
     split: str = "train"  # dataset split
     min_tokens: int = 16  # documents with fewer real tokens are dropped before sampling
-    tokenizer: str = "auto"  # "auto": the model's own (hub id / path), "bpe" for a size preset; "bpe": trained on the docs; or a hub id / path
+    tokenizer: str = (
+        "auto"  # "auto": the model's own, or "bpe" for a preset; "bpe": trained on the docs; a hub id/path
+    )
     vocab_size: int = 4096  # vocabulary of the trained BPE tokenizer
     mask_prob: float = 0.0  # p: probability of replacing each input token with the mask token (Sec. 3.3)
     max_shift: int = 0  # S: each training window moves by a random s in [-S, +S] tokens (Sec. 3.3)
@@ -103,7 +105,9 @@ class RecordConfig:
     all_weights_dim: int = (
         65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
     )
-    sketch_dim: int = 524288  # weights/grads with over 2*sketch_dim values are stored as a seeded count-sketch of this size (0: exact)
+    sketch_dim: int = (
+        524288  # weights/grads over 2*sketch_dim values: a seeded count-sketch of this size (0: exact)
+    )
 
 
 @dataclass
@@ -371,7 +375,8 @@ def validate(cfg: RunConfig) -> None:
         (o.weight_decay >= 0, f"optim.weight_decay must be non-negative, got {o.weight_decay}."),
         (
             not r.checkpoints.isdigit() or int(r.checkpoints) >= 1,
-            f"record.checkpoints must be 'epoch', 'none' or a positive number of episodes; got '{r.checkpoints}'.",
+            "record.checkpoints must be 'epoch', 'none' or a positive number of episodes; "
+            f"got '{r.checkpoints}'.",
         ),
         (d.n_docs >= 2, f"data.n_docs (T) must be at least 2, got {d.n_docs}."),
         (d.context_length >= 2, f"data.context_length (C) must be at least 2, got {d.context_length}."),

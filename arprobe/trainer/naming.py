@@ -139,9 +139,7 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
                 walk(f"{name}.{i}", block)
         else:
             walk(name, child)
-    return ModelNames(
-        components=components, hook_names=set(bridge.hook_dict), n_blocks=n_blocks(model)
-    )
+    return ModelNames(components=components, hook_names=set(bridge.hook_dict), n_blocks=n_blocks(model))
 
 
 def _fallback_names(model: torch.nn.Module) -> ModelNames:
