@@ -221,3 +221,20 @@ def test_missing_revision_and_unknown_size_are_one_line_errors(ladder, capsys):
     assert err == ["arprobe pretrain: error: Unknown ladder size '3m'. Available: 700k, 2m, 5m, 17m."]
     assert main(["pretrain", "--tokens", "10", "--dry-run"]) == 2
     assert "is less than one step of 1024 tokens" in capsys.readouterr().err
+
+
+def test_dry_run_gives_revisions_time_and_disk_per_size(tmp_path, corpus_file):
+    from arprobe.pretrain.train import build_size, disk_bytes, dry_run
+
+    settings = tiny_settings(corpus_file)
+    text = dry_run(tmp_path / "d", settings, threads=1)
+    n_params = build_size("700k", 512, settings).provenance["n_params"]  # vocab 512 here
+    lines = text.splitlines()
+    assert lines[1].startswith("6 steps of 2 x 32 tokens = 384 tokens per size")
+    assert lines[2] == "revisions: step0, step1, step2, step4, step6"
+    row = next(line.split() for line in lines if line.strip().startswith("700k"))
+    assert row[1] == f"{n_params / 1e6:.2f}M" and row[-1] == "MB"
+    # 5 revisions + the final folder in float32, the resume state (weights + 2 moments), tokenizers
+    assert disk_bytes(n_params, settings) == 4 * n_params * 6 + 12 * n_params + 6 * 400_000
+    assert row[-2] == f"{disk_bytes(n_params, settings) / 1e6:,.0f}"
+    assert lines[-1].startswith("total: about ") and not (tmp_path / "d").exists()  # nothing written
