@@ -95,13 +95,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
     from arprobe.trainer.hub import check_hub_model
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
-    from arprobe.trainer.tokenizer import (
-        default_cache_dir,
-        ensure_pad_token,
-        load_tokenizer,
-        pad_token_as_released,
-        train_bpe_tokenizer,
-    )
+    from arprobe.trainer.tokenizer import ensure_pad_token, pad_token_as_released
 
     d, m = cfg.data, cfg.model
     authors = cfg.compat == "authors"  # the released code's choices (README, "Fidelity to the released code")
@@ -111,19 +105,7 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
             raise UserError(f"Model path '{m.name}' does not exist.")
         check_hub_model(m.name, m.revision)
     texts, provenance = load_texts(d, keep_blank=authors)
-    tokenizer_name = d.tokenizer
-    if tokenizer_name == "auto":
-        # A hub id or path brings its own tokenizer (also for random init of its architecture);
-        # a size preset has none, so one is trained on the documents.
-        tokenizer_name = "bpe" if m.name in PYTHIA_PRESETS else m.name
-    if tokenizer_name == "bpe":
-        tokenizer = train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir())
-    else:
-        tokenizer = load_tokenizer(
-            tokenizer_name,
-            revision=m.revision if tokenizer_name == m.name else "",
-            trust_remote_code=m.trust_remote_code,
-        )
+    tokenizer, tokenizer_name = _text_tokenizer(cfg, texts)
     pad_id = pad_token_as_released(tokenizer, tokenizer_name) if authors else ensure_pad_token(tokenizer)
     docs = select_documents(
         texts,
@@ -143,16 +125,16 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
     schedule = schedule_from_config(cfg, d.n_docs)
     model_info = dict(loaded.provenance)
-    model_info["tokenizer"] = (
-        getattr(tokenizer, "name_or_path", "")
+    model_info.update(
+        tokenizer=getattr(tokenizer, "name_or_path", "")
         if tokenizer_name != "bpe"
-        else f"bpe-{d.vocab_size} trained on the documents' source"
+        else f"bpe-{d.vocab_size} trained on the documents' source",
+        vocab_size=len(tokenizer),
+        data=provenance,
+        mask_id=int(mask_id),
+        pad_id=int(pad_id),
+        task=cfg.task,
     )
-    model_info["vocab_size"] = len(tokenizer)
-    model_info["data"] = provenance
-    model_info["mask_id"] = int(mask_id)
-    model_info["pad_id"] = int(pad_id)
-    model_info["task"] = cfg.task
     attn = loaded.model.config._attn_implementation
     names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
     # The bridge forces eager attention on the config it boots from, which its skeleton shares with
@@ -172,6 +154,23 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
         n_dropped=docs.n_dropped,
         threads=threads,
     )
+
+
+def _text_tokenizer(cfg: RunConfig, texts: list[str]):
+    """(tokenizer, its name): ``data.tokenizer``, where "auto" means the model's own for a hub id
+    or path (also for random init of its architecture) and a BPE trained on the documents for a
+    size preset, which has none."""
+    from arprobe.trainer.models import PYTHIA_PRESETS
+    from arprobe.trainer.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
+
+    d, m = cfg.data, cfg.model
+    name = d.tokenizer
+    if name == "auto":
+        name = "bpe" if m.name in PYTHIA_PRESETS else m.name
+    if name == "bpe":
+        return train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir()), name
+    revision = m.revision if name == m.name else ""
+    return load_tokenizer(name, revision=revision, trust_remote_code=m.trust_remote_code), name
 
 
 def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:
