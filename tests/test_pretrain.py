@@ -238,3 +238,14 @@ def test_dry_run_gives_revisions_time_and_disk_per_size(tmp_path, corpus_file):
     assert disk_bytes(n_params, settings) == 4 * n_params * 6 + 12 * n_params + 6 * 400_000
     assert row[-2] == f"{disk_bytes(n_params, settings) / 1e6:,.0f}"
     assert lines[-1].startswith("total: about ") and not (tmp_path / "d").exists()  # nothing written
+
+
+def test_a_ladder_size_is_named_by_ladder_and_size(ladder, monkeypatch):
+    from arprobe.pretrain import ladder as ladder_module
+    from arprobe.trainer.hub import resolve_ladder_name
+
+    folder, _ = ladder
+    monkeypatch.setattr(ladder_module, "default_ladders_dir", lambda: folder.parent)
+    assert resolve_ladder_name(f"{folder.name}/700k") == str(folder / "700k")
+    assert resolve_ladder_name("EleutherAI/pythia-14m") == "EleutherAI/pythia-14m"  # a hub id stays one
+    assert resolve_ladder_name(f"{folder.name}/9g") == f"{folder.name}/9g"  # no such size: left to the loader

@@ -59,6 +59,17 @@ def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def resolve_ladder_name(name: str) -> str:
+    """``<ladder>/<size>`` (e.g. ``default/5m``) -> the folder ``arprobe pretrain`` wrote under the
+    arprobe cache, when there is one and no local path of that name; otherwise ``name`` unchanged."""
+    from arprobe.pretrain.ladder import default_ladders_dir
+
+    if Path(name).expanduser().exists() or name.count("/") != 1:
+        return name
+    folder = default_ladders_dir() / name
+    return str(folder) if (folder / "config.json").is_file() else name
+
+
 def local_revision(name: str, revision: str = "") -> Path | None:
     """The folder to load for local model ``name`` at ``revision``: ``name`` itself without a revision,
     ``name/<revision>/`` with one; None when ``name`` is not a local path (a hub id)."""

@@ -93,12 +93,13 @@ def prepare_text(cfg: RunConfig, threads: int) -> Setup:
     """The text task: documents, tokenizer (trained BPE or the model's own), model and names."""
     from arprobe.tasks.text import TextLM
     from arprobe.trainer.data import load_texts, looks_like_path, select_documents
-    from arprobe.trainer.hub import check_hub_model
+    from arprobe.trainer.hub import check_hub_model, resolve_ladder_name
     from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
     from arprobe.trainer.tokenizer import ensure_pad_token, pad_token_as_released
 
     d, m = cfg.data, cfg.model
     authors = cfg.compat == "authors"  # the released code's choices (README, "Fidelity to the released code")
+    m.name = resolve_ladder_name(m.name)  # "default/5m": a size of a ladder `arprobe pretrain` built
     if m.name not in PYTHIA_PRESETS:
         # Checked before the tokenizer, which would otherwise be the first to trip on the model.
         if looks_like_path(m.name) and not Path(m.name).expanduser().exists():
