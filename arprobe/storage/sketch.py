@@ -28,6 +28,11 @@ PRIME = (1 << 31) - 1  # Mersenne prime: coefficients and coordinates < 2^31, pr
 # Coordinates hashed at once: 2^18 keeps the int64 temporaries (2 MiB) in cache on CPU, 4x faster
 # than 2^22 measured; on a GPU larger blocks mean fewer kernel launches.
 BLOCK = {"cpu": 1 << 18, "other": 1 << 22}
+# Sketches of up to this many coordinates keep their whole hash map in memory (12 bytes per
+# coordinate: 96 MB at the limit); larger ones hash block by block on every call.
+CACHE_MAX_DIM = 8_000_000
+_MAPS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_MAPS_KEPT = 4
 MIN_SAVING = 2  # sketch only when it at least halves the stored values (see stored_dim)
 
 
@@ -94,12 +99,26 @@ class CountSketch:
         sign = poly(s_coef).bitwise_and_(1).to(torch.float32).mul_(-2.0).add_(1.0)
         return bucket, sign
 
+    def _whole_map(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bucket, sign) of every coordinate, hashed once and kept (a few sketches at a time)."""
+        key = (self.full_dim, self.dim, self.seed, str(device))
+        if key not in _MAPS:
+            if len(_MAPS) >= _MAPS_KEPT:
+                _MAPS.pop(next(iter(_MAPS)))
+            step = BLOCK["cpu" if device.type == "cpu" else "other"]
+            pieces = [
+                self.buckets(lo, min(lo + step, self.full_dim), device)
+                for lo in range(0, self.full_dim, step)
+            ]
+            _MAPS[key] = (torch.cat([b for b, _ in pieces]), torch.cat([s for _, s in pieces]))
+        return _MAPS[key]
+
     def apply(self, parts: Sequence[torch.Tensor] | torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
         """Sketch of the concatenation of ``parts`` flattened after their first ``batch_dims`` dims.
 
         ``parts`` [*batch, ...] each (a list of parameters, or of per-document gradients with
         ``batch_dims=1``) -> float32 [*batch, k], on the parts' device. Blocks of BLOCK
-        coordinates are hashed at a time, so no D-sized index is ever built.
+        coordinates are hashed at a time, so no D-sized index is built for large D (CACHE_MAX_DIM).
         """
         if isinstance(parts, torch.Tensor):
             parts = [parts]
@@ -108,6 +127,12 @@ class CountSketch:
         total = sum(f.shape[-1] for f in flat)
         assert total == self.full_dim, f"sketch of D={self.full_dim} applied to {total} values"
         out = torch.zeros(*batch, self.dim, dtype=torch.float32, device=flat[0].device)
+        if total <= CACHE_MAX_DIM:
+            # Hashing D coordinates costs far more than summing them (0.16 s a call for the 5.3M
+            # parameters of the default model, every episode): keep the whole map once per sketch.
+            bucket, sign = self._whole_map(out.device)
+            values = torch.cat([f.float() for f in flat], dim=-1) if len(flat) > 1 else flat[0].float()
+            return out.index_add_(out.dim() - 1, bucket, values * sign)
         offset, step = 0, BLOCK["cpu" if out.device.type == "cpu" else "other"]
         for f in flat:
             for lo in range(0, f.shape[-1], step):
