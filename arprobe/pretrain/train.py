@@ -11,7 +11,6 @@ continues bit for bit as if it had never stopped.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 import signal
@@ -32,6 +31,7 @@ from arprobe.pretrain.ladder import (
     size_shape,
     write_json,
 )
+from arprobe.trainer.models import no_transformers_bars
 
 RESUME_DIR = "_resume"
 RESUME_SECONDS = 120.0  # a resume state at least this often (and at every revision)
@@ -233,7 +233,7 @@ def save_folder(folder: Path, model, tokenizer, provenance: dict) -> None:
     """A save_pretrained folder with the tokenizer and the provenance, written whole then renamed."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with _quiet_saving():
+    with no_transformers_bars():
         model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
     write_json(tmp / PROVENANCE_FILE, provenance)
@@ -245,24 +245,10 @@ def save_folder(folder: Path, model, tokenizer, provenance: dict) -> None:
 def save_final(size_dir: Path, model, tokenizer, provenance: dict) -> None:
     """The size folder itself holds the final weights (beside its step<N>/ revisions); the
     provenance file is written last, so its presence marks the size as complete."""
-    with _quiet_saving():
+    with no_transformers_bars():
         model.save_pretrained(str(size_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(size_dir))
     write_json(size_dir / PROVENANCE_FILE, provenance)
-
-
-@contextlib.contextmanager
-def _quiet_saving():
-    """No "Writing model shards" bar from transformers under ours."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def provenance(base: dict, step: int, settings: Settings, val_loss: float, train_loss: float | None) -> dict:

@@ -248,7 +248,7 @@ def _load_pretrained(
         )
     config = _load_hf_config(cfg)
     _zero_dropout_config(config)
-    with _hub_errors_as_user_errors(cfg), _no_loading_bar():
+    with _hub_errors_as_user_errors(cfg), no_transformers_bars():
         model = AutoModelForCausalLM.from_pretrained(
             _source(cfg),
             config=config,
@@ -289,8 +289,8 @@ def _load_pretrained(
 
 
 @contextlib.contextmanager
-def _no_loading_bar():
-    """transformers 5 draws a "Loading weights" bar per load; a run has its own progress bar."""
+def no_transformers_bars():
+    """No transformers progress bar ("Loading weights", "Writing model shards") under our own."""
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
