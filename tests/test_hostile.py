@@ -227,3 +227,21 @@ def test_unreachable_hub_is_named(monkeypatch):
         UserError, match=r"Model 'org/model' is not in the local Hugging Face cache and the hub"
     ):
         hub.check_hub_model("org/model")
+
+
+def test_a_lock_from_another_host_is_refused_until_it_has_been_silent_long(tmp_path):
+    from arprobe.storage.lock import STALE_AFTER_S, WriterLock
+
+    lock_file = tmp_path / LOCK_NAME
+    lock_file.write_text(json.dumps({"host": "node-7", "pid": 1, "started": "2026-01-01T00:00:00+00:00"}))
+    with pytest.raises(UserError, match=r"is being written by process 1 on host node-7; stop it first"):
+        WriterLock(tmp_path).acquire()
+    silent = time.time() - STALE_AFTER_S - 60  # its writer stopped touching it: a dead node's run
+    os.utime(lock_file, (silent, silent))
+    with WriterLock(tmp_path) as lock:
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+        before = lock_file.stat().st_mtime
+        os.utime(lock_file, (before - 100, before - 100))
+        lock.touch()  # what the loop does after every episode
+        assert lock_file.stat().st_mtime > before - 50
+    assert not lock_file.exists()

@@ -1,8 +1,10 @@
 """One writer per run folder: a lock file holding the writer's host and PID.
 
 ``run``, ``--resume`` and ``--overwrite`` take it before touching a store. A lock whose process
-is gone (a killed run) is stale and taken over; one held by a live process, or by another host
-(which this one cannot check), is refused with one sentence.
+is gone (a killed run) is stale and taken over; one held by a live process is refused with one
+sentence, and so is one from another host (whose PID this one cannot check) until its writer has
+not touched it for STALE_AFTER_S (writers touch it every episode), so a sweep re-run on other
+cluster nodes can take over the runs of a killed one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import datetime as _dt
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from arprobe.errors import UserError
 
 LOCK_NAME = ".arprobe-writer.lock"
+STALE_AFTER_S = 6 * 3600  # a lock from another host untouched this long belongs to a dead writer
 
 
 class WriterLock:
@@ -48,16 +52,30 @@ class WriterLock:
         except (OSError, ValueError, KeyError, TypeError):
             holder, host, pid = {}, socket.gethostname(), -1  # unreadable: a writer died while writing it
         if host != socket.gethostname():
-            raise UserError(
-                f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, "
-                f"or delete '{self.path}' if that run is gone."
-            )
-        if pid > 0 and pid_alive(pid):
+            if self._silent_for() < STALE_AFTER_S:
+                raise UserError(
+                    f"'{self.path.parent}' is being written by process {pid} on host {host}; stop it first, "
+                    f"or delete '{self.path}' if that run is gone."
+                )
+        elif pid > 0 and pid_alive(pid):
             raise UserError(
                 f"'{self.path.parent}' is being written by process {pid} "
                 f"(since {holder.get('started', '?')}); stop it first or choose another --name."
             )
         self.path.unlink(missing_ok=True)  # stale: its writer is gone
+
+    def _silent_for(self) -> float:
+        """Seconds since the holder last touched the lock (its writer touches it every episode)."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return float("inf")
+
+    def touch(self) -> None:
+        """Say the writer is alive: a lock on another host (which cannot be checked by PID) counts
+        as stale once it has been silent for STALE_AFTER_S."""
+        if self.held:
+            os.utime(self.path)
 
     def release(self) -> None:
         if self.held:

@@ -289,6 +289,7 @@ class _State:
     loss_eval: list  # rows [T] of the eval matrix so far
     last_checkpoint: int | None = None
     stop_signal: int | None = None  # SIGTERM / SIGHUP / SIGINT received: stop after this episode
+    lock: WriterLock | None = None  # the run folder's writer lock, touched after every episode
 
 
 def _recorder(setup: Setup) -> Recorder:
@@ -310,6 +311,7 @@ def _drive(
 
     started = time.perf_counter()
     status, reason = "failed", ""
+    state.lock = lock
     try:
         with _stop_on_signals(state):
             status, reason = _train(setup, writer, recorder, state, start=start, progress=progress)
@@ -521,6 +523,8 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
                 state.last_checkpoint = k
             writer.commit(k)
             _write_resume_if_due(setup, writer, state, k)
+            if state.lock is not None:
+                state.lock.touch()
             bar.update(1)
             if state.stop_signal is not None:
                 name = signal.Signals(state.stop_signal).name
