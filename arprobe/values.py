@@ -14,3 +14,14 @@ def parse_bool(text: str) -> bool:
     if word in _FALSE:
         return False
     raise ValueError(f"not a boolean: {text!r}")
+
+
+def flatten(table: dict, prefix: str = "") -> dict:
+    """Nested sections to dotted keys: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
+    flat = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from arprobe.errors import MissingDataError, UserError
+from arprobe.values import parse_bool
 
 # How the skip reason names each kind of recording (the reader's words, storage/reader.py).
 _KIND_WORDS = {
@@ -166,11 +167,7 @@ def coerce_option(value: Any, default: Any, key: str) -> Any:
     text = value.strip()
     try:
         if isinstance(default, bool):
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return parse_bool(text)
         if isinstance(default, int):
             return int(text)
         if isinstance(default, float):

@@ -38,6 +38,7 @@ from pathlib import Path
 from arprobe import __version__
 from arprobe.errors import MissingDataError, UserError
 from arprobe.probes.base import Probe, set_figure_subtitle, to_jsonable
+from arprobe.values import flatten
 
 STATUSES = ("ok", "skipped", "failed")
 DEFAULT_TIMEOUT = 1800.0  # seconds a probe may run before it is stopped (--probe-timeout)
@@ -625,22 +626,12 @@ DEFAULT_SETTING = {
 DEFAULT_RS = {"cyclic": "RS(3) 0.33–0.42", "shuffle": "RS(3) 0.07–0.16"}
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def paper_reference(config: dict) -> dict:
     """Reference values for a run's setting: {"source", "online_loss"?, "recovery_score"?, "differs"}.
 
     The paper states numbers only in Table 1 (online loss); a run that matches its setting gets the
     paper's value; any other run gets the list of what differs from that setting."""
-    flat = _flat(config)
+    flat = flatten(config)
     order = str(flat.get("schedule.order", ""))
     model = str(flat.get("model.name", "")).lower()
     size = next((s for s, _ in TABLE1 if model.endswith(f"pythia-{s}") or model == f"pythia-{s}"), None)
@@ -670,9 +661,9 @@ def reproduce_command(config: dict) -> str:
     """`arprobe run` with every key whose value differs from the default: the run again, bit for bit."""
     from arprobe.trainer.config import RunConfig
 
-    defaults = _flat(RunConfig().to_dict())
+    defaults = flatten(RunConfig().to_dict())
     parts = ["arprobe", "run"]
-    for key, value in _flat(config).items():
+    for key, value in flatten(config).items():
         if key in defaults and value == defaults[key] and key not in ("out", "name"):
             continue
         if key not in defaults:
@@ -701,7 +692,7 @@ def _versions() -> dict:
 def run_identity(store) -> dict:
     """The facts that say which run this is, as label -> text (for the summary and figure subtitles)."""
     config = store.config
-    flat = _flat(config)
+    flat = flatten(config)
     try:
         info = store.model_info
     except Exception:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.values import flatten
 
 # Keys of the sweep file that are not run options.
 SWEEP_KEYS = ("grid", "seeds")
@@ -108,7 +109,7 @@ def resolve_linked(factor: str, table: dict, resolve_key, where: str) -> dict:
     if not table:
         raise UserError(f"{where}: grid.{factor} has an empty table; give the options it sets.")
     resolved = {}
-    for key, value in _flatten(table).items():
+    for key, value in flatten(table).items():
         inside = f"{factor}.{key}".replace("-", "_")
         dotted = inside if inside in all_keys() else resolve_key(key)
         if dotted in ("seed", "name", "out"):
@@ -141,16 +142,6 @@ def unique_name(name: str, used: set[str]) -> str:
     while f"{name}-{i}" in used:
         i += 1
     return f"{name}-{i}"
-
-
-def _flatten(table: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def read_sweep_text(path: Path) -> tuple[str, dict]:
@@ -186,7 +177,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         )
 
     base: dict = {}
-    for key, value in _flatten(table).items():
+    for key, value in flatten(table).items():
         dotted = resolve_key(key)
         if dotted in ("name", "out"):
             continue
@@ -206,7 +197,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         raise UserError(f"{where}: 'seeds' lists a seed twice.")
 
     grid: dict = {}
-    for key, values in _flatten(grid_table).items():
+    for key, values in flatten(grid_table).items():
         if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
             linked = [resolve_linked(key, v, resolve_key, where) for v in values]
             if key in grid:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
-from arprobe.values import parse_bool
+from arprobe.values import flatten, parse_bool
 
 
 @dataclass
@@ -209,10 +209,10 @@ def default_run_name(cfg: RunConfig) -> str:
     )
     changed = {
         k: v
-        for k, v in _flatten(cfg.to_dict()).items()
+        for k, v in flatten(cfg.to_dict()).items()
         if k not in _NOT_IN_NAME and not k.startswith("record.")
     }
-    defaults = _flatten(RunConfig().to_dict())
+    defaults = flatten(RunConfig().to_dict())
     changed = {k: v for k, v in changed.items() if v != defaults[k]}
     parts = [f"{_SHORT.get(k, k.split('.')[-1])}{_short_value(v)}" for k, v in sorted(changed.items())]
     name = "-".join([base, *parts])
@@ -234,7 +234,7 @@ def _short_value(value) -> str:
 def training_differences(a: dict, b: dict) -> list[str]:
     """``key: a vs b`` for every option two stored configs train differently with."""
     # Through the config class: a store written before a key existed has that key's default.
-    fa, fb = _flatten(config_from_dict(a).to_dict()), _flatten(config_from_dict(b).to_dict())
+    fa, fb = flatten(config_from_dict(a).to_dict()), flatten(config_from_dict(b).to_dict())
     skip = {"name", "out", "threads", "eval_batch_size", "model.device"}
     return [
         f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
@@ -325,16 +325,6 @@ def set_key(cfg: RunConfig, key: str, value) -> None:
     setattr(target, leaf, _coerce(value, tp, path))
 
 
-def _flatten(table: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in table.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """Build a RunConfig from defaults, an optional TOML file, then key/value overrides."""
     cfg = RunConfig()
@@ -346,7 +336,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"Config file '{path}' is not valid TOML: {exc}.") from None
-        for key, value in _flatten(table).items():
+        for key, value in flatten(table).items():
             set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
         set_key(cfg, key, value)
@@ -357,7 +347,7 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 def config_from_dict(table: dict) -> RunConfig:
     """Rebuild a stored (resolved) config; used when reading a run back."""
     cfg = RunConfig()
-    for key, value in _flatten(table).items():
+    for key, value in flatten(table).items():
         set_key(cfg, key, value)
     return cfg
 

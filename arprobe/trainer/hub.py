@@ -18,8 +18,6 @@ from urllib.parse import urlparse
 
 from arprobe.errors import UserError
 
-_TRUE = ("1", "true", "yes", "on")
-
 
 def check_hub_model(name: str, revision: str = "") -> None:
     """Raise UserError unless ``name`` is a local folder, is in the local Hugging Face cache, or
@@ -36,7 +34,7 @@ def check_hub_model(name: str, revision: str = "") -> None:
     if isinstance(cached, str):
         return
     at = f" at revision '{revision}'" if revision else ""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in _TRUE:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise UserError(
             f"Model '{name}'{at} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
             "unset it on a machine with network access, or give a local folder written by save_pretrained."
