@@ -105,3 +105,56 @@ class _Arrays:
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.__dict__.update(arrays)
+
+
+def pairwise_rows(replay: Replay, docs: list[int], batch: int) -> np.ndarray:
+    """[len(docs), T]: the eval row after one episode on each of ``docs``, each trained from the
+    checkpoint — what ``reset(); train_episode(i); evaluate()`` gives for every i.
+
+    ``batch`` > 1: that many replays at once as one vmapped model (``trainer.batched``), each
+    member restored to the checkpoint (parameters, kept optimizer state, RNG) and trained on its
+    own document; the rows equal the sequential ones to float tolerance (tests/test_batched.py).
+    ``batch`` <= 1, or a task without a batched eval (images): one replay after another.
+    """
+    from arprobe.tasks.text import TextLM
+
+    if batch <= 1 or not isinstance(replay.task, TextLM):
+        rows = []
+        for doc in docs:
+            replay.reset()
+            replay.train_episode(doc)
+            rows.append(replay.evaluate())
+        replay.reset()
+        return np.stack(rows)
+    from arprobe.trainer.batched import (
+        StackedModels,
+        evaluate_members,
+        make_stacked_optimizer,
+        set_optimizer_state,
+        train_batched_episode,
+    )
+
+    n = min(batch, len(docs))
+    replay.reset()
+    stack = StackedModels([copy.deepcopy(replay.model) for _ in range(n)])
+    o = replay.cfg.optim
+    optimizer = make_stacked_optimizer(stack, o.name, o.lr, o.weight_decay, decay_rule=replay.cfg.compat)
+    rng = torch.from_numpy(np.asarray(replay._state["rng"], dtype=np.uint8))
+    rows = []
+    for lo in range(0, len(docs), n):
+        chunk = list(docs[lo : lo + n])
+        padded = chunk + [chunk[-1]] * (n - len(chunk))  # a short last chunk: extra members repeat a doc
+        stack.load(replay._state["model"])
+        set_optimizer_state(stack, optimizer, replay._state["optim"] if replay._keep else {})
+        generators = [torch.Generator().set_state(rng) for _ in range(n)]
+        train_batched_episode(
+            stack,
+            optimizer,
+            [replay.task] * n,
+            padded,
+            episode=replay.episode + 1,
+            rules=replay.rules,
+            generators=generators,
+        )
+        rows.append(evaluate_members(stack, [replay.task] * n)[: len(chunk)].cpu().numpy())
+    return np.concatenate(rows)
