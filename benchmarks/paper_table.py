@@ -20,53 +20,44 @@ from pathlib import Path
 
 START, END = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
 
-# (paper figure, sweep id, the paper's claim, check on the twin's numbers)
+# (paper figure, paper sweep id, the paper's claim, check on the twins' numbers, the CPU twins: random-init
+# first, then the one on an `arprobe pretrain` ladder base where the claim is about pre-trained models)
 ROWS = [
-    (
-        "Fig. 1",
-        "fig1",
-        "cyclic order recovers before a document returns; shuffled does not",
-        "rs_first_above_rest",
-    ),
-    (
-        "Table 1",
-        "table1",
-        "cyclic has a lower online loss (epochs 2..E) than shuffled, at every size",
-        "online_cyclic_lower",
-    ),
-    ("Fig. 2a", "fig2a_pretrained_sizes", "recovery grows with pre-trained model size", "increasing"),
-    ("Fig. 2b", "fig2b_random_sizes", "random-init models recover too, more when larger", "increasing"),
-    ("Fig. 3a", "fig3a_width", "recovery needs enough width (≥ 512 at 1B depth)", "increasing"),
-    ("Fig. 3b", "fig3b_depth", "recovery needs enough depth (≥ 8 blocks)", "increasing"),
-    ("App. B.3", "appB3_heads", "the number of attention heads matters little", "flat"),
-    ("Fig. 4a", "fig4a_mask", "masking weakens recovery, which persists", "decreasing_positive"),
-    ("Fig. 4b", "fig4b_shift", "window shifts weaken recovery, which persists", "decreasing_positive"),
-    ("Fig. 5a", "fig5a_n_docs", "recovery at every T, even 200 documents", "positive"),
-    ("Fig. 5b", "fig5b_steps", "more steps per document, more recovery", "increasing"),
-    ("Fig. 5c", "fig5c_context", "longer context, less recovery at fixed M", "decreasing"),
-    ("Fig. 5d", "fig5d_frozen", "more frozen blocks, less recovery", "decreasing"),
-    (
-        "Fig. 6a",
-        "fig6a_optimizer_random",
-        "Adam recovers more than gradient descent (random init)",
-        "rs_first_above_rest",
-    ),
-    (
-        "Fig. 6b",
-        "fig6b_optimizer_pretrained",
-        "Adam recovers more than gradient descent (pre-trained)",
-        "rs_first_above_rest",
-    ),
-    (
-        "App. B.1",
-        "appB1_partial_shuffle",
-        "some recovery remains when documents 2..N are shuffled",
-        "positive",
-    ),
-    ("App. B.5", "appB5_pretraining_steps", "more pre-training, more recovery", "increasing"),
-    ("App. B.7", "appB7_insert", "a repeated block recovers among one-off documents", "positive"),
-    ("App. B.11", "appB11_data", "recovery on another dataset (wikitext-103, random init)", "positive"),
-]
+    ("Fig. 1", "fig1", "cyclic order recovers before a document returns; shuffled does not",
+     "rs_first_above_rest", ("fig1", "fig1_pretrained_ladder")),
+    ("Table 1", "table1", "cyclic has a lower online loss (epochs 2..E) than shuffled, at every size",
+     "online_cyclic_lower", ("table1", "table1_pretrained_ladder")),
+    ("Fig. 2a", "fig2a_pretrained_sizes", "recovery grows with pre-trained model size", "increasing",
+     ("fig2a_pretrained_sizes", "fig2a_pretrained_ladder")),
+    ("Fig. 2b", "fig2b_random_sizes", "random-init models recover too, more when larger", "increasing",
+     ("fig2b_random_sizes",)),
+    ("Fig. 3a", "fig3a_width", "recovery needs enough width (≥ 512 at 1B depth)", "increasing",
+     ("fig3a_width",)),
+    ("Fig. 3b", "fig3b_depth", "recovery needs enough depth (≥ 8 blocks)", "increasing", ("fig3b_depth",)),
+    ("App. B.3", "appB3_heads", "the number of attention heads matters little", "flat", ("appB3_heads",)),
+    ("Fig. 4a", "fig4a_mask", "masking weakens recovery, which persists", "decreasing_positive",
+     ("fig4a_mask",)),
+    ("Fig. 4b", "fig4b_shift", "window shifts weaken recovery, which persists", "decreasing_positive",
+     ("fig4b_shift",)),
+    ("Fig. 5a", "fig5a_n_docs", "recovery at every T, even 200 documents", "positive", ("fig5a_n_docs",)),
+    ("Fig. 5b", "fig5b_steps", "more steps per document, more recovery", "increasing", ("fig5b_steps",)),
+    ("Fig. 5c", "fig5c_context", "longer context, less recovery at fixed M", "decreasing",
+     ("fig5c_context",)),
+    ("Fig. 5d", "fig5d_frozen", "more frozen blocks, less recovery", "decreasing",
+     ("fig5d_frozen", "fig5d_frozen_pretrained_ladder")),
+    ("Fig. 6a", "fig6a_optimizer_random", "Adam recovers more than gradient descent (random init)",
+     "rs_first_above_rest", ("fig6a_optimizer_random",)),
+    ("Fig. 6b", "fig6b_optimizer_pretrained", "Adam recovers more than gradient descent (pre-trained)",
+     "rs_first_above_rest", ("fig6b_optimizer_pretrained", "fig6b_optimizer_pretrained_ladder")),
+    ("App. B.1", "appB1_partial_shuffle", "some recovery remains when documents 2..N are shuffled",
+     "positive", ("appB1_partial_shuffle",)),
+    ("App. B.5", "appB5_pretraining_steps", "more pre-training, more recovery", "increasing",
+     ("appB5_pretraining_steps", "appB5_pretrained_ladder_steps")),
+    ("App. B.7", "appB7_insert", "a repeated block recovers among one-off documents", "positive",
+     ("appB7_insert",)),
+    ("App. B.11", "appB11_data", "recovery on another dataset (wikitext-103, random init)", "positive",
+     ("appB11_data",)),
+]  # fmt: skip
 
 
 def sweep_name(config: Path) -> str:
@@ -77,6 +68,16 @@ def fmt(value, digits=3) -> str:
     return (
         "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
     )
+
+
+def not_measured(twin: Path) -> str:
+    """Why a twin has no numbers: it needs the hub (a Pythia checkpoint or a hub dataset, not
+    reachable here), or it was not run yet."""
+    text = twin.read_text()
+    for needs in ("EleutherAI/", "Salesforce/"):
+        if needs in text:
+            return f"not measured here: needs `{needs}…` from the hub (run it where the network is)"
+    return "not yet measured"
 
 
 def final_rs(point: dict) -> tuple[float | None, float | None, int]:
@@ -148,18 +149,20 @@ def build_table(sweeps: Path, configs: Path = Path("configs")) -> str:
         "| the CPU twin measured (mean ± std over seeds) | agrees? |",
         "|---|---|---|---|---|---|",
     ]
-    for figure, key, claim, check in ROWS:
+    for figure, key, claim, check, twins in ROWS:
         paper = configs / "paper" / f"sweep_{key}.toml"
-        twin = configs / "cpu" / "sweeps" / f"{key}.toml"
-        report = sweeps / sweep_name(twin) / "report" / "sweep.json"
-        if report.is_file():
-            summary = json.loads(report.read_text())
-            n = min((p["n"] for p in summary["points"]), default=0)
-            measured = measured_text(summary, check)
-            agrees = verdict(summary, check) + ("" if n >= 3 else f" (only {n} seed(s))")
-        else:
-            measured, agrees = "not yet measured", "—"
-        lines.append(f"| {figure} | `{paper}` | `{twin}` | {claim} | {measured} | {agrees} |")
+        for i, twin_id in enumerate(twins):
+            twin = configs / "cpu" / "sweeps" / f"{twin_id}.toml"
+            report = sweeps / sweep_name(twin) / "report" / "sweep.json"
+            if report.is_file():
+                summary = json.loads(report.read_text())
+                n = min((p["n"] for p in summary["points"]), default=0)
+                measured = measured_text(summary, check)
+                agrees = verdict(summary, check) + ("" if n >= 3 else f" (only {n} seed(s))")
+            else:
+                measured, agrees = not_measured(twin), "—"
+            first = f"{figure} | `{paper}`" if i == 0 else "〃 | 〃"
+            lines.append(f"| {first} | `{twin}` | {claim if i == 0 else '〃'} | {measured} | {agrees} |")
     return "\n".join(lines)
 
 
