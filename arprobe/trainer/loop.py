@@ -5,6 +5,9 @@ for each episode k (document schedule.doc[k - 1]):
     evaluate: the loss of all T documents, batched          -> loss/eval row k
     record: whatever the recording table says is due (weights, grads, activations, checkpoint)
     commit: flush, bump the episode counter; then the rolling resume slot
+
+Everything after the training step is ``finish_episode``, which seeds trained as one batched model
+(``arprobe.trainer.batched_run``) call for each of their stores too.
 """
 
 from __future__ import annotations
@@ -306,9 +309,6 @@ def _drive(
     setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool, lock
 ):
     """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
-    from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
-    from arprobe.trainer.plan import data_note
-
     started = time.perf_counter()
     status, reason = "failed", ""
     state.lock = lock
@@ -332,6 +332,14 @@ def _drive(
             writer.close(status, reason)
         finally:
             lock.release()
+    return summarise(setup, writer, state, status, reason, time.perf_counter() - started)
+
+
+def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reason: str, seconds: float):
+    """The headline numbers of a closed run."""
+    from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
+    from arprobe.trainer.plan import data_note
+
     k = writer.completed
     loss_eval = np.asarray(state.loss_eval)[: k + 1]
     done = setup.schedule.head(k)
@@ -340,7 +348,7 @@ def _drive(
         path=writer.path,
         status=status,
         completed_episodes=k,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         recovery_scores=recovery_scores(loss_eval, done.doc),
         online_loss=online,
         stop_reason=reason,
@@ -474,7 +482,6 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
 
     cfg, model, task, schedule = setup.cfg, setup.model, setup.task, setup.schedule
     rules = TrainingRules.from_config(cfg, len(schedule))
-    keep = keeps_optimizer_state(cfg)
     model.train()
     bar = tqdm(
         total=len(schedule),
@@ -498,43 +505,67 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
                 grad_norms=recorder.group_grad_norms,
             )
             train_loss = log.losses.cpu().numpy()
-            # evaluate: every document after this episode (recorded activations come from this forward)
-            with recorder.activations_from_eval(k) as after_batch:
-                eval_row = task.eval_losses(model, after_batch).cpu().numpy()
-            if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
-                return "diverged", _divergence(cfg, k, epoch, state.last_checkpoint)
-            short = _room_missing(writer, recorder, k)
-            if short:  # stop before writing: a write that fails half-way can leave HDF5 unreadable
-                return "failed", _disk_full_reason(setup, writer, recorder, short)
-            # record, then commit: readers and crashes only ever see whole episodes
-            writer.append_episode(
-                doc=doc,
-                epoch=epoch,
-                eval_row=eval_row,
-                train_loss=train_loss,
-                grad_norm=log.grad_norms.cpu().numpy(),
-                lr=log.lrs,
+            ended = finish_episode(
+                setup, writer, recorder, state, k, train_loss, log.grad_norms.cpu().numpy(), log.lrs
             )
-            state.loss_eval.append(eval_row)
-            _record(writer, recorder, k)
-            if recorder.checkpoint_due(k):
-                saved = capture_state(model, state.optimizer, state.generator, keep)
-                writer.append_checkpoint(k, saved["model"], saved["optim"], saved["rng"])
-                state.last_checkpoint = k
-            writer.commit(k)
-            _write_resume_if_due(setup, writer, state, k)
-            if state.lock is not None:
-                state.lock.touch()
+            if ended:
+                return ended
             bar.update(1)
             if state.stop_signal is not None:
-                name = signal.Signals(state.stop_signal).name
-                return "stopped", _resume_hint(writer, f"stopped by {name}")
+                return "stopped", stopped_reason(writer, state.stop_signal)
             bar.set_postfix(
-                epoch=epoch, doc=doc, loss=f"{train_loss[-1]:.3f}", mean_eval=f"{eval_row.mean():.3f}"
+                epoch=epoch,
+                doc=doc,
+                loss=f"{train_loss[-1]:.3f}",
+                mean_eval=f"{state.loss_eval[-1].mean():.3f}",
             )
     finally:
         bar.close()
     return "complete", ""
+
+
+def stopped_reason(writer: RunWriter, signum: int) -> str:
+    return _resume_hint(writer, f"stopped by {signal.Signals(signum).name}")
+
+
+def finish_episode(
+    setup: Setup,
+    writer: RunWriter,
+    recorder: Recorder,
+    state: _State,
+    k: int,
+    train_loss: np.ndarray,  # [M]
+    grad_norm: np.ndarray,  # [M, L]
+    lrs: np.ndarray,  # [M]
+    eval_row: np.ndarray | None = None,  # [T], when the caller evaluated already (batched seeds)
+) -> tuple[str, str] | None:
+    """Everything after episode ``k``'s training: evaluate, check, record, commit. Returns
+    (status, reason) when the run ends here (diverged, disk full), else None."""
+    doc, epoch = int(setup.schedule.doc[k - 1]), int(setup.schedule.epoch[k - 1])
+    if eval_row is None:
+        # evaluate: every document after this episode (recorded activations come from this forward)
+        with recorder.activations_from_eval(k) as after_batch:
+            eval_row = setup.task.eval_losses(setup.model, after_batch).cpu().numpy()
+    if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
+        return "diverged", _divergence(setup.cfg, k, epoch, state.last_checkpoint)
+    short = _room_missing(writer, recorder, k)
+    if short:  # stop before writing: a write that fails half-way can leave HDF5 unreadable
+        return "failed", _disk_full_reason(setup, writer, recorder, short)
+    # record, then commit: readers and crashes only ever see whole episodes
+    writer.append_episode(
+        doc=doc, epoch=epoch, eval_row=eval_row, train_loss=train_loss, grad_norm=grad_norm, lr=lrs
+    )
+    state.loss_eval.append(eval_row)
+    _record(writer, recorder, k)
+    if recorder.checkpoint_due(k):
+        saved = capture_state(setup.model, state.optimizer, state.generator, keeps_optimizer_state(setup.cfg))
+        writer.append_checkpoint(k, saved["model"], saved["optim"], saved["rng"])
+        state.last_checkpoint = k
+    writer.commit(k)
+    _write_resume_if_due(setup, writer, state, k)
+    if state.lock is not None:
+        state.lock.touch()
+    return None
 
 
 def _divergence(cfg: RunConfig, k: int, epoch: int, last_checkpoint: int | None) -> str:
