@@ -94,7 +94,7 @@ BAD_OPTIONS = [
     (["--seed", "-1"], "seed must be a non-negative integer, got -1."),
     (
         ["--record.checkpoints", "0"],
-        "record.checkpoints must be 'epoch', 'none' or a positive number of episodes",
+        "record.checkpoints must be 'probes', 'epoch', 'none' or a positive number of episodes",
     ),
     (["--name", "../escape"], "name '../escape' is not a folder name"),
     (["--name", "a/b"], "name 'a/b' is not a folder name"),

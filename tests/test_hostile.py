@@ -17,6 +17,7 @@ import pytest
 from arprobe.errors import UserError
 from arprobe.storage import RunStore
 from arprobe.storage.lock import LOCK_NAME
+from arprobe.storage.resume import resume_path
 from arprobe.trainer.loop import resume, run
 from tests.conftest import TINY, tiny_config
 from tests.test_reliability import datasets_of, start_run, wait_for_episodes
@@ -170,8 +171,8 @@ def test_killed_before_the_first_resume_slot_resumes_from_the_start(tmp_path, fi
         from arprobe.storage.writer import RunWriter
 
         RunWriter._truncate(h5, 0)
-        h5["resume/episodes"][:] = -1
         h5["state/status"][0] = b"running"
+    assert not resume_path(path).exists()  # deleted when the run completed: as if never written
     result = resume(path.parent, progress=False)
     assert result.status == "complete"
     np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
@@ -245,3 +246,27 @@ def test_a_lock_from_another_host_is_refused_until_it_has_been_silent_long(tmp_p
         lock.touch()  # what the loop does after every episode
         assert lock_file.stat().st_mtime > before - 50
     assert not lock_file.exists()
+
+
+def test_the_resume_point_lives_beside_the_store_until_the_run_completes(tmp_path, finished):
+    proc = start_run(tmp_path, "side", epochs=2)
+    path = tmp_path / "side" / "run.h5"
+    wait_for_episodes(path, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    with h5py.File(path, "r") as h5:
+        assert "resume" not in h5  # not in the store: the finished store does not carry it
+        run_id = h5.attrs["run_id"]
+    with h5py.File(resume_path(path), "r") as h5:
+        assert h5.attrs["run_id"] == run_id and 0 <= h5.attrs["episode"] <= 2 * TINY["n_docs"]
+    # A resume point that belongs to another run is refused, naming the file.
+    other = tmp_path / "other"
+    shutil.copytree(path.parent, other)
+    with h5py.File(resume_path(other / "run.h5"), "r+") as h5:
+        h5.attrs["run_id"] = "0" * 32
+    (other / LOCK_NAME).unlink(missing_ok=True)
+    with pytest.raises(UserError, match=r"run.resume.h5' is not the resume point of .*another run wrote it"):
+        resume(other, progress=False)
+    assert resume(path.parent, progress=False).status == "complete"
+    assert not resume_path(path).exists()
+    np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])

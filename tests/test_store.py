@@ -69,7 +69,7 @@ def test_schema_of_a_tiny_run(tiny_run):
         "schedule/planned_doc": (K,),
         "grads/blocks.1.attn/values": (E, T, n_attn),  # middle block of 2 is blocks.1
         "activations/ln_final.hook_normalized/values": (K + 1, 1, C, 64),
-        "checkpoints/episodes": (E,),
+        "checkpoints/episodes": (1,),  # the default: end of the next-to-last epoch
     }
     # attention of a d64 block: fused qkv (3*64*64 + 3*64) and the output projection (64*64 + 64)
     assert n_attn == 3 * 64 * 64 + 3 * 64 + 64 * 64 + 64
@@ -88,7 +88,7 @@ def test_reader_accessors_agree_with_the_schedule(tiny_run):
         # the document trained in an episode is the one whose loss dropped most in it
         drops = loss[:-1] - loss[1:]
         assert (drops.argmax(axis=1) == doc).mean() >= 0.8
-        np.testing.assert_array_equal(store.checkpoint_episodes(), [5, 10, 15])
+        np.testing.assert_array_equal(store.checkpoint_episodes(), [10])
         episodes, values = store.weights("unembed")
         np.testing.assert_array_equal(episodes, np.arange(K + 1))
         assert store.layer_names[0] == "embed" and "unembed" in store.layer_names
@@ -105,7 +105,7 @@ def test_missing_recording_names_the_option(tiny_run):
             store.weights("blocks.0.mlp")
         with pytest.raises(
             MissingDataError,
-            match=r"no checkpoint at episode 7 \(have: 5, 10, 15\); record it with record.checkpoints",
+            match=r"no checkpoint at episode 7 \(have: 10\); record it with record.checkpoints",
         ):
             store.checkpoint(7)
 
@@ -151,7 +151,7 @@ def test_recordings_say_what_and_when(tiny_run):
             "when": "every episode, and before training",
         }
         assert store.recording_info("grads", "blocks.1.attn")["when"] == "end of each epoch"
-        assert store.recording_info("checkpoints", "model")["when"] == "end of each epoch"
+        assert store.recording_info("checkpoints", "model")["when"] == "end of the next-to-last epoch"
 
 
 def test_format_1_store_is_read(tmp_path):

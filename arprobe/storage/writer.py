@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from arprobe import __version__
 from arprobe.storage.recordings import Recording
 from arprobe.storage.recover import clear_write_flags
+from arprobe.storage.resume import read_resume, remove_resume, write_resume
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
 
 STOP_REASON_BYTES = 2048
@@ -41,7 +43,7 @@ class StoreLayout:
         default_factory=dict
     )  # "<param>/<state>" (kept Adam state)
     rng_bytes: int = 0  # size of the saved RNG state
-    resume: bool = True  # keep the rolling two-slot resume checkpoint (resume/)
+    resume: bool = True  # keep a resume point beside the store while it runs (storage/resume.py)
 
     @property
     def checkpoints(self) -> bool:
@@ -119,6 +121,7 @@ class RunWriter:
         initial_eval: np.ndarray,  # float32 [T], row 0 of the eval matrix
     ) -> RunWriter:
         path = Path(path)
+        remove_resume(path)  # a resume point of a run this one replaces (--overwrite)
         h5 = h5py.File(path, "w", libver="latest")
         try:
             cls._create_datasets(h5, layout)
@@ -135,6 +138,7 @@ class RunWriter:
                     "n_docs": layout.n_docs,
                     "steps_per_doc": layout.steps_per_doc,
                     "stop_reason": "",
+                    "run_id": uuid.uuid4().hex,  # ties the resume point beside the store to it
                     **_writer_identity(),
                 }
             )
@@ -184,15 +188,6 @@ class RunWriter:
             for name, shape in lay.optim_shapes.items():
                 _grow(ck.require_group("optim"), name, shape, np.float32)
             _grow(ck, "rng", (lay.rng_bytes,), np.uint8)
-        if lay.resume:
-            # Two fixed slots written in turn, so a crash while writing one leaves the other.
-            rs = h5.require_group("resume")
-            rs.create_dataset("episodes", data=np.full(2, EPISODE_FILL, dtype=np.int64))
-            for name, shape in lay.param_shapes.items():
-                rs.require_group("model").create_dataset(name, shape=(2, *shape), dtype=np.float32)
-            for name, shape in lay.optim_shapes.items():
-                rs.require_group("optim").create_dataset(name, shape=(2, *shape), dtype=np.float32)
-            rs.create_dataset("rng", shape=(2, lay.rng_bytes), dtype=np.uint8)
 
     # --- per episode ----------------------------------------------------------------------
 
@@ -239,7 +234,12 @@ class RunWriter:
     def write_resume(
         self, episode: int, params: dict[str, np.ndarray], optim: dict[str, np.ndarray], rng: np.ndarray
     ) -> None:
-        """Overwrite the older resume slot; its episode number is written last, after a flush."""
+        """Replace the resume point beside the store with the state after (committed) ``episode``."""
+        if "resume" not in self.h5:
+            write_resume(self.path, str(self.h5.attrs["run_id"]), episode, params, optim, rng)
+            return
+        # A store written before the resume file: overwrite the older of its two slots, the
+        # episode number last, after a flush.
         rs = self.h5["resume"]
         slot = int(np.argmin(rs["episodes"][:]))
         for name, value in params.items():
@@ -268,12 +268,10 @@ class RunWriter:
             h5 = h5py.File(path, "r+", libver="latest")
         try:
             completed = int(h5["progress"][0])
-            slots = h5["resume/episodes"][:] if "resume" in h5 else np.full(2, EPISODE_FILL)
-            usable = [(int(e), i) for i, e in enumerate(slots) if 0 <= e <= completed]
-            if usable:
-                episode, slot = max(usable)
-                state = cls._read_resume_slot(h5["resume"], slot)
-            elif "resume" in h5 or completed == 0:
+            point = cls._resume_point(path, h5, completed)
+            if point is not None:
+                episode, state = point
+            elif layout.resume or "resume" in h5 or completed == 0:
                 # Killed before the first resume slot was written: the run restarts from its
                 # initial weights, which the seed (or the pretrained source) gives again.
                 episode, state = 0, None
@@ -299,6 +297,20 @@ class RunWriter:
         writer = cls(Path(path), h5, layout)
         writer.completed = episode
         return writer, episode, state
+
+    @classmethod
+    def _resume_point(cls, path: Path, h5: h5py.File, completed: int) -> tuple[int, dict] | None:
+        """The newest usable resume point: the file beside the store, or (stores written before it
+        existed) the newer of the two slots inside it."""
+        if "resume" in h5:
+            slots = h5["resume/episodes"][:]
+            usable = [(int(e), i) for i, e in enumerate(slots) if 0 <= e <= completed]
+            if not usable:
+                return None
+            episode, slot = max(usable)
+            return episode, cls._read_resume_slot(h5["resume"], slot)
+        point = read_resume(path, str(h5.attrs.get("run_id", "")))
+        return point if point is not None and 0 <= point[0] <= completed else None
 
     @staticmethod
     def _read_resume_slot(rs: h5py.Group, slot: int) -> dict:
@@ -363,6 +375,8 @@ class RunWriter:
                 h5.attrs["stop_reason"] = stop_reason
         except OSError:
             pass
+        if status == "complete":
+            remove_resume(self.path)  # nothing left to resume
 
     def set_status(self, status: str, stop_reason: str = "") -> None:
         if "state" in self.h5:

@@ -97,7 +97,9 @@ class RecordConfig:
     )  # documents (0-based) whose activations are captured
     activations_every: int = 1  # capture activations every N episodes (0: never)
     checkpoints: str = (
-        "epoch"  # full checkpoints: "epoch" (end of each), "none", or an integer N (every N episodes)
+        # full checkpoints: "probes" (where a built-in probe reads one: the end of the next-to-last
+        # epoch, pairwise_recovery's default), "epoch" (end of each), "none", or an integer N
+        "probes"
     )
     resume_every: int = (
         1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
@@ -106,7 +108,7 @@ class RecordConfig:
         65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
     )
     sketch_dim: int = (
-        524288  # weights/grads over 2*sketch_dim values: a seeded count-sketch of this size (0: exact)
+        131072  # weights/grads over 2*sketch_dim values: a seeded count-sketch of this size (0: exact)
     )
 
 
@@ -365,7 +367,7 @@ def validate(cfg: RunConfig) -> None:
         (o.weight_decay >= 0, f"optim.weight_decay must be non-negative, got {o.weight_decay}."),
         (
             not r.checkpoints.isdigit() or int(r.checkpoints) >= 1,
-            "record.checkpoints must be 'epoch', 'none' or a positive number of episodes; "
+            "record.checkpoints must be 'probes', 'epoch', 'none' or a positive number of episodes; "
             f"got '{r.checkpoints}'.",
         ),
         (d.n_docs >= 2, f"data.n_docs (T) must be at least 2, got {d.n_docs}."),
@@ -407,8 +409,9 @@ def validate(cfg: RunConfig) -> None:
             f"record.grads_at must be epoch, end or never; got '{r.grads_at}'.",
         ),
         (
-            r.checkpoints in ("epoch", "none") or r.checkpoints.isdigit(),
-            f"record.checkpoints must be 'epoch', 'none' or a number of episodes; got '{r.checkpoints}'.",
+            r.checkpoints in ("probes", "epoch", "none") or r.checkpoints.isdigit(),
+            f"record.checkpoints must be 'probes', 'epoch', 'none' or a number of episodes; "
+            f"got '{r.checkpoints}'.",
         ),
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
         (cfg.compat in ("arprobe", "authors"), f"compat must be 'arprobe' or 'authors', got '{cfg.compat}'."),

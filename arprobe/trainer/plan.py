@@ -28,7 +28,7 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
     state_shapes = [*layout.param_shapes.values(), *layout.optim_shapes.values()]
     docs = setup.task.store_arrays()
     losses = [(T,), (M,), (M, L), (M,), (), ()]  # eval, train, grad_norm, lr, schedule doc and epoch
-    n_datasets = len(losses) + 2 * len(layout.recordings) + len(state_shapes) * (1 + layout.resume) + 8
+    n_datasets = len(losses) + 2 * len(layout.recordings) + len(state_shapes) + 8
     parts = {
         "losses and stats": sum(allocated_bytes(shape, f4, K + 1) for shape in losses),
         "docs": sum(a.nbytes for a in docs.values()) + sum(len(t.encode()) + 16 for t in setup.texts) + 8 * K,
@@ -38,10 +38,12 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
         "checkpoints": sum(allocated_bytes(shape, f4, n_checkpoints) for shape in state_shapes)
         if n_checkpoints
         else 0,
-        "resume": 2 * f4 * sum(math.prod(shape) for shape in state_shapes) if layout.resume else 0,
         "metadata": _METADATA_PER_FILE + _METADATA_PER_DATASET * n_datasets,
     }
     parts["total"] = sum(parts.values())
+    # The resume point beside the store while the run goes (twice while one replaces the other);
+    # deleted when the run completes, so not in the store's total.
+    parts["resume"] = 2 * f4 * sum(math.prod(shape) for shape in state_shapes) if layout.resume else 0
     parts["per_episode"] = parts["total"] // max(K, 1)
     return parts
 
@@ -53,7 +55,7 @@ def check_disk_space(run_dir: Path, estimate: dict[str, int]) -> None:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     existing = (Path(run_dir) / "run.h5").stat().st_size if (Path(run_dir) / "run.h5").exists() else 0
-    need = int(estimate["total"])  # an upper bound already
+    need = int(estimate["total"] + estimate.get("resume", 0))  # an upper bound already
     if need > free + existing:
         raise UserError(
             f"The store needs about {human_bytes(need)} but only {human_bytes(free)} is free under "
@@ -101,18 +103,42 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
         f"{'reset per document' if cfg.optim.reset_per_doc else 'kept'}",
         "recordings:",
     ]
+    enabled = probes_enabled(layout.recordings)
     for r in layout.recordings:
         lines.append(
             f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
             + (" (sketch)" if r.sketch else "")
+            + (f" -> {', '.join(enabled[r.key])}" if enabled.get(r.key) else "")
         )
     lines.append("store estimate:")
     for part, size in estimate.items():
-        if part not in ("total", "per_episode") and size:
+        if part not in ("total", "per_episode", "resume") and size:
             lines.append(f"  {part:<17} {human_bytes(size)}")
     total, per = human_bytes(estimate["total"]), human_bytes(estimate["per_episode"])
     lines.append(f"  {'total':<17} {total} ({per} per episode)")
+    if estimate.get("resume"):
+        lines.append(
+            f"  while running: up to {human_bytes(estimate['resume'])} more in run.resume.h5 beside it "
+            "(the resume point; deleted when the run completes)"
+        )
     return "\n".join(lines)
+
+
+def probes_enabled(recordings) -> dict[str, list[str]]:
+    """{recording key: the built-in probes that read it with their default options}: what each
+    recording policy buys (``--dry-run``). Probes that need only the losses are not listed."""
+    from arprobe.probes.registry import default_registry
+
+    enabled: dict[str, list[str]] = {}
+    for row in default_registry().describe():
+        if row["source"] != "arprobe" or row["error"]:
+            continue
+        for item in row["requires"]:
+            kind, _, name = item.partition(":")
+            for r in recordings:
+                if r.kind == kind and name in ("", "*", r.name):
+                    enabled.setdefault(r.key, []).append(row["name"])
+    return enabled
 
 
 def parameter_split(info: dict) -> str:

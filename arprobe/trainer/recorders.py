@@ -146,7 +146,13 @@ class Recorder:
         policy, K = self.record.checkpoints, len(schedule)
         if policy == "none":
             return
-        if policy == "epoch":
+        if policy == "probes":
+            # pairwise_recovery's default checkpoint: the latest before the last episode, at the end
+            # of the next-to-last epoch (or the last episode of a one-epoch run)
+            ends = [int(k) for k in schedule.epoch_ends]
+            episodes = (ends[-2],) if len(ends) > 1 else (K,)
+            when = "end of the next-to-last epoch" if len(ends) > 1 else "end of the run"
+        elif policy == "epoch":
             episodes, when = tuple(int(k) for k in schedule.epoch_ends), "end of each epoch"
         else:
             n = int(policy)
@@ -164,6 +170,12 @@ class Recorder:
                 bytes_per_snapshot=4 * n_values * self._optim_factor(),
             )
         )
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of one saved training state (model, kept optimizer state): a checkpoint or the
+        resume point."""
+        return 4 * sum(p.numel() for p in self.model.parameters()) * self._optim_factor()
 
     def _optim_factor(self) -> int:
         from arprobe.trainer.checkpoints import keeps_optimizer_state
