@@ -15,7 +15,13 @@ SKETCH_DIM = 8192  # the tiny model's unembedding (32,768 values) and attention 
 # A count-sketch estimates inner products to sqrt(2 / k) |x||y| (one standard deviation);
 # cosines, variance fractions and PCA coordinates inherit that: four standard deviations.
 TOLERANCE = 4 * math.sqrt(2 / SKETCH_DIM)
-PROBES = ["pca_weights", "gradient_similarity", "weight_residual_similarity", "model_clock", "pairwise_recovery"]
+PROBES = [
+    "pca_weights",
+    "gradient_similarity",
+    "weight_residual_similarity",
+    "model_clock",
+    "pairwise_recovery",
+]
 
 
 @pytest.fixture(scope="module")
