@@ -415,17 +415,20 @@ _SLACK_BYTES = 1 << 20
 
 def _room_missing(writer: RunWriter, recorder: Recorder, episode: int) -> int:
     """Bytes missing to write ``episode`` (0 when there is room): its recordings, checkpoint and
-    losses against the free disk space, or the file-size limit (RLIMIT_FSIZE) where one is set."""
-    need = _SLACK_BYTES + sum(r.nbytes // max(len(r.episodes), 1) for r in recorder.table if r.due(episode))
-    free = shutil.disk_usage(writer.path.parent).free
+    losses, and the new resume point beside the store (written before the old one goes), against
+    the free disk space; the store's part also against the file-size limit (RLIMIT_FSIZE)."""
+    store = _SLACK_BYTES + sum(r.nbytes // max(len(r.episodes), 1) for r in recorder.table if r.due(episode))
+    every = recorder.cfg.record.resume_every
+    beside = 2 * recorder.state_bytes if every and episode % every == 0 else 0
+    missing = store + beside - shutil.disk_usage(writer.path.parent).free
     try:
         import resource  # POSIX only
     except ImportError:
-        return max(need - free, 0)
+        return max(missing, 0)
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     if limit != resource.RLIM_INFINITY:
-        free = min(free, limit - writer.path.stat().st_size)
-    return max(need - free, 0)
+        missing = max(missing, store - (limit - writer.path.stat().st_size))
+    return max(missing, 0)
 
 
 def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
