@@ -204,3 +204,41 @@ def test_unbatchable_configs_are_refused(tmp_path):
     with pytest.raises(UserError, match=r"^Runs trained as one batched model may differ only in seed, .*; "
                        r"these also differ in optim.lr\.$"):  # fmt: skip
         run_batched([a, b], progress=False)
+
+
+def test_sweep_batch_seeds_groups_batchable_points(tmp_path):
+    """--batch-seeds 2: per lr (not batchable across), seeds 0 and 1 train as one model, seed 2 alone;
+    every point still has its own complete store, equal to a separate run."""
+    import json
+
+    from arprobe.trainer.loop import run
+    from tests.test_sweep import arprobe, eval_matrix, write_sweep
+
+    sweep_file = write_sweep(
+        tmp_path / "b.toml", grid={"lr": [1e-3, 2e-3]}, seeds=[0, 1, 2], name="b", epochs=2
+    )
+    result = arprobe(
+        "sweep", str(sweep_file), "--out", str(tmp_path / "sweeps"), "--workers", "1", "--threads", "1",
+        "--batch-seeds", "2", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    entries = {e["name"]: e for e in json.loads((tmp_path / "sweeps/b/manifest.json").read_text())["points"]}
+    assert {n: e["status"] for n, e in entries.items()} == {
+        f"lr-{lr}_s{s}": "complete" for lr in ("0.001", "0.002") for s in range(3)
+    }
+    actions = {n: e["attempts"][-1]["action"] for n, e in entries.items()}
+    assert actions == {
+        f"lr-{lr}_s{s}": ("run-batched x2" if s < 2 else "run") for lr in ("0.001", "0.002") for s in range(3)
+    }
+    from tests.test_sweep import LEAN
+
+    separate = run(
+        tiny_config(tmp_path / "separate", name="s1", seed=1, lr=2e-3, epochs=2, threads=1, **LEAN),
+        progress=False,
+    )
+    np.testing.assert_allclose(
+        eval_matrix(tmp_path / "sweeps/b/runs/lr-0.002_s1/run.h5"),
+        eval_matrix(separate.path),
+        rtol=RUN_RTOL,
+        atol=RUN_ATOL,
+    )

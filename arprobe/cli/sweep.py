@@ -55,6 +55,16 @@ def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--extend", action="store_true", help="the sweep file gained grid values or seeds: add those runs"
     )
+    p.add_argument(
+        "--batch-seeds",
+        type=int,
+        nargs="?",
+        const=8,
+        default=0,
+        metavar="N",
+        help="train points that differ only in seed, order or data randomness as one vmapped model, "
+        "up to N at once (default N: 8); each still writes its own store",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=sweep_command)
     return p
@@ -64,7 +74,11 @@ command_parser = sweep_command_parser  # what arprobe.cli.main calls
 
 
 def check_counts(args) -> None:
-    for flag, value in (("--workers", args.workers), ("--threads", args.threads)):
+    for flag, value in (
+        ("--workers", args.workers),
+        ("--threads", args.threads),
+        ("--batch-seeds", args.batch_seeds),
+    ):
         if value < 0:
             raise UserError(f"{flag} must be a positive number, got {value}.")
     if args.gpus_per_run < 0:
@@ -145,7 +159,14 @@ def sweep_command(args, extra) -> int:
 
     points = spec.points()
     backend = make_backend(args, len(points), spec)
-    outcome = execute_sweep(spec, sweep_dir, backend, extend=args.extend, progress=not args.no_progress)
+    outcome = execute_sweep(
+        spec,
+        sweep_dir,
+        backend,
+        extend=args.extend,
+        progress=not args.no_progress,
+        batch_seeds=args.batch_seeds,
+    )
     print(
         f"{outcome.complete} of {outcome.total} runs complete ({outcome.skipped} were already done, "
         f"{outcome.ran} run in this call)."

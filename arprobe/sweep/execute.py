@@ -52,7 +52,9 @@ def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: in
     return jobs
 
 
-def execute_sweep(spec: SweepSpec, sweep_dir: Path, backend, *, extend: bool, progress: bool) -> SweepOutcome:
+def execute_sweep(
+    spec: SweepSpec, sweep_dir: Path, backend, *, extend: bool, progress: bool, batch_seeds: int = 0
+) -> SweepOutcome:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.exists():
         open_sweep_dir(spec, sweep_dir, extend=extend)  # made whole, or not at all
@@ -62,7 +64,9 @@ def execute_sweep(spec: SweepSpec, sweep_dir: Path, backend, *, extend: bool, pr
         )
     with sweep_lock(sweep_dir):  # the check against the folder's file, and any --extend, under the lock
         manifest, points = open_sweep_dir(spec, sweep_dir, extend=extend)
-        return _execute(spec, sweep_dir, backend, manifest, points, progress=progress)
+        return _execute(
+            spec, sweep_dir, backend, manifest, points, progress=progress, batch_seeds=batch_seeds
+        )
 
 
 @contextlib.contextmanager
@@ -97,8 +101,17 @@ def sweep_lock(sweep_dir: Path):
 
 
 def _execute(
-    spec: SweepSpec, sweep_dir: Path, backend, manifest: dict, points: list, *, progress: bool
+    spec: SweepSpec,
+    sweep_dir: Path,
+    backend,
+    manifest: dict,
+    points: list,
+    *,
+    progress: bool,
+    batch_seeds: int = 0,  # > 0: batchable points go as groups of up to this many (sweep.batching)
 ) -> SweepOutcome:
+    from arprobe.sweep.batching import group_jobs, member_jobs, member_records
+
     refresh_from_stores(manifest, sweep_dir)
     wanted = {p.name for p in points}
     entries = {e["name"]: e for e in manifest["points"] if e["name"] in wanted}
@@ -130,29 +143,34 @@ def _execute(
         bar.set_postfix_str(f"running: {shown}" if running else "")
 
     def on_start(job: dict) -> None:
-        entry = entries[job["name"]]
-        entry["status"] = "running"
-        entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        running.append(job["name"])
+        for point in member_jobs(job):
+            entry = entries[point["name"]]
+            entry["status"] = "running"
+            entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            running.append(point["name"])
         show_running()
         write_json(sweep_dir / MANIFEST, manifest)
 
     def on_done(job: dict, record: dict) -> None:
-        entry = entries[job["name"]]
-        entry["status"] = record["status"]
-        entry["error"] = record.get("error", "")
-        entry["episodes"] = record.get("episodes", entry["episodes"])
-        entry["seconds"] = round(entry.get("seconds", 0.0) + record.get("seconds", 0.0), 3)
-        entry["attempts"].append({k: v for k, v in record.items() if k != "name"})
-        running.remove(job["name"])
-        bar.update(1)
+        for point, point_record in member_records(job, record):
+            entry = entries[point["name"]]
+            entry["status"] = point_record["status"]
+            entry["error"] = point_record.get("error", "")
+            entry["episodes"] = point_record.get("episodes", entry["episodes"])
+            entry["seconds"] = round(entry.get("seconds", 0.0) + point_record.get("seconds", 0.0), 3)
+            entry["attempts"].append({k: v for k, v in point_record.items() if k != "name"})
+            running.remove(point["name"])
+            bar.update(1)
+            if point_record["status"] != "complete":
+                bar.write(f"  {point['name']}: {point_record['status']}: {entry['error']}", file=sys.stderr)
         show_running()
-        if record["status"] != "complete":
-            bar.write(f"  {job['name']}: {record['status']}: {entry['error']}", file=sys.stderr)
         write_json(sweep_dir / MANIFEST, manifest)
 
+    jobs = make_jobs(spec, sweep_dir, todo, backend.threads)
+    if batch_seeds:
+        jobs = group_jobs(jobs, batch_seeds)
     try:
-        backend.run(make_jobs(spec, sweep_dir, todo, backend.threads), on_start, on_done)
+        backend.run(jobs, on_start, on_done)
     except KeyboardInterrupt:
         for name in running:
             entries[name]["status"] = "interrupted"

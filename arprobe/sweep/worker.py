@@ -26,7 +26,12 @@ def limit_threads(threads: int) -> None:
 
 def run_point(job: dict) -> dict:
     """job: {"name", "overrides": run options, "threads": int}. Returns the attempt's record:
-    {"name", "status", "action", "from_episode", "episodes", "seconds", "error", "host", "pid"}."""
+    {"name", "status", "action", "from_episode", "episodes", "seconds", "error", "host", "pid"}.
+    A group job (``sweep.batching``, ``--batch-seeds``) returns {"name", "members": [records]}."""
+    if "members" in job:
+        from arprobe.sweep.batching import run_group
+
+        return run_group(job)
     started = time.perf_counter()
     record = {
         "name": job["name"],

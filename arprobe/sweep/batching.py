@@ -1,0 +1,93 @@
+"""``arprobe sweep --batch-seeds``: points that may train as one vmapped model go as one job.
+
+Points are grouped when their run configs are equal but for what ``trainer.batched_run.BATCHABLE``
+allows (seed, order, data randomness); each group of up to N points is one job whose worker
+trains the points that have no store yet as one batched model (``run_batched``) and every other
+point (to resume, or when the group turns out not to be batchable, e.g. ``insert`` schedules of
+different lengths) as an ordinary run. A group job carries its points' jobs under ``members``;
+the sweep's manifest keeps one entry per point as always.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+def group_jobs(jobs: list[dict], max_members: int) -> list[dict]:
+    """Jobs with the batchable points gathered into group jobs of at most ``max_members``."""
+    from arprobe.trainer.batched_run import batch_key
+    from arprobe.trainer.config import load_config
+
+    groups: dict[str, list[dict]] = {}
+    for job in jobs:
+        key = f"{job['threads']}|{batch_key(load_config(None, job['overrides']))}"
+        groups.setdefault(key, []).append(job)
+    out = []
+    for members in groups.values():
+        for lo in range(0, len(members), max(max_members, 1)):
+            chunk = members[lo : lo + max(max_members, 1)]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+            else:
+                name = f"batch[{chunk[0]['name']} +{len(chunk) - 1}]"
+                out.append({"name": name, "members": chunk, "threads": chunk[0]["threads"]})
+    return out
+
+
+def member_jobs(job: dict) -> list[dict]:
+    """The points' own jobs of a job (itself, unless it is a group)."""
+    return job.get("members", [job])
+
+
+def member_records(job: dict, record: dict) -> list[tuple[dict, dict]]:
+    """(point job, its record) for every point of a finished job."""
+    if "members" not in job:
+        return [(job, record)]
+    by_name = {r["name"]: r for r in record.get("members", [])}
+    return [(m, by_name.get(m["name"]) or {**record, "name": m["name"]}) for m in job["members"]]
+
+
+def run_group(job: dict) -> dict:
+    """Worker side of a group job: the points without a store as one batched model, the rest (and
+    all of them when the group cannot be batched) one by one. Returns {"name", "members": records}."""
+    from pathlib import Path
+
+    from arprobe.errors import UserError
+    from arprobe.sweep.manifest import MISSING, inspect_store
+    from arprobe.sweep.worker import limit_threads, lost_record, run_point
+    from arprobe.trainer.batched_run import run_batched
+    from arprobe.trainer.config import load_config
+
+    limit_threads(int(job["threads"]))
+    fresh, records = [], []
+    for member in job["members"]:
+        cfg = load_config(None, member["overrides"])
+        if inspect_store(Path(cfg.run_dir) / "run.h5")[0] == MISSING:
+            fresh.append((member, cfg))
+        else:
+            records.append(run_point(member))
+    if len(fresh) == 1:
+        records.append(run_point(fresh[0][0]))
+    elif fresh:
+        started = time.perf_counter()
+        try:
+            results = run_batched([cfg for _, cfg in fresh], progress=False)
+        except UserError:  # not batchable after all (schedule lengths): one by one
+            records += [run_point(member) for member, _ in fresh]
+        except Exception as exc:  # noqa: BLE001 - one group's failure must not stop the sweep
+            records += [lost_record(member, "the batched run failed", exc) for member, _ in fresh]
+        else:
+            share = round((time.perf_counter() - started) / len(fresh), 3)
+            for (member, _), result in zip(fresh, results):
+                records.append(
+                    {
+                        "name": member["name"],
+                        "status": result.status,
+                        "action": f"run-batched x{len(fresh)}",
+                        "from_episode": 0,
+                        "episodes": result.completed_episodes,
+                        "seconds": share,  # the group's wall time over its members
+                        "error": result.stop_reason,
+                    }
+                )
+    return {"name": job["name"], "members": records}
