@@ -80,9 +80,11 @@ def compression(store_path: Path, workdir: Path) -> dict[str, dict]:
     with h5py.File(store_path, "r") as h5:
         arrays = {}
         h5.visititems(
-            lambda n, o: arrays.__setitem__(n, o[()])
-            if isinstance(o, h5py.Dataset) and o.dtype == np.float32 and o.size > 1024
-            else None
+            lambda n, o: (
+                arrays.__setitem__(n, o[()])
+                if isinstance(o, h5py.Dataset) and o.dtype == np.float32 and o.size > 1024
+                else None
+            )
         )
     raw = sum(a.nbytes for a in arrays.values())
     out = {"float_bytes": raw}

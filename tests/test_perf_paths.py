@@ -172,3 +172,42 @@ def test_activations_from_the_eval_pass_equal_a_separate_forward(setup):
     )
     with off.activations_from_eval(3) as after_batch:
         assert after_batch is None
+
+
+@pytest.fixture(scope="module")
+def float32_run(tmp_path_factory):
+    from arprobe.trainer.loop import run
+
+    out = tmp_path_factory.mktemp("precision")
+    return run(tiny_config(out, name="f32", epochs=2, device="cpu"), progress=False).path
+
+
+def test_bf16_autocast_trains_close_to_float32_and_replays_with_it(float32_run, tmp_path):
+    from arprobe.storage import RunStore
+    from arprobe.trainer.api import Replay
+    from arprobe.trainer.loop import run
+
+    path = run(
+        tiny_config(tmp_path, name="bf16", epochs=2, device="cpu", autocast="bfloat16"), progress=False
+    ).path
+    with RunStore(path) as bf16, RunStore(float32_run) as f32:
+        assert bf16.model_info["autocast"] == "bfloat16" and f32.model_info["autocast"] == "off"
+        a, b = bf16.eval_matrix(), f32.eval_matrix()
+        assert not np.array_equal(a, b)  # the forward really ran in bf16 ...
+        np.testing.assert_allclose(a, b, atol=0.1)  # ... and trained the same (losses ~6 nats)
+        replay = Replay(bf16, int(bf16.checkpoint_episodes()[0]))
+        # the replayed model runs under the run's autocast: its eval equals the stored row
+        np.testing.assert_allclose(replay.evaluate(), a[replay.episode], atol=1e-6)
+
+
+def test_compiled_training_forward_matches_eager(float32_run, tmp_path):
+    from arprobe.storage import RunStore
+    from arprobe.trainer.loop import run
+
+    path = run(
+        tiny_config(tmp_path, name="compiled", epochs=2, device="cpu", compile=True), progress=False
+    ).path
+    with RunStore(path) as compiled, RunStore(float32_run) as eager:
+        # inductor fuses and reorders float arithmetic; the training is otherwise the same
+        np.testing.assert_allclose(compiled.train_loss(), eager.train_loss(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(compiled.eval_matrix(), eager.eval_matrix(), rtol=1e-4, atol=1e-4)

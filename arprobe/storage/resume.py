@@ -75,9 +75,9 @@ def read_resume(store_path: Path, run_id: str) -> tuple[int, dict] | None:
             for part in ("model", "optim"):
                 if part in h5:
                     h5[part].visititems(
-                        lambda n, o, part=part: state[part].__setitem__(n, o[()])
-                        if isinstance(o, h5py.Dataset)
-                        else None
+                        lambda n, o, part=part: (
+                            state[part].__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+                        )
                     )
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(

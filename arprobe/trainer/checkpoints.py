@@ -81,7 +81,7 @@ def model_from_info(info: dict, cfg) -> torch.nn.Module:
     never running a model's own code), frozen and dropout-free as the run's was."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from arprobe.trainer.models import disable_dropout, freeze_first_blocks
+    from arprobe.trainer.models import disable_dropout, freeze_first_blocks, use_autocast
 
     if cfg.task in ("image-lm", "image-classification"):
         from arprobe.trainer.vision_models import vision_model_from_info
@@ -95,4 +95,5 @@ def model_from_info(info: dict, cfg) -> torch.nn.Module:
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
     disable_dropout(model)
     freeze_first_blocks(model, cfg.model.freeze_blocks)
+    use_autocast(model, cfg.model.autocast)
     return model

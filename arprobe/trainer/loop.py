@@ -486,6 +486,9 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
     cfg, model, task, schedule = setup.cfg, setup.model, setup.task, setup.schedule
     rules = TrainingRules.from_config(cfg, len(schedule))
     model.train()
+    # The compiled module shares the model's parameters; only the training forward goes through
+    # it (eval, recordings and hooks see the plain model, so they never trigger a recompile).
+    train_model = torch.compile(model) if cfg.model.compile else model
     bar = tqdm(
         total=len(schedule),
         initial=start,
@@ -498,7 +501,7 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
         for k in range(start + 1, len(schedule) + 1):
             doc, epoch = int(schedule.doc[k - 1]), int(schedule.epoch[k - 1])
             log = train_episode(
-                model,
+                train_model,
                 state.optimizer,
                 task,
                 doc,

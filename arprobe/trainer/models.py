@@ -128,6 +128,7 @@ def build_model(
     model.train()
     disable_dropout(model)
     freeze_first_blocks(model, cfg.freeze_blocks)
+    use_autocast(model, cfg.autocast)
     provenance.update(
         name=cfg.name,
         revision=cfg.revision,
@@ -139,9 +140,28 @@ def build_model(
         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
         freeze_blocks=cfg.freeze_blocks,
         dtype=cfg.dtype,
+        autocast=cfg.autocast,
         device=str(device),
     )
     return LoadedModel(model=model, provenance=provenance, bridge_name=bridge_name)
+
+
+def use_autocast(model: torch.nn.Module, mode: str) -> None:
+    """``mode`` "bfloat16": every forward of ``model`` (training, eval, recordings, replays) runs
+    under ``torch.autocast`` in bf16 on the model's device, while weights, gradients and the
+    optimizer stay float32 (mixed precision: GPU tensor cores; on a CPU it is usually slower).
+    Losses are taken from float32 logits (``tasks.text.token_nll``)."""
+    if mode == "off":
+        return
+    assert mode == "bfloat16", mode
+    forward = model.forward
+
+    def autocast_forward(*args, **kwargs):
+        device = next(model.parameters()).device.type
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    model.forward = autocast_forward  # an instance attribute: nn.Module.__call__ (and hooks) use it
 
 
 def resize_embeddings_as_released(model, vocab_size: int, seed: int) -> list[int]:
