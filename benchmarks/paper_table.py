@@ -3,7 +3,8 @@
     python -m benchmarks.paper_table [--sweeps sweeps] [--readme README.md] [--print]
 
 For every figure or table of the paper: its sweep file at paper scale, the paper's claim, and what
-the CPU twin measured, read from ``<sweeps>/<twin name>/report/sweep.json`` (run
+each CPU twin measured, read from ``<sweeps>/<twin name>/report/sweep.json`` (copied into
+``benchmarks/results/twins/``, which is read when the sweep folder is gone; run
 ``arprobe sweep configs/cpu/sweeps/<id>.toml`` and ``arprobe analyze sweeps/<id>-cpu`` first).
 Each claim has a check on the numbers; the last column says whether the twin agrees. A twin that
 was not run says "not yet measured". The table replaces the lines between the README's
@@ -68,6 +69,20 @@ def fmt(value, digits=3) -> str:
     return (
         "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
     )
+
+
+# The twins' summaries, kept in the repository: the table is rebuilt from these when the sweep
+# folders themselves (gigabytes of stores) are gone.
+KEPT = Path("benchmarks/results/twins")
+
+
+def sweep_report(sweeps: Path, name: str) -> Path | None:
+    """The twin's sweep.json: from its sweep folder (copied into KEPT), else the kept copy."""
+    report, kept = sweeps / name / "report" / "sweep.json", KEPT / f"{name}.json"
+    if report.is_file():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(report.read_text())
+    return kept if kept.is_file() else None
 
 
 def not_measured(twin: Path) -> str:
@@ -153,8 +168,8 @@ def build_table(sweeps: Path, configs: Path = Path("configs")) -> str:
         paper = configs / "paper" / f"sweep_{key}.toml"
         for i, twin_id in enumerate(twins):
             twin = configs / "cpu" / "sweeps" / f"{twin_id}.toml"
-            report = sweeps / sweep_name(twin) / "report" / "sweep.json"
-            if report.is_file():
+            report = sweep_report(sweeps, sweep_name(twin))
+            if report is not None:
                 summary = json.loads(report.read_text())
                 n = min((p["n"] for p in summary["points"]), default=0)
                 measured = measured_text(summary, check)
