@@ -76,9 +76,9 @@ def fmt(value, digits=3) -> str:
 KEPT = Path("benchmarks/results/twins")
 
 
-def sweep_report(sweeps: Path, name: str) -> Path | None:
-    """The twin's sweep.json: from its sweep folder (copied into KEPT), else the kept copy."""
-    report, kept = sweeps / name / "report" / "sweep.json", KEPT / f"{name}.json"
+def sweep_report(sweeps: Path, name: str, kept_dir: Path = KEPT) -> Path | None:
+    """The twin's sweep.json: from its sweep folder (copied into ``kept_dir``), else the kept copy."""
+    report, kept = sweeps / name / "report" / "sweep.json", kept_dir / f"{name}.json"
     if report.is_file():
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_text(report.read_text())
@@ -158,7 +158,7 @@ def verdict(summary: dict, check: str) -> str:
     raise AssertionError(check)
 
 
-def build_table(sweeps: Path, configs: Path = Path("configs")) -> str:
+def build_table(sweeps: Path, configs: Path = Path("configs"), kept: Path = KEPT) -> str:
     lines = [
         "| paper | sweep (paper scale) | CPU twin | the paper's claim "
         "| the CPU twin measured (mean ± std over seeds) | agrees? |",
@@ -168,7 +168,7 @@ def build_table(sweeps: Path, configs: Path = Path("configs")) -> str:
         paper = configs / "paper" / f"sweep_{key}.toml"
         for i, twin_id in enumerate(twins):
             twin = configs / "cpu" / "sweeps" / f"{twin_id}.toml"
-            report = sweep_report(sweeps, sweep_name(twin))
+            report = sweep_report(sweeps, sweep_name(twin), kept)
             if report is not None:
                 summary = json.loads(report.read_text())
                 n = min((p["n"] for p in summary["points"]), default=0)
