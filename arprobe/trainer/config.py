@@ -99,9 +99,7 @@ class RecordConfig:
     )  # documents (0-based) whose activations are captured
     activations_every: int = 1  # capture activations every N episodes (0: never)
     checkpoints: str = (
-        # full checkpoints: "probes" (where a built-in probe reads one: the end of the next-to-last
-        # epoch, pairwise_recovery's default), "epoch" (end of each), "none", or an integer N
-        "probes"
+        "probes"  # full checkpoints: "probes" (end of epoch E-1, pairwise_recovery's), "epoch", "none", N
     )
     resume_every: int = (
         1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
