@@ -118,7 +118,7 @@ def test_frozen_parameters_stay_frozen_and_members_are_views():
     assert not any(id(stack.params[n]) in in_optimizer for n in frozen_names)
     # member 1's parameter is a view of the stacked leaf: same storage, same values
     view = members[1].gpt_neox.layers[1].mlp.dense_h_to_4h.weight
-    stacked = stack.params["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"]
+    stacked = stack.logical(stack.params)["gpt_neox.layers.1.mlp.dense_h_to_4h.weight"]
     assert view.data_ptr() == stacked[1].data_ptr()
     with torch.no_grad():
         stacked.add_(1.0)

@@ -158,7 +158,13 @@ def sweep_command(args, extra) -> int:
     from arprobe.sweep.execute import execute_sweep
 
     points = spec.points()
-    backend = make_backend(args, len(points), spec)
+    n_jobs = len(points)
+    if args.batch_seeds:  # cores are split among the jobs, and a group of points is one job
+        from arprobe.sweep.batching import group_jobs
+
+        jobs = [{"name": p.name, "overrides": spec.overrides(p, Path("runs")), "threads": 0} for p in points]
+        n_jobs = len(group_jobs(jobs, args.batch_seeds))
+    backend = make_backend(args, n_jobs, spec)
     outcome = execute_sweep(
         spec,
         sweep_dir,
