@@ -127,6 +127,17 @@ def measured_text(summary: dict, check: str) -> str:
     return f"RS({epoch}) " + "; ".join(parts)
 
 
+def against_trend(means: list[float], stds: list[float], sign: int) -> str:
+    """ " (not throughout: a → b)" for each neighbouring pair of points that moves against the
+    claimed direction by more than the larger of their stds; "" when none does."""
+    steps = [
+        f"{fmt(means[i - 1])} → {fmt(means[i])}"
+        for i in range(1, len(means))
+        if sign * (means[i] - means[i - 1]) < -max(stds[i], stds[i - 1])
+    ]
+    return f" (not throughout: {', '.join(steps)})" if steps else ""
+
+
 def verdict(summary: dict, check: str) -> str:
     points = summary["points"]
     means = [final_rs(p)[0] for p in points]
@@ -137,12 +148,13 @@ def verdict(summary: dict, check: str) -> str:
         lows = [r["differences"].get("shuffle", {}).get("ci_low") for r in rows]
         ok = bool(lows) and all(low is not None and low > 0 for low in lows)
         return "yes: every 95% interval of shuffle − cyclic is above 0" if ok else "no: an interval reaches 0"
+    stds = [final_rs(p)[1] or 0.0 for p in points]
     if check == "increasing":
         ok = means[-1] > means[0]
-        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}"
+        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}{against_trend(means, stds, 1)}"
     if check in ("decreasing", "decreasing_positive"):
         ok = means[-1] < means[0] and (check == "decreasing" or means[-1] > 0)
-        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}"
+        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}{against_trend(means, stds, -1)}"
     if check == "positive":
         ok = all(m > 0 for m in means)
         return f"{'yes' if ok else 'no'}: smallest mean {fmt(min(means))}"
