@@ -23,16 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-QUICK = {
-    "n_docs": 5,
-    "context_length": 32,
-    "steps_per_doc": 3,
-    "epochs": 2,
-    "vocab_size": 512,
-    "d_model": 64,
-    "n_layers": 2,
-    "n_heads": 2,
-}
+from benchmarks.timing import QUICK_RUN
 
 
 def time_seeds(n_runs: int, workdir: Path, extra: dict, threads: int) -> dict:
@@ -128,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out or f"benchmarks/results/batched-cpu{'-quick' if args.quick else ''}.json")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="arprobe-batched-"))
-    extra = dict(QUICK) if args.quick else {}
+    extra = dict(QUICK_RUN) if args.quick else {}
     result = {
         "command": "python -m benchmarks.batched",
         "machine": machine_info(torch.device("cpu")),

@@ -29,20 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import QUICK_RUN
+
 ORDERS = ("cyclic", "shuffle")
 BLOCK_NAMES = ("setting", "default-run", "cyclic-vs-shuffle", "toy-model")  # marker pairs in the document
 DOC = Path(__file__).resolve().parent.parent / "docs" / "probes.md"
 # The tests' tiny run (tests/conftest.py TINY): seconds per run.
-QUICK = {
-    "n_docs": 5,
-    "context_length": 32,
-    "steps_per_doc": 3,
-    "epochs": 3,
-    "vocab_size": 512,
-    "d_model": 64,
-    "n_layers": 2,
-    "n_heads": 2,
-}
+QUICK = {**QUICK_RUN, "epochs": 3}
 BLOCK = re.compile(
     r"(<!-- probe-docs:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- probe-docs:end (?P=name) -->)", re.S
 )

@@ -23,16 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-QUICK = {
-    "n_docs": 5,
-    "context_length": 32,
-    "steps_per_doc": 3,
-    "epochs": 2,
-    "vocab_size": 512,
-    "d_model": 64,
-    "n_layers": 2,
-    "n_heads": 2,
-}
+from benchmarks.timing import QUICK_RUN
 
 
 def arprobe(*args: str) -> float:
@@ -86,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from arprobe.sweep.local import available_cores, split_cores
 
-    extra = QUICK if args.quick else {}
+    extra = QUICK_RUN if args.quick else {}
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="arprobe-sweep-speed-"))
     load_before = os.getloadavg()
     seq_times, sweep_times = [], []

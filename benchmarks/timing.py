@@ -10,6 +10,19 @@ from collections.abc import Callable
 
 import torch
 
+# A run of seconds for --quick smoke runs of the run-level benchmarks: the tests' tiny run
+# (tests/conftest.py TINY) with two epochs.
+QUICK_RUN = {
+    "n_docs": 5,
+    "context_length": 32,
+    "steps_per_doc": 3,
+    "epochs": 2,
+    "vocab_size": 512,
+    "d_model": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+}
+
 
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so wall time covers it."""

@@ -104,12 +104,7 @@ def run_batched(cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool
             layout = loop._layout(setup, recorder)
             run_dir = setup.cfg.run_dir
             check_disk_space(run_dir, estimate_store_bytes(layout, setup))
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(
-                    f"Cannot create the run folder '{run_dir}': {exc.strerror}; choose another --out."
-                ) from None
+            loop.make_run_dir(run_dir)
             locks.append(WriterLock(run_dir).acquire())
             writers.append(loop._create_store(setup, recorder, layout, run_dir / "run.h5"))
             generator = torch.Generator().manual_seed(setup.cfg.seed)

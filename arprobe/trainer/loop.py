@@ -188,13 +188,7 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     recorder = _recorder(setup)
     layout = _layout(setup, recorder)
     check_disk_space(run_dir, estimate_store_bytes(layout, setup))
-    created_dir = not run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(
-            f"Cannot create the run folder '{run_dir}': {exc.strerror}; choose another --out."
-        ) from None
+    created_dir = make_run_dir(run_dir)
     lock = WriterLock(run_dir).acquire()  # before anything is written: a live writer is never overwritten
     try:
         writer = _create_store(setup, recorder, layout, store_path)
@@ -207,6 +201,18 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     state = _State(optimizer, generator, [writer.h5["loss/eval"][0]])
     _write_resume_if_due(setup, writer, state, 0)
     return _drive(setup, writer, recorder, state, start=0, progress=progress, lock=lock)
+
+
+def make_run_dir(run_dir: Path) -> bool:
+    """Create the run folder (and its parents); True if it did not exist. One sentence if it cannot."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(
+            f"Cannot create the run folder '{run_dir}': {exc.strerror}; choose another --out."
+        ) from None
+    return created
 
 
 def _check_out_folder(out: Path) -> None:
