@@ -181,6 +181,7 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     from arprobe.storage.sketch import stored_dim
     from arprobe.trainer.models import build_config
     from arprobe.trainer.plan import estimate_store_bytes
+    from arprobe.trainer.recorders import checkpoint_episodes
 
     rec, d = cfg.record, cfg.data
     assert (rec.weights, rec.grads, rec.activations) == (
@@ -227,8 +228,7 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
         )
     if rec.checkpoints != "none":
         # optim.reset_per_doc (asserted above): no Adam state to keep, 4 bytes per parameter
-        n = int(rec.checkpoints) if rec.checkpoints != "epoch" else 0
-        episodes = tuple(sorted(set(range(n, K + 1, n)) | {K})) if n else epoch_ends
+        episodes, _ = checkpoint_episodes(rec.checkpoints, list(epoch_ends), K)
         table.append(
             recording("checkpoints", "model", (n_params,), episodes, bytes_per_snapshot=4 * n_params)
         )

@@ -103,14 +103,15 @@ def test_pythia_1b_store_from_shapes():
     cfg = load_config(None, {"model.name": "pythia-1b", "n_docs": 25, "context_length": 256, "epochs": 5})
     b = store_from_shapes(cfg, 50304)
     assert b["n_params"] == 1_011_781_632  # Pythia-1B's published size
-    assert b["unembed_values"] == 50304 * 2048 and b["unembed_stored"] == 1 << 19
-    assert b["attn_values"] == 4 * 2048 * 2048 + 4 * 2048 and b["attn_stored"] == 1 << 19
+    assert b["unembed_values"] == 50304 * 2048 and b["unembed_stored"] == 1 << 17  # record.sketch_dim
+    assert b["attn_values"] == 4 * 2048 * 2048 + 4 * 2048 and b["attn_stored"] == 1 << 17
     # per episode: unembed sketch + the all-weights sketch + ln_final activations of one document
     # (each also before training: 126 snapshots over 125 episodes) + the attn sketches of T
     # documents once per T episodes, 4 bytes each, plus a few KB of losses and stats
     assert b["all_weights_dim"] == 65536
-    per_episode = 4 * (((1 << 19) + 65536 + 256 * 2048) * (126 / 125) + (1 << 19))
-    assert per_episode <= b["recordings_per_episode"] <= per_episode + 10_000
+    per_episode = 4 * (((1 << 17) + 65536 + 256 * 2048) * (126 / 125) + (1 << 17))
+    # plus losses, stats and HDF5's whole-chunk rounding (the estimate is an upper bound): under 1%
+    assert per_episode <= b["recordings_per_episode"] <= per_episode * 1.01
     assert b["recordings_per_episode"] <= 10_000_000  # issue 5's target
     assert b["naive_per_episode"] == 4 * 1_011_781_632
 

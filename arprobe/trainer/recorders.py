@@ -34,6 +34,20 @@ log = logging.getLogger(__name__)
 SKETCH_SEED = 0
 
 
+def checkpoint_episodes(policy: str, epoch_ends: list[int], K: int) -> tuple[tuple[int, ...], str]:
+    """(episodes, description) of the full checkpoints under ``record.checkpoints`` (not "none")."""
+    if policy == "probes":
+        # pairwise_recovery's default checkpoint: the latest before the last episode, at the end
+        # of the next-to-last epoch (or the last episode of a one-epoch run)
+        if len(epoch_ends) > 1:
+            return (epoch_ends[-2],), "end of the next-to-last epoch"
+        return (K,), "end of the run"
+    if policy == "epoch":
+        return tuple(epoch_ends), "end of each epoch"
+    n = int(policy)
+    return tuple(sorted(set(range(n, K + 1, n)) | {K})), f"every {n} episodes and the last"
+
+
 class Recorder:
     def __init__(self, model: torch.nn.Module, names, task, cfg, schedule: Schedule, device: torch.device):
         self.model, self.names, self.task, self.cfg = model, names, task, cfg
@@ -146,18 +160,7 @@ class Recorder:
         policy, K = self.record.checkpoints, len(schedule)
         if policy == "none":
             return
-        if policy == "probes":
-            # pairwise_recovery's default checkpoint: the latest before the last episode, at the end
-            # of the next-to-last epoch (or the last episode of a one-epoch run)
-            ends = [int(k) for k in schedule.epoch_ends]
-            episodes = (ends[-2],) if len(ends) > 1 else (K,)
-            when = "end of the next-to-last epoch" if len(ends) > 1 else "end of the run"
-        elif policy == "epoch":
-            episodes, when = tuple(int(k) for k in schedule.epoch_ends), "end of each epoch"
-        else:
-            n = int(policy)
-            episodes = tuple(sorted(set(range(n, K + 1, n)) | {K}))
-            when = f"every {n} episodes and the last"
+        episodes, when = checkpoint_episodes(policy, [int(k) for k in schedule.epoch_ends], K)
         n_values = sum(p.numel() for p in self.model.parameters())
         self.table.append(
             Recording(
