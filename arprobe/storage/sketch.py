@@ -7,7 +7,7 @@ difference or a mean of snapshots is the difference or mean of their sketches, a
     E[<Sx, Sy>] = <x, y>,    std[<Sx, Sy>] <= sqrt(2 / k) |x| |y|
 
 with no rescaling (the JL property with scale 1): cosines, Gram matrices and PCA computed from
-sketches match the exact ones to about sqrt(2 / k), e.g. ±0.002 at the default k = 2^19.
+sketches match the exact ones to about sqrt(2 / k), e.g. ±0.004 at the default k = 2^17.
 
 h and s are polynomial hashes over the prime field Z_p (p = 2^31 - 1; degree 3, so 4-wise
 independent, which the variance bound needs) with coefficients drawn from the seed. Nothing is
