@@ -332,10 +332,12 @@ def test_replay_from_a_checkpoint_retrains_the_next_episode(runs, name):
 
     with RunStore(runs[name].path) as s:
         ev, doc = s.eval_matrix(), s.schedule().doc
-        replay = Replay(s, 3, device="cpu")  # the checkpoint at the end of epoch 1
-        np.testing.assert_allclose(replay.evaluate(), ev[3], rtol=1e-5, atol=1e-6)
-        replay.train_episode(int(doc[3]))
-        np.testing.assert_allclose(replay.evaluate(), ev[4], rtol=1e-4, atol=1e-5)
+        (k,) = s.checkpoint_episodes()  # the default: the end of the next-to-last epoch
+        assert k < len(doc)
+        replay = Replay(s, int(k), device="cpu")
+        np.testing.assert_allclose(replay.evaluate(), ev[k], rtol=1e-5, atol=1e-6)
+        replay.train_episode(int(doc[k]))
+        np.testing.assert_allclose(replay.evaluate(), ev[k + 1], rtol=1e-4, atol=1e-5)
 
 
 def test_an_image_run_is_deterministic_and_refuses_a_second_resume(tmp_path, runs):
