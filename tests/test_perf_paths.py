@@ -201,6 +201,22 @@ def test_bf16_autocast_trains_close_to_float32_and_replays_with_it(float32_run, 
         np.testing.assert_allclose(replay.evaluate(), a[replay.episode], atol=1e-6)
 
 
+def test_a_copy_of_an_autocast_model_runs_its_own_weights(setup):
+    import copy
+
+    from arprobe.trainer.models import use_autocast
+
+    model = copy.deepcopy(setup.model)
+    use_autocast(model, "bfloat16")
+    twin = copy.deepcopy(model)  # as the batched trainer copies a member into its skeleton
+    with torch.no_grad():
+        twin.get_output_embeddings().weight.zero_()
+        tokens = setup.task.eval_tokens[:1]
+        assert model(input_ids=tokens).logits.abs().max() > 0  # the original's weights ...
+        assert twin(input_ids=tokens).logits.abs().max() == 0  # ... and the copy's own
+        assert model(input_ids=tokens).logits.dtype == torch.bfloat16  # under autocast
+
+
 def test_compiled_training_forward_matches_eager(float32_run, tmp_path):
     from arprobe.storage import RunStore
     from arprobe.trainer.loop import run

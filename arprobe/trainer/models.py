@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,20 +149,24 @@ def build_model(
 
 def use_autocast(model: torch.nn.Module, mode: str) -> None:
     """``mode`` "bfloat16": every forward of ``model`` (training, eval, recordings, replays) runs
-    under ``torch.autocast`` in bf16 on the model's device, while weights, gradients and the
+    under ``torch.autocast`` in bf16 on the device of its inputs, while weights, gradients and the
     optimizer stay float32 (mixed precision: GPU tensor cores; on a CPU it is usually slower).
-    Losses are taken from float32 logits (``tasks.text.token_nll``)."""
+    Losses are taken from float32 logits (``tasks.text.token_nll``).
+
+    The wrapper is a method bound to the model, not a closure over it: ``copy.deepcopy`` rebinds a
+    bound method to the copy, so a copy (the skeleton the batched trainer calls through
+    ``functional_call``) runs its own forward, not the original's."""
     if mode == "off":
         return
     assert mode == "bfloat16", mode
-    forward = model.forward
+    model.forward = types.MethodType(_autocast_forward, model)
 
-    def autocast_forward(*args, **kwargs):
-        device = next(model.parameters()).device.type
-        with torch.autocast(device_type=device, dtype=torch.bfloat16):
-            return forward(*args, **kwargs)
 
-    model.forward = autocast_forward  # an instance attribute: nn.Module.__call__ (and hooks) use it
+def _autocast_forward(self: torch.nn.Module, *args, **kwargs):
+    inputs = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    device = inputs[0].device.type if inputs else next(self.parameters()).device.type
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        return type(self).forward(self, *args, **kwargs)
 
 
 def resize_embeddings_as_released(model, vocab_size: int, seed: int) -> list[int]:
