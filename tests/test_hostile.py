@@ -148,12 +148,18 @@ def test_a_second_writer_is_refused_while_the_first_lives(tmp_path):
     assert not (tmp_path / "busy" / LOCK_NAME).exists()
 
 
-def test_sigterm_stops_after_the_episode_and_resumes_bit_for_bit(tmp_path, finished):
-    proc = start_run(tmp_path, "term", epochs=2)
-    path = tmp_path / "term" / "run.h5"
+def stopped_by_sigterm(out, name):
+    """A two-epoch run started as a process and sent SIGTERM after its second episode: (process, store)."""
+    proc = start_run(out, name, epochs=2)
+    path = out / name / "run.h5"
     wait_for_episodes(path, 2, proc)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
+    return proc, path
+
+
+def test_sigterm_stops_after_the_episode_and_resumes_bit_for_bit(tmp_path, finished):
+    proc, path = stopped_by_sigterm(tmp_path, "term")
     stderr = proc.stderr.read().decode()
     assert proc.returncode == 143, stderr[-2000:]
     assert "stopped by SIGTERM after episode" in stderr and f"arprobe run --resume {path.parent}" in stderr
@@ -249,11 +255,7 @@ def test_a_lock_from_another_host_is_refused_until_it_has_been_silent_long(tmp_p
 
 
 def test_the_resume_point_lives_beside_the_store_until_the_run_completes(tmp_path, finished):
-    proc = start_run(tmp_path, "side", epochs=2)
-    path = tmp_path / "side" / "run.h5"
-    wait_for_episodes(path, 2, proc)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
+    _, path = stopped_by_sigterm(tmp_path, "side")
     with h5py.File(path, "r") as h5:
         assert "resume" not in h5  # not in the store: the finished store does not carry it
         run_id = h5.attrs["run_id"]

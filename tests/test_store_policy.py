@@ -46,10 +46,10 @@ def headline(path, name, tmp_path):
 
 def test_sketched_default_recording_is_what_it_says(pair):
     exact, sketched = pair
-    with RunStore(sketched) as store:
+    with RunStore(sketched) as store, RunStore(exact) as exact_store:
         assert store.sketch_info("weights", "unembed")["dim"] == SKETCH_DIM
         assert store.checkpoint_episodes().tolist() == [10]  # the end of epoch 2 of 3
-        np.testing.assert_array_equal(store.eval_matrix(), RunStore(exact).eval_matrix())
+        np.testing.assert_array_equal(store.eval_matrix(), exact_store.eval_matrix())
         unembed = store.sketch_info("weights", "unembed")["full_dim"]
         grads = store.sketch_info("grads", "blocks.1.attn")["full_dim"]
         n_params = store.model_info["n_params"]

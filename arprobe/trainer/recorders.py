@@ -53,6 +53,7 @@ class Recorder:
         self.model, self.names, self.task, self.cfg = model, names, task, cfg
         rec = self.record = cfg.record
         K = len(schedule)
+        self.n_values = sum(p.numel() for p in model.parameters())  # a checkpoint's model values
         self.table: list[Recording] = []
         self.capture: dict[str, Callable[[int], np.ndarray]] = {}
 
@@ -161,16 +162,15 @@ class Recorder:
         if policy == "none":
             return
         episodes, when = checkpoint_episodes(policy, [int(k) for k in schedule.epoch_ends], K)
-        n_values = sum(p.numel() for p in self.model.parameters())
         self.table.append(
             Recording(
                 kind="checkpoints",
                 name="model",
                 what="full model, kept optimizer state and RNG",
                 when=when,
-                row_shape=(n_values,),
+                row_shape=(self.n_values,),
                 episodes=episodes,
-                bytes_per_snapshot=4 * n_values * self._optim_factor(),
+                bytes_per_snapshot=self.state_bytes,
             )
         )
 
@@ -178,12 +178,9 @@ class Recorder:
     def state_bytes(self) -> int:
         """Bytes of one saved training state (model, kept optimizer state): a checkpoint or the
         resume point."""
-        return 4 * sum(p.numel() for p in self.model.parameters()) * self._optim_factor()
-
-    def _optim_factor(self) -> int:
         from arprobe.trainer.checkpoints import keeps_optimizer_state
 
-        return 3 if keeps_optimizer_state(self.cfg) else 1
+        return 4 * self.n_values * (3 if keeps_optimizer_state(self.cfg) else 1)
 
     def due(self, episode: int) -> list[Recording]:
         """Snapshot recordings (weights, grads, activations) to take after ``episode``."""
