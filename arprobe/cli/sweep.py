@@ -198,7 +198,7 @@ def dry_run(spec, sweep_dir: Path, args) -> int:
     note, taken = "", {}
     if is_sweep_dir(sweep_dir):
         manifest = read_manifest(sweep_dir)
-        taken = {Point(e["name"], e["options"], e["seed"]).key: e["name"] for e in manifest["points"]}
+        taken = {Point.from_entry(e).key: e["name"] for e in manifest["points"]}
         changed = differing_keys(load_sweep(sweep_dir / SWEEP_FILE, name=manifest["name"]), spec)
         if changed:
             note = (

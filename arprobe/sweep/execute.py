@@ -43,7 +43,7 @@ def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: in
     jobs = []
     with_threads = run_threads_option()
     for entry in entries:
-        point = Point(entry["name"], entry["options"], entry["seed"])
+        point = Point.from_entry(entry)
         # Absolute: a Ray worker on another node starts elsewhere; the folder must be the same path there.
         overrides = spec.overrides(point, Path(sweep_dir).resolve() / "runs")
         if with_threads and "threads" not in overrides:

@@ -95,6 +95,7 @@ def new_entry(point: Point) -> dict:
         "seconds": 0.0,
         "error": "",
         "attempts": [],
+        **({"control": point.control} if point.control else {}),  # a matched control (spec.CONTROLS)
     }
 
 
@@ -143,7 +144,7 @@ def open_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, extend: bool) -> tuple[d
     manifest = read_manifest(sweep_dir)
     old = load_sweep(sweep_dir / SWEEP_FILE, name=manifest["name"])
     changed = differing_keys(old, spec)
-    taken = {Point(e["name"], e["options"], e["seed"]).key: e["name"] for e in manifest["points"]}
+    taken = {Point.from_entry(e).key: e["name"] for e in manifest["points"]}
     if not changed:
         return manifest, spec.points(taken)
     if not extend:

@@ -9,6 +9,12 @@ times every seed.
     [grid]
     order = ["cyclic", "shuffle"]   # leaf or full names (schedule.order)
     d_model = [64, 128]
+
+``control = "shuffle"`` gives every point a matched shuffled control: the same options and seed
+(so the same documents and initialisation; the order draws from its own RNG stream) with
+``schedule.order = "shuffle"``. The control's folder is the point's name with ``_control-shuffle``
+before the seed; the manifest marks it with ``"control": "shuffle"`` and the report pairs the two
+by seed (the recovery score's and online loss's paired difference with its interval).
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from arprobe.errors import UserError
 from arprobe.values import flatten
 
 # Keys of the sweep file that are not run options.
-SWEEP_KEYS = ("grid", "seeds")
+SWEEP_KEYS = ("grid", "seeds", "control")
+
+# The matched controls a sweep can add to every point: control name -> the run options it changes.
+CONTROLS = {"shuffle": {"schedule.order": "shuffle"}}
 
 # A factor may link options that change together, each value a table (Fig. 6: Adam at 1e-5 vs SGD
 # at 1e-3, not all four combinations):
@@ -39,19 +48,31 @@ class Point:
     name: str  # folder under runs/
     options: dict  # dotted key -> value, one per grid factor (in grid order)
     seed: int
+    control: str | None = None  # "shuffle": the matched control of the point with these options and seed
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> Point:
+        """The point of a manifest entry."""
+        return cls(entry["name"], entry["options"], entry["seed"], entry.get("control"))
 
     @property
     def key(self) -> str:
-        return point_key(self.options, self.seed)
+        return point_key(self.options, self.seed, self.control)
 
     @property
     def group_key(self) -> str:
         """The point without its seed: seeds of one group are replicates."""
-        return json.dumps(self.options, sort_keys=True, default=str)
+        return group_key(self.options, self.control)
 
 
-def point_key(options: dict, seed: int) -> str:
-    return json.dumps([sorted(options.items()), int(seed)], sort_keys=True, default=str)
+def point_key(options: dict, seed: int, control: str | None = None) -> str:
+    parts = [sorted(options.items()), int(seed)]
+    return json.dumps(parts + [control] if control else parts, sort_keys=True, default=str)
+
+
+def group_key(options: dict, control: str | None = None) -> str:
+    """A point's options without the seed (and its control mark): what its seeds replicate."""
+    return json.dumps({**options, "control": control} if control else options, sort_keys=True, default=str)
 
 
 @dataclass
@@ -63,17 +84,21 @@ class SweepSpec:
     seeds: list[int]
     out: str | None = None  # the file's `out` (where sweep folders go), if it sets one
     labels: dict = field(default_factory=dict)  # dotted key -> short name used in point names
+    control: str | None = None  # "shuffle": every point gets its matched shuffled control
 
     def canonical(self) -> dict:
         """Everything that decides the points, flat, for comparing two versions of a file."""
         flat = {k: v for k, v in self.base.items()}
         flat.update({f"grid.{k}": v for k, v in self.grid.items()})
         flat["seeds"] = self.seeds
+        if self.control:
+            flat["control"] = self.control
         return flat
 
     def points(self, taken: dict[str, str] | None = None) -> list[Point]:
-        """Every grid combination × seed, seeds innermost. ``taken``: point key -> name of points
-        that already have a folder (kept as they are; new names never collide with them)."""
+        """Every grid combination × seed, seeds innermost, each point followed by its matched
+        control when the sweep has one. ``taken``: point key -> name of points that already have a
+        folder (kept as they are; new names never collide with them)."""
         taken = dict(taken or {})
         used = set(taken.values())
         points = []
@@ -81,23 +106,26 @@ class SweepSpec:
         for values in itertools.product(*(self.grid[k] for k in factors)):
             options = dict(zip(factors, values))
             for seed in self.seeds:
-                key = point_key(options, seed)
-                name = taken.get(key)
-                if name is None:
-                    name = unique_name(self.point_name(options, seed), used)
-                    used.add(name)
-                points.append(Point(name=name, options=options, seed=seed))
+                for control in (None, self.control) if self.control else (None,):
+                    key = point_key(options, seed, control)
+                    name = taken.get(key)
+                    if name is None:
+                        name = unique_name(self.point_name(options, seed, control), used)
+                        used.add(name)
+                    points.append(Point(name=name, options=options, seed=seed, control=control))
         return points
 
-    def point_name(self, options: dict, seed: int) -> str:
+    def point_name(self, options: dict, seed: int, control: str | None = None) -> str:
         parts = [f"{self.labels[k]}-{format_value(v)}" for k, v in options.items()]
-        return "_".join([*parts, f"s{seed}"])
+        return "_".join([*parts, *([f"control-{control}"] if control else []), f"s{seed}"])
 
     def overrides(self, point: Point, runs_dir: Path) -> dict:
-        """The `arprobe run` options of ``point``: base, its grid values, seed, name and folder."""
+        """The `arprobe run` options of ``point``: base, its grid values, its control's changes,
+        seed, name and folder."""
         options = {}
         for key, value in point.options.items():
             options.update(value if isinstance(value, dict) else {key: value})
+        options.update(CONTROLS[point.control] if point.control else {})
         return {**self.base, **options, "seed": point.seed, "name": point.name, "out": str(runs_dir)}
 
 
@@ -168,6 +196,11 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     out = table.pop("out", None)
     grid_table = table.pop("grid", {})
     seeds = table.pop("seeds", None)
+    control = table.pop("control", None)
+    if control is not None and control not in CONTROLS:
+        raise UserError(
+            f"{where}: control must be one of {', '.join(repr(c) for c in CONTROLS)}, got {control!r}."
+        )
     if not isinstance(grid_table, dict):
         raise UserError(f"{where}: 'grid' must be a table, e.g. [grid] d_model = [64, 128].")
     name = str(name) if name is not None else path.stem
@@ -235,6 +268,8 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
                 )
             owner[option] = factor
 
+    if control:
+        check_control(control, base, grid, where)
     leaves = [k.split(".")[-1] for k in grid]
     labels = {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(grid, leaves)}
     spec = SweepSpec(
@@ -245,6 +280,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         seeds=list(seeds),
         out=str(out) if out is not None else None,
         labels=labels,
+        control=control,
     )
     for point in spec.points():
         try:
@@ -252,6 +288,28 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         except UserError as exc:
             raise UserError(f"{where}, point {point.name}: {exc}") from None
     return spec
+
+
+def check_control(control: str, base: dict, grid: dict, where: str) -> None:
+    """A control changes options the grid must leave alone, and must change something."""
+    for option, value in CONTROLS[control].items():
+        setters = [
+            f
+            for f, values in grid.items()
+            for v in values
+            if option in (v if isinstance(v, dict) else {f: v})
+        ]
+        if setters:
+            raise UserError(
+                f"{where}: control = {control!r} sets {option} itself, but grid.{setters[0]} varies it; "
+                f"drop the control and put {value!r} among that factor's values (points of one seed are "
+                "paired), or drop the factor."
+            )
+        if base.get(option) == value:
+            raise UserError(
+                f"{where}: control = {control!r} sets {option} = {value!r}, which every run already has; "
+                "the control would repeat each point."
+            )
 
 
 def differing_keys(old: SweepSpec, new: SweepSpec) -> list[str]:
