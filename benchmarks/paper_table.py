@@ -16,8 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
+
+import numpy as np
+
+from arprobe.science.stats import (
+    Interval,
+    equivalence_test,
+    paired_difference,
+    seeds_needed,
+    slope_interval,
+)
 
 START, END = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
 
@@ -95,8 +106,16 @@ def not_measured(twin: Path) -> str:
     return "not yet measured"
 
 
-def final_rs(point: dict) -> tuple[float | None, float | None, int]:
-    s = point.get("final_recovery_score") or {}
+# The equivalence margin of "matters little" claims, in recovery-score units: a difference of the
+# means inside ±MARGIN (two one-sided tests at 5%, i.e. the 90% interval inside it) counts as none.
+MARGIN = 0.05
+
+# The metric each twin is judged on: App. B.1 plots x_1's loss curve, so its twin reads x_1's RS.
+METRIC = {"appB1_partial_shuffle": "first_doc_recovery_score"}
+
+
+def final_rs(point: dict, metric: str = "final_recovery_score") -> tuple[float | None, float | None, int]:
+    s = point.get(metric) or {}
     return s.get("mean"), s.get("std"), int(s.get("n") or 0)
 
 
@@ -104,69 +123,234 @@ def value_of(point: dict) -> str:
     return point["label"]
 
 
-def measured_text(summary: dict, check: str) -> str:
+def per_seed(point: dict, metric: str = "final_recovery_score") -> dict[int, float]:
+    """seed -> value of ``metric`` (NaN where undefined)."""
+    values = (point.get(metric) or {}).get("per_seed") or []
+    return {s: (math.nan if v is None else float(v)) for s, v in zip(point.get("seeds", []), values)}
+
+
+def order_of(options: dict) -> str | None:
+    """The schedule order a point sets (plain or inside a linked factor), if it sets one."""
+    for key, value in options.items():
+        if key == "schedule.order":
+            return value
+        if isinstance(value, dict) and "schedule.order" in value:
+            return value["schedule.order"]
+    return None
+
+
+def is_control(point: dict) -> bool:
+    """A matched shuffled control: added by ``control = "shuffle"``, or a grid point whose order is
+    "shuffle" (Fig. 1, App. B.1, B.7 put it in the grid; same seed = same initialisation)."""
+    return bool(point.get("control")) or order_of(point["options"]) == "shuffle"
+
+
+def control_of(summary: dict, point: dict) -> dict | None:
+    """The point's matched shuffled control in the same sweep: the ``control = "shuffle"`` twin
+    with its options, else the grid's shuffle point (the only one, or the one agreeing on every
+    factor other than the order)."""
+    points = summary["points"]
+    twins = [p for p in points if p.get("control") and p["options"] == point["options"]]
+    if twins:
+        return twins[0]
+    shuffled = [p for p in points if not p.get("control") and order_of(p["options"]) == "shuffle"]
+    if len(shuffled) == 1:
+        return shuffled[0]
+    same = [
+        p
+        for p in shuffled
+        if all(p["options"].get(k) == v for k, v in point["options"].items() if order_of({k: v}) is None)
+    ]
+    return same[0] if len(same) == 1 else None
+
+
+# Factor order for model names: non-embedding parameters 12·d²·L of the Pythia-shaped presets (the
+# vocabulary differs between the twin and the real Pythia, so the names' "14m" does not order them).
+def preset_size(name: str) -> float | None:
+    # benchmarks normally use the public API only; the presets' shapes are the one thing needed here
+    from arprobe.trainer.models import PYTHIA_PRESETS
+
+    preset = PYTHIA_PRESETS.get(str(name))
+    if preset is None:
+        return None
+    return 12.0 * preset["hidden_size"] ** 2 * preset["num_hidden_layers"]
+
+
+def named_size(name: str) -> float | None:
+    """A size written at the end of a name: ".../700k", "pythia-70m", ".../1.4b"."""
+    m = re.search(r"(\d+(?:\.\d+)?)([kmb])$", str(name).lower())
+    return float(m.group(1)) * {"k": 1e3, "m": 1e6, "b": 1e9}[m.group(2)] if m else None
+
+
+def factor_key(value):
+    """Where a factor value sits on its axis: numbers by value, model names by size; None when the
+    values have no order (optimizers, linked tables), which keeps the grid's order."""
+    if isinstance(value, bool) or isinstance(value, dict):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return preset_size(value) or named_size(value)
+
+
+def in_factor_order(points: list[dict]) -> list[dict]:
+    """The points sorted along their one varying factor (grid order when it has no order)."""
+    keys = [factor_key(next(iter(p["options"].values()))) if len(p["options"]) == 1 else None for p in points]
+    if any(k is None for k in keys):
+        return list(points)
+    return [points[i] for i in sorted(range(len(points)), key=lambda i: keys[i])]
+
+
+def seed_table(points: list[dict], metric: str, controls: list[dict] | None) -> tuple[np.ndarray, list[int]]:
+    """[seed, point] of ``metric`` over the seeds every point (and its control) has; with
+    ``controls``, each value minus its control's at the same seed (the paired ΔRS)."""
+    tables = [per_seed(p, metric) for p in points]
+    if controls is not None:
+        tables += [per_seed(c, metric) for c in controls]
+    seeds = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+    values = np.array([[per_seed(p, metric)[s] for s in seeds] for p in points], dtype=float).T
+    if controls is not None:
+        values = values - np.array([[per_seed(c, metric)[s] for s in seeds] for c in controls], dtype=float).T
+    return values.reshape(len(seeds), len(points)), seeds
+
+
+def measured_text(summary: dict, check: str, metric: str = "final_recovery_score") -> str:
+    """What the twin measured, mean ± std over seeds per point (grid order)."""
     if check == "online_cyclic_lower" and summary.get("table1"):
         parts = []
         for row in summary["table1"]["rows"]:
-            orders = row["orders"]
-            d = row["differences"].get("shuffle", {})
-            cyc, shu = orders["cyclic"], orders["shuffle"]
-            interval = f"[{fmt(d.get('ci_low'))}, {fmt(d.get('ci_high'))}]"
+            cyc, shu = row["orders"]["cyclic"], row["orders"]["shuffle"]
             parts.append(
                 f"{row['label'] or 'all'}: cyclic {fmt(cyc['mean'])} ± {fmt(cyc['std'])}, "
-                f"shuffle {fmt(shu['mean'])} ± {fmt(shu['std'])}, "
-                f"Δ {fmt(d.get('mean'))} {interval} (n={d.get('n', 0)})"
+                f"shuffle {fmt(shu['mean'])} ± {fmt(shu['std'])}"
             )
-        return "; ".join(parts)
+        return "online loss " + "; ".join(parts)
     parts = []
     epoch = None
     for p in summary["points"]:
-        mean, std, n = final_rs(p)
-        epoch = (p.get("final_recovery_score") or {}).get("epoch", epoch)
+        mean, std, n = final_rs(p, metric)
+        epoch = (p.get(metric) or {}).get("epoch", epoch)
         parts.append(f"{value_of(p)}: {fmt(mean)} ± {fmt(std)} (n={n})")
-    return f"RS({epoch}) " + "; ".join(parts)
+    who = "x_1's " if metric == "first_doc_recovery_score" else ""
+    return f"{who}RS({epoch}) " + "; ".join(parts)
 
 
-def against_trend(means: list[float], stds: list[float], sign: int) -> str:
-    """ " (not throughout: a → b)" for each neighbouring pair of points that moves against the
-    claimed direction by more than the larger of their stds; "" when none does."""
-    steps = [
-        f"{fmt(means[i - 1])} → {fmt(means[i])}"
-        for i in range(1, len(means))
-        if sign * (means[i] - means[i - 1]) < -max(stds[i], stds[i - 1])
-    ]
-    return f" (not throughout: {', '.join(steps)})" if steps else ""
+def interval_text(d: Interval, unit: str = "") -> str:
+    return f"{fmt(d.mean)}{unit} [{fmt(d.low)}, {fmt(d.high)}] (n={d.n})"
 
 
-def verdict(summary: dict, check: str) -> str:
-    points = summary["points"]
-    means = [final_rs(p)[0] for p in points]
-    if any(m is None for m in means) and check != "online_cyclic_lower":
-        return "no: a recovery score is undefined (no forgetting to recover from)"
+def needs_text(d: Interval) -> str:
+    n = seeds_needed(d.mean, d.std)
+    return f"; about {n} seeds would decide it at this spread" if n else ""
+
+
+def trend_verdict(points: list[dict], metric: str, controls, sign: int) -> tuple[str, str]:
+    """(yes/no/inconclusive/partly, why) of a monotone claim (sign +1: rises along the factor)."""
+    values, _ = seed_table(points, metric, controls)
+    slope = slope_interval(values)
+    what = "ΔRS vs control" if controls is not None else "RS"
+    text = f"per-seed slope of {what} on the factor's rank {interval_text(slope, '/step')}"
+    against = []
+    for i in range(1, len(points)):
+        step = paired_difference(values[:, i - 1], values[:, i])
+        if step.sign() == -sign:
+            against.append(f"{value_of(points[i - 1])} → {value_of(points[i])} {interval_text(step)}")
+    if slope.sign() == -sign:
+        return "no", text
+    if slope.sign() == 0:
+        return "inconclusive", text + needs_text(slope)
+    if against:
+        return "partly", f"{text}, but against it: {'; '.join(against)}"
+    return "yes", text
+
+
+def persists_verdict(summary: dict, points: list[dict], metric: str) -> tuple[str, str]:
+    """(verdict, why) of "recovery remains / persists / at every point": the paired ΔRS of every
+    point against its matched shuffled control, never RS > 0 (RS ≥ 0 by construction)."""
+    controls = [control_of(summary, p) for p in points]
+    if any(c is None for c in controls):
+        return (
+            "inconclusive",
+            "no matched shuffled control to judge recovery against (RS ≥ 0 by construction)",
+        )
+    parts, signs, needs = [], [], []
+    for p, c in zip(points, controls):
+        mine, theirs = per_seed(p, metric), per_seed(c, metric)
+        seeds = sorted(set(mine) & set(theirs))
+        d = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
+        parts.append(f"{value_of(p)}: ΔRS {interval_text(d)}")
+        signs.append(d.sign())
+        if d.sign() == 0:
+            needs.append(seeds_needed(d.mean, d.std) or 0)
+    text = "vs the matched shuffled control, " + "; ".join(parts)
+    if any(s < 0 for s in signs):
+        return "no", text
+    if all(s > 0 for s in signs):
+        return "yes", text
+    need = max(needs, default=0)
+    return "inconclusive", text + (f"; about {need} seeds would decide it at this spread" if need else "")
+
+
+def verdict(summary: dict, check: str, metric: str = "final_recovery_score") -> str:
+    """The row's verdict and why, from seed-paired statistics (the rule is in the README)."""
     if check == "online_cyclic_lower":
         rows = (summary.get("table1") or {}).get("rows", [])
-        lows = [r["differences"].get("shuffle", {}).get("ci_low") for r in rows]
-        ok = bool(lows) and all(low is not None and low > 0 for low in lows)
-        return "yes: every 95% interval of shuffle − cyclic is above 0" if ok else "no: an interval reaches 0"
-    stds = [final_rs(p)[1] or 0.0 for p in points]
-    if check == "increasing":
-        ok = means[-1] > means[0]
-        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}{against_trend(means, stds, 1)}"
-    if check in ("decreasing", "decreasing_positive"):
-        ok = means[-1] < means[0] and (check == "decreasing" or means[-1] > 0)
-        return f"{'yes' if ok else 'no'}: {fmt(means[0])} → {fmt(means[-1])}{against_trend(means, stds, -1)}"
-    if check == "positive":
-        ok = all(m > 0 for m in means)
-        return f"{'yes' if ok else 'no'}: smallest mean {fmt(min(means))}"
+        if not rows:
+            return "inconclusive: no Table-1 comparison in the summary"
+        signs, parts = [], []
+        for row in rows:
+            d = row["differences"].get("shuffle", {})
+            lo, hi = d.get("ci_low"), d.get("ci_high")
+            sign = 0 if lo is None or hi is None else (1 if lo > 0 else -1 if hi < 0 else 0)
+            signs.append(sign)
+            parts.append(
+                f"{row['label'] or 'all'} {fmt(d.get('mean'))} [{fmt(lo)}, {fmt(hi)}] (n={d.get('n', 0)})"
+            )
+        word = "yes" if all(s > 0 for s in signs) else "no" if any(s < 0 for s in signs) else "inconclusive"
+        return f"{word}: shuffle − cyclic online loss, paired by seed: {'; '.join(parts)}"
+    points = [p for p in summary["points"] if not is_control(p)]
     if check == "rs_first_above_rest":
-        ok = all(means[0] > m for m in means[1:])
-        return f"{'yes' if ok else 'no'}: {fmt(means[0])} vs {', '.join(fmt(m) for m in means[1:])}"
+        first, signs, parts = summary["points"][0], [], []
+        mine = per_seed(first, metric)
+        for other in summary["points"][1:]:
+            theirs = per_seed(other, metric)
+            seeds = sorted(set(mine) & set(theirs))
+            d = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
+            signs.append(d.sign())
+            parts.append(
+                f"{value_of(first)} − {value_of(other)} {interval_text(d)}"
+                + (needs_text(d) if d.sign() == 0 else "")
+            )
+        word = "yes" if all(s > 0 for s in signs) else "no" if any(s < 0 for s in signs) else "inconclusive"
+        return f"{word}: RS paired by seed, {'; '.join(parts)}"
+    points = in_factor_order(points)
+    if check == "positive":
+        word, why = persists_verdict(summary, points, metric)
+        return f"{word}: {why}"
     if check == "flat":
-        spread = max(means) - min(means)
-        noise = max((final_rs(p)[1] or 0.0) for p in points)
-        return (
-            f"{'yes' if spread <= noise else 'no'}: spread of means {fmt(spread)}, largest std {fmt(noise)}"
-        )
+        first, parts, flags = points[0], [], []
+        for other in points[1:]:
+            a, b = per_seed(first, metric), per_seed(other, metric)
+            seeds = sorted(set(a) & set(b))
+            e = equivalence_test([a[s] for s in seeds], [b[s] for s in seeds], MARGIN)
+            flags.append("eq" if e.equivalent else "diff" if e.different else "?")
+            parts.append(f"{value_of(other)} − {value_of(first)} 90% {interval_text(e.interval)}")
+        word = "yes" if all(f == "eq" for f in flags) else "no" if "diff" in flags else "inconclusive"
+        return f"{word}: equivalence (TOST) within ±{MARGIN} RS: {'; '.join(parts)}"
+    if check in ("increasing", "decreasing", "decreasing_positive"):
+        sign = 1 if check == "increasing" else -1
+        controls = [control_of(summary, p) for p in points]
+        controls = controls if all(c is not None and c.get("control") for c in controls) else None
+        word, why = trend_verdict(points, metric, controls, sign)
+        if check != "decreasing_positive":
+            return f"{word}: {why}"
+        still, still_why = persists_verdict(summary, points, metric)
+        if "no" in (word, still):
+            combined = "no"
+        elif still == "yes" and word in ("yes", "partly"):
+            combined = word
+        else:
+            combined = "inconclusive"
+        return f"{combined}: weakens — {word}: {why}; persists — {still}: {still_why}"
     raise AssertionError(check)
 
 
@@ -183,9 +367,9 @@ def build_table(sweeps: Path, configs: Path = Path("configs"), kept: Path = KEPT
             report = sweep_report(sweeps, sweep_name(twin), kept)
             if report is not None:
                 summary = json.loads(report.read_text())
-                n = min((p["n"] for p in summary["points"]), default=0)
-                measured = measured_text(summary, check)
-                agrees = verdict(summary, check) + ("" if n >= 3 else f" (only {n} seed(s))")
+                metric = METRIC.get(twin_id, "final_recovery_score")
+                measured = measured_text(summary, check, metric)
+                agrees = verdict(summary, check, metric)
             else:
                 measured, agrees = not_measured(twin), "—"
             first = f"{figure} | `{paper}`" if i == 0 else "〃 | 〃"
