@@ -136,6 +136,16 @@ def pick_recording(store, kind: str, name: str, prefer: tuple[str, ...] = ()) ->
     return next((p for p in prefer if p in have), have[0])
 
 
+def control_store(store):
+    """The matched shuffled control of a run (``arprobe run --control shuffle`` writes it to
+    ``<run folder>/control/run.h5``), opened read-only as a ``RunStore``; None if the run has none.
+    The caller closes it (``with`` works)."""
+    from arprobe.storage import RunStore
+
+    path = Path(store.path).parent / "control" / "run.h5"
+    return RunStore(path) if path.is_file() else None
+
+
 def describe_weights(store, name: str, paper_uses_all: bool = True) -> str:
     """One line saying which weights a result is about: all of them (sketched or not) or one group,
     and, where the paper measures all weights, that a group is not what it measured."""

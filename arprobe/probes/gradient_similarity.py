@@ -1,5 +1,18 @@
 """gradient_similarity: are the gradients of nearby documents more alike? (paper Sec. 4.1, Fig. 8a)
 
+Fig. 8a's finding is positional: the similarity is "highest near the center of the heat map rather
+than peaking along the diagonal". A mean by cyclic distance mixes that with a distance pattern
+(central pairs are also near pairs), so the matrix, with documents in the order of their last
+training before the episode (the cycle order at the end of a cyclic epoch), is split into
+μ + a_i + a_j and a residual: ``positional_effect`` (middle third against the outer thirds, from a)
+and ``neighbour_effect`` (residual at cyclic distance 1 against further apart), each beside its null
+(the same effect with the documents' places drawn at random) and the matched shuffled control's
+value when the run has one.
+
+The episode read by default is the checkpoint ``pairwise_recovery`` reads (the latest recorded
+before the last episode: the end of the next-to-last epoch), so Fig. 8a and 8b are read at the same
+point of training, as the paper does ("after 4 epochs" of its 5-epoch default).
+
 "Nearby" is distance in the cycle, which exists only when every epoch trains the documents in
 the same order (cyclic). For other orders (shuffle, partial-shuffle, insert) the probe gives
 the T×T matrix and each document's mean similarity, and says in ``by_distance_note`` why
@@ -13,8 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, new_figure, pick_recording, save_figure
-from arprobe.science.geometry import cosine_matrix, mean_by_cyclic_distance, mean_by_offset
+from arprobe.probes.base import Probe, control_store, new_figure, pick_recording, save_figure
+from arprobe.probes.pairwise_recovery import default_checkpoint
+from arprobe.science.geometry import (
+    cosine_matrix,
+    label_permutation_null,
+    mean_by_cyclic_distance,
+    mean_by_offset,
+    position_and_distance_effects,
+)
 
 
 class GradientSimilarity(Probe):
@@ -27,14 +47,17 @@ class GradientSimilarity(Probe):
     options = {"layer": "", "episode": -1}
     option_help = {
         "layer": "recorded layer (TransformerLens name, e.g. blocks.2.attn); empty: the first recorded",
-        "episode": "recorded episode to show; -1: the last one (the end of training, as in the paper)",
+        "episode": "recorded episode to show; -1: the latest before the last episode (the end of the "
+        "next-to-last epoch, the checkpoint pairwise_recovery reads), else the last recorded",
     }
     headline_keys = [
         "layer",
         "episode",
         "mean_offdiagonal",
+        "positional_effect",
+        "neighbour_effect",
+        "verdict",
         "by_distance",
-        "most_similar_distance",
         "last_trained_doc_mean",
     ]
 
@@ -42,7 +65,9 @@ class GradientSimilarity(Probe):
         layer = pick_recording(store, "grads", layer)
         episodes, grads = store.grads(layer)  # [G], [G, T, D]
         if episode < 0:
-            g = len(episodes) - 1
+            # The same point of training as pairwise_recovery's checkpoint (Fig. 8a and 8b together).
+            chosen = default_checkpoint(np.asarray(episodes), store.completed_episodes)
+            g = int(np.flatnonzero(episodes == chosen)[-1])
         else:
             hits = np.flatnonzero(episodes == episode)
             if not len(hits):
@@ -82,6 +107,10 @@ class GradientSimilarity(Probe):
                 "in the same order, so two documents have no fixed distance in a cycle."
             )
 
+        positions = recency_order(schedule_doc, ep, T)
+        effects = position_and_distance_effects(cos[np.ix_(positions, positions)]) if T >= 3 else None
+        null = self._null(store, layer, ep, cos, positions, effects)
+
         self._plot(cos, over_time, episodes, g, layer, T, schedule_epoch, out)
         sketch = store.sketch_info("grads", layer)
         return {
@@ -103,10 +132,48 @@ class GradientSimilarity(Probe):
             "cycle_order": cycle,
             "doc_mean_similarity": row_mean,
             "last_trained_doc_mean": float(row_mean[last_doc]) if last_doc is not None else None,
+            # documents by the order of their last training before the episode (oldest first)
+            "position_order": positions,
+            "positional_effect": effects["positional_effect"] if effects else None,
+            "neighbour_effect": effects["neighbour_effect"] if effects else None,
+            "position_profile": effects["position_profile"] if effects else None,
+            "distance_profile": effects["distance_profile"] if effects else None,
+            "centre_pairs_mean": effects["centre_pairs_mean"] if effects else None,
+            "edge_pairs_mean": effects["edge_pairs_mean"] if effects else None,
+            "verdict": null["verdict"],
+            "null": null,
             "recorded_episodes": episodes,
             "by_distance_over_episodes": over_time[:, 1:] if over_time is not None else None,
             "dim": int(grads.shape[2]),
             "sketch": sketch,  # cosines of a sketch approximate those of the full gradients
+        }
+
+    @staticmethod
+    def _null(store, layer: str, episode: int, cos, positions, effects) -> dict:
+        """Each effect beside what it reads with the documents' places drawn at random, and the
+        matched shuffled control's effects at the same episode when the run has a control."""
+        if effects is None:
+            return {"reads": "", "verdict": "undefined: the effects need 3 documents"}
+        perm = label_permutation_null(cos[np.ix_(positions, positions)])
+        control = _control_effects(store, layer, episode)
+        words = {"positional_effect": "centre above edge", "neighbour_effect": "neighbours above the rest"}
+        parts = []
+        for key, claim in words.items():
+            value, q = effects[key], perm[key]
+            # Cosines of float32 gradients keep ~1e-7; a margin of 1e-6 keeps rounding from deciding a tie.
+            seen = value > q["q975"] + 1e-6
+            part = f"{key} {value:+.3f} ({claim}: {'above' if seen else 'not distinguishable from'} "
+            part += f"random places, 97.5th percentile {q['q975']:+.3f}"
+            if control is not None:
+                part += f"; shuffled control {control[key]:+.3f}"
+            parts.append(part + ")")
+        return {
+            "reads": "with no link between a document's place in the sequence and its gradient, both effects "
+            "read about 0: label_permutation gives their mean and 2.5th/97.5th percentiles with the "
+            "documents' places drawn at random (500 draws, seed 0)",
+            "label_permutation": perm,
+            "control": control,
+            "verdict": "; ".join(parts),
         }
 
     @staticmethod
@@ -159,6 +226,35 @@ def cycle_order(schedule, n_docs: int) -> np.ndarray | None:
     if len(first) != n_docs or len(set(first.tolist())) != n_docs:
         return None
     return first.astype(int)
+
+
+def recency_order(schedule_doc: np.ndarray, episode: int, n_docs: int) -> np.ndarray:
+    """Documents [T] ordered by their last training at or before ``episode`` (oldest first, never
+    trained ones before all others): the cycle order at the end of a cyclic epoch, the last epoch's
+    order in a shuffled run."""
+    last = np.full(n_docs, -1)
+    for k, doc in enumerate(np.asarray(schedule_doc[:episode], dtype=int)):
+        last[doc] = k
+    return np.argsort(last, kind="stable")
+
+
+def _control_effects(store, layer: str, episode: int) -> dict | None:
+    """The two effects in the matched shuffled control's gradients at the same episode (None without
+    a control or without those gradients)."""
+    control = control_store(store)
+    if control is None:
+        return None
+    with control:
+        if layer not in control.recorded("grads"):
+            return None
+        episodes, grads = control.grads(layer)
+        hits = np.flatnonzero(np.asarray(episodes) == episode)
+        if not len(hits) or grads.shape[1] < 3:
+            return None
+        cos = cosine_matrix(grads[int(hits[-1])])
+        positions = recency_order(control.schedule().doc, episode, cos.shape[0])
+        effects = position_and_distance_effects(cos[np.ix_(positions, positions)])
+    return {k: effects[k] for k in ("positional_effect", "neighbour_effect")}
 
 
 def _shade(i: int, n: int):

@@ -8,6 +8,15 @@ lower PCs. So the winding is measured in the PC1–PC2 plane of the *detrended* 
 residual of Sec. 4.2; a cycle is the run's mean epoch length, T for the cyclic and shuffled
 orders), where the rotation is the largest variance left. ``detrend=none``
 measures it in the raw PC1–PC2 plane. The period of every raw PC says which ones rotate.
+
+The winding alone cannot tell a helix from a random walk: PCA of a high-dimensional random walk
+is close to sinusoids by itself, and after the one-cycle detrend a Gaussian walk winds about once
+per epoch too. The headline that separates them is ``helix_cosine``: the residual of each snapshot
+(minus its centred one-cycle mean) against the residual one cycle later, mean cosine over all
+pairs. A helix comes back to the same point of its turn (1 for an ideal one), a walk does not (its
+residuals one cycle apart are made of disjoint steps: 0). It is reported beside its nulls — Gaussian
+random walks of the run's shape, the run's own steps in a random order — and the matched shuffled
+control's value when the run has one.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import numpy as np
 from arprobe.errors import UserError
 from arprobe.probes.base import (
     Probe,
+    control_store,
     describe_weights,
     new_figure,
     pick_recording,
@@ -28,10 +38,14 @@ from arprobe.probes.base import (
 from arprobe.probes.weight_residual_similarity import snapshot_spacing
 from arprobe.science.geometry import (
     dominant_period,
+    factor_from_gram,
     gram_matrix,
     helix_per_epoch,
     pca_from_gram,
+    random_walk_null,
+    residual_lag_cosine,
     snapshot_epochs,
+    step_permutation_null,
     trajectory_winding,
     trend,
 )
@@ -49,15 +63,18 @@ class PcaWeights(Probe):
         "(≈ 2π for one revolution) and radius per epoch (shrinking as it converges)."
     )
     requires = ["weights:{weights}"]
-    options = {"weights": "", "detrend": "window"}
+    options = {"weights": "", "detrend": "window", "null_walks": 200}
     option_help = {
         "weights": "recorded weights (TransformerLens name, or all); empty: unembed as in the paper's "
         "Fig. 9, else all, else the first recorded",
         "detrend": "window: measure the winding after removing the drift (centred one-cycle mean); "
         "none: raw PCs",
+        "null_walks": "random walks (and step permutations) simulated for the helix_cosine nulls, seed 0",
     }
     headline_keys = [
         "weights",
+        "helix_cosine",
+        "helix_verdict",
         "explained_variance",
         "pc_period_episodes",
         "winding_epochs",
@@ -66,7 +83,9 @@ class PcaWeights(Probe):
         "radius_last_over_first",
     ]
 
-    def run(self, store, out: Path, weights: str = "", detrend: str = "window") -> dict:
+    def run(
+        self, store, out: Path, weights: str = "", detrend: str = "window", null_walks: int = 200
+    ) -> dict:
         if detrend not in DETRENDS:
             raise UserError(
                 f"pca_weights option detrend must be one of {', '.join(DETRENDS)}, got '{detrend}'."
@@ -91,12 +110,19 @@ class PcaWeights(Probe):
         # Only epochs with every snapshot count: the window leaves the first and last half-cycle out.
         complete = helix["complete"]
         radius = helix["radius"][complete]
+        helix_test = helix_statistic(gram, window, walks=null_walks, dim=values.shape[1])
+        helix_test["control"] = _control_helix_cosine(store, weights)
+        helix_test["verdict"] = helix_verdict(helix_test)
 
         self._plot_3d(scores, ratio, epoch_of, weights, helix, episodes, schedule, detrend, window, out)
         self._plot_plane(helix, scores, ratio, episodes, schedule, detrend, out)
         return {
             "weights": weights,
             "weights_are": describe_weights(store, weights, paper_uses_all=False),  # Fig. 9: unembed
+            # residual at k vs residual one cycle later, mean cosine: 1 helix, 0 random walk
+            "helix_cosine": helix_test["value"],
+            "helix_verdict": helix_test["verdict"],
+            "null": helix_test,
             "snapshots": int(len(episodes)),
             "snapshot_every": every,
             "explained_variance": ratio[:3],
@@ -125,6 +151,14 @@ class PcaWeights(Probe):
             },
             "sketch": store.sketch_info("weights", weights),
         }
+
+    def headline(self, result: dict) -> dict:
+        head = super().headline(result)
+        null = result.get("null") or {}
+        head["helix_cosine_random_walk_q975"] = (null.get("random_walk") or {}).get("q975")
+        if null.get("control") is not None:
+            head["helix_cosine_control"] = null["control"]
+        return head
 
     @staticmethod
     def _plot_3d(scores, ratio, epoch_of, weights, helix, episodes, schedule, detrend, window, out):
@@ -224,3 +258,53 @@ class PcaWeights(Probe):
             **{f"raw_PC{k + 1}": scores[:, k] for k in range(min(4, scores.shape[1]))},
         }
         save_figure(fig, out / "pca_winding.png", data=data)
+
+
+def helix_statistic(gram: np.ndarray, window: int, *, walks: int, dim: int) -> dict:
+    """``helix_cosine`` of the snapshots whose (centred) Gram matrix is ``gram`` [S, S], with a lag
+    and window of one cycle (``window`` snapshots), and its two nulls (``walks`` draws, seed 0):
+    Gaussian random walks of S snapshots in ``dim`` dimensions, and the run's own steps in a
+    random order. Returns {"value", "lag_snapshots", "random_walk", "step_permutation", "reads"}."""
+    rows = factor_from_gram(gram)  # [S, r]: the snapshots' inner products in r ≤ S dimensions
+    lag = window
+    return {
+        "value": residual_lag_cosine(rows, lag, window),
+        "lag_snapshots": lag,
+        "random_walk": {**random_walk_null(len(gram), dim, lag, window, walks=walks), "dim": dim},
+        "step_permutation": step_permutation_null(rows, lag, window, walks=walks),
+        "reads": "without a helix the residuals one cycle apart are unrelated: helix_cosine ≈ 0 for a "
+        "random walk (Gaussian walks of the run's shape, and the run's own steps in a random order, "
+        "give the mean and 97.5th percentile here); a shuffled control reads a little above 0",
+    }
+
+
+def helix_verdict(test: dict) -> str:
+    """ "helix-like" when helix_cosine is above the 97.5th percentile of both random-walk nulls,
+    else "not distinguishable from a random walk"; the control's value, when there is one, after."""
+    value = test["value"]
+    bound = max(test["random_walk"]["q975"], test["step_permutation"]["q975"])
+    if not np.isfinite(value):
+        verdict = "undefined: the run is shorter than two cycles of snapshots"
+    elif np.isfinite(bound) and value > bound:
+        verdict = f"helix-like ({value:.2f} > {bound:.2f}, the 97.5th percentile of the random-walk nulls)"
+    else:
+        verdict = f"not distinguishable from a random walk ({value:.2f} ≤ {bound:.2f}, 97.5th percentile)"
+    if test.get("control") is not None:
+        verdict += f"; matched shuffled control {test['control']:.2f}"
+    return verdict
+
+
+def _control_helix_cosine(store, weights: str) -> float | None:
+    """helix_cosine of the same weights in the run's matched shuffled control (None without one)."""
+    control = control_store(store)
+    if control is None:
+        return None
+    with control:
+        if weights not in control.recorded("weights"):
+            return None
+        episodes, values = control.weights(weights)
+        if len(episodes) < 4:
+            return None
+        window = max(int(round(control.schedule().cycle_length / snapshot_spacing(episodes))), 2)
+        gram = gram_matrix(values, center=values.mean(axis=0, dtype=np.float64))
+        return residual_lag_cosine(factor_from_gram(gram), window, window)

@@ -445,3 +445,204 @@ def trend(values: np.ndarray) -> float:
     if keep.sum() < 2:
         return float("nan")
     return float(np.polyfit(x[keep], values[keep], 1)[0])
+
+
+# --- a helix against a random walk (issue 21) ----------------------------------------------------
+#
+# PCA of a high-dimensional random walk is close to sinusoids by itself, so a trajectory that winds
+# about once per epoch in its top PC plane is no evidence of a helix. What a helix has and a walk
+# has not is memory one cycle back: after the drift is removed, the residual one cycle later points
+# the same way. With the paper's centred window of one cycle, the residuals at k and k + T of a walk
+# are built from disjoint steps, so for independent isotropic steps their cosine is 0 on average
+# (variance 1/dim per pair).
+
+
+def factor_from_gram(gram: np.ndarray) -> np.ndarray:
+    """Rows F [n, r] with F Fᵀ = ``gram`` [n, n] (up to rounding): vectors with the same inner
+    products, in at most n dimensions, so a statistic of inner products can be computed on them."""
+    gram = np.asarray(gram, dtype=np.float64)
+    values, vectors = np.linalg.eigh((gram + gram.T) / 2)
+    keep = values > values.max() * 1e-12 if values.max() > 0 else values > 0
+    return vectors[:, keep] * np.sqrt(values[keep])
+
+
+def window_residual_rows(rows: np.ndarray, window: int) -> np.ndarray:
+    """``residual_operator(n, "window", window)`` applied to rows [n, p], in O(n p): each row t that
+    has its whole centred window minus the mean of that window (window + 1 rows for an even window).
+    Returns [m, p] for the snapshots ``residual_operator`` names."""
+    rows = np.asarray(rows, dtype=np.float64)
+    half = max(window // 2, 1)
+    n = len(rows)
+    if n < 2 * half + 1:
+        return np.zeros((0, rows.shape[1]))
+    csum = np.concatenate([np.zeros((1, rows.shape[1])), np.cumsum(rows, axis=0)])  # [n + 1, p]
+    t = np.arange(half, n - half)
+    means = (csum[t + half + 1] - csum[t - half]) / (2 * half + 1)
+    return rows[t] - means
+
+
+def mean_lag_cosine(rows: np.ndarray, lag: int) -> float:
+    """Mean over k of cos(row k, row k + lag) for rows [m, p]; NaN if no pair is defined."""
+    rows = np.asarray(rows, dtype=np.float64)
+    if lag < 1 or lag >= len(rows):
+        return float("nan")
+    a, b = rows[:-lag], rows[lag:]
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    ok = norms > 0
+    if not ok.any():
+        return float("nan")
+    return float(np.mean(np.sum(a[ok] * b[ok], axis=1) / norms[ok]))
+
+
+def residual_lag_cosine(rows: np.ndarray, lag: int, window: int) -> float:
+    """The helix statistic of a trajectory rows [n, p]: the residual of each snapshot (minus the mean
+    of a centred window of ``window`` snapshots, one cycle: Sec. 4.2's w_res) against the residual
+    ``lag`` snapshots later (one cycle), as the mean cosine over every pair the window allows.
+
+    An ideal helix (constant radius, any drift that is linear over a window) gives 1; a random walk
+    with independent isotropic steps 0 ± 1/√dim per pair when lag ≥ window."""
+    return mean_lag_cosine(window_residual_rows(rows, window), lag)
+
+
+def residual_lag_cosine_from_gram(gram: np.ndarray, lag: int, window: int) -> float:
+    """``residual_lag_cosine`` of the snapshots whose Gram matrix is ``gram`` [n, n] (any common
+    vector subtracted first: residuals do not see it)."""
+    return residual_lag_cosine(factor_from_gram(gram), lag, window)
+
+
+def random_walk_rows(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """Rows [n, r] with the inner products of a Gaussian random walk of n snapshots in ``dim``
+    dimensions (x_0 = 0, x_k = x_{k−1} + z_k, z_k ~ N(0, I)), in r = min(dim, n − 1) dimensions.
+
+    Steps Z [n − 1, dim] have Gram Z Zᵀ ~ Wishart(dim, I); when dim ≥ n − 1 it is drawn through
+    its Bartlett factor A (lower-triangular, A_ii = √χ²(dim − i), A_ij ~ N(0, 1)), which costs
+    O(n²) whatever dim is: a walk the size of a model's weights is as cheap as a small one."""
+    p = n - 1
+    if dim < p:
+        steps = rng.standard_normal((p, dim))
+    else:
+        steps = np.tril(rng.standard_normal((p, p)), -1)
+        steps[np.diag_indices(p)] = np.sqrt(rng.chisquare(dim - np.arange(p)))
+    return np.concatenate([np.zeros((1, steps.shape[1])), np.cumsum(steps, axis=0)])
+
+
+def random_walk_null(
+    n: int, dim: int, lag: int, window: int, *, walks: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """``residual_lag_cosine`` of ``walks`` Gaussian random walks of the run's shape (n snapshots,
+    ``dim`` dimensions), with a fixed seed: {"mean", "q975" (97.5th percentile), "walks", "seed"}."""
+    rng = np.random.default_rng(seed)
+    values = np.array([residual_lag_cosine(random_walk_rows(n, dim, rng), lag, window) for _ in range(walks)])
+    return _null_summary(values, walks=walks, seed=seed)
+
+
+def step_permutation_null(
+    rows: np.ndarray, lag: int, window: int, *, walks: int = 200, seed: int = 0
+) -> dict[str, float]:
+    """``residual_lag_cosine`` of the trajectory rows [n, p] rebuilt from its own steps taken in a
+    random order (``walks`` permutations, fixed seed): a random walk with the run's step sizes and
+    directions, momentum and common drift, but no order. {"mean", "q975", "walks", "seed"}."""
+    rows = np.asarray(rows, dtype=np.float64)
+    steps = np.diff(rows, axis=0)  # [n − 1, p]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(walks):
+        walk = np.cumsum(steps[rng.permutation(len(steps))], axis=0)
+        values.append(residual_lag_cosine(np.concatenate([rows[:1], rows[:1] + walk]), lag, window))
+    return _null_summary(np.array(values), walks=walks, seed=seed)
+
+
+def _null_summary(values: np.ndarray, **about) -> dict[str, float]:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"mean": float("nan"), "q975": float("nan"), **about}
+    return {"mean": float(values.mean()), "q975": float(np.quantile(values, 0.975)), **about}
+
+
+# --- position in the sequence against distance in the cycle (paper Fig. 8a) ----------------------
+#
+# Fig. 8a's finding is positional: gradients are most alike "near the center of the heat map rather
+# than ... along the diagonal". A mean by cyclic distance mixes the two (central pairs are also
+# near pairs), so a doc×doc matrix is split into a positional part, μ + a_i + a_j (each document's
+# own level), and what is left, whose mean by cyclic distance is the distance pattern.
+
+
+def position_fit(matrix: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares fit of the off-diagonal entries of a symmetric doc×doc matrix [T, T] (rows and
+    columns in sequence order, T ≥ 3) by μ + a_i + a_j with Σ a = 0.
+
+    Closed form of the normal equations: μ is the off-diagonal mean and
+    a_i = (R_i − (T − 1) μ) / (T − 2), R_i the off-diagonal sum of row i (of (M + Mᵀ)/2).
+    Returns (μ, a [T], residual [T, T] with NaN on the diagonal)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    T = matrix.shape[0]
+    assert T >= 3, T
+    sym = (matrix + matrix.T) / 2
+    off = ~np.eye(T, dtype=bool)
+    mu = float(sym[off].mean())
+    row_sums = np.where(off, sym, 0.0).sum(axis=1)
+    a = (row_sums - (T - 1) * mu) / (T - 2)
+    residual = sym - mu - a[:, None] - a[None, :]
+    residual[~off] = np.nan
+    return mu, a, residual
+
+
+def centre_mask(n_docs: int) -> np.ndarray:
+    """[T] bool: the documents of the middle third of the sequence (positions ⌊T/3⌋ .. ⌈2T/3⌉ − 1)."""
+    pos = np.arange(n_docs)
+    return (pos >= n_docs // 3) & (pos < -(-2 * n_docs // 3))
+
+
+def position_and_distance_effects(matrix: np.ndarray) -> dict:
+    """The positional and the distance pattern of a doc×doc similarity [T, T] (sequence order).
+
+    "positional_effect": mean a_i of the middle third minus mean a_i of the outer thirds (> 0: the
+    centre of the sequence is more alike, Fig. 8a); "neighbour_effect": mean residual of pairs at
+    cyclic distance 1 minus that of pairs further apart (> 0: neighbours are more alike beyond what
+    their positions explain); "position_profile" a [T]; "distance_profile" [T//2]: mean residual by
+    cyclic distance d = 1..T//2; "centre_pairs_mean" / "edge_pairs_mean": raw mean of pairs with both
+    documents in the middle third / both in the outer thirds."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    T = matrix.shape[0]
+    _, a, residual = position_fit(matrix)
+    centre = centre_mask(T)
+    i, j = np.indices((T, T))
+    dist = cyclic_distance(i, j, T)
+    off = i != j
+    profile = np.array([_nanmean(residual[dist == d]) for d in range(1, T // 2 + 1)])
+    both_centre = off & centre[i] & centre[j]
+    both_edge = off & ~centre[i] & ~centre[j]
+    return {
+        "positional_effect": float(a[centre].mean() - a[~centre].mean()),
+        "neighbour_effect": _nanmean(residual[dist == 1]) - _nanmean(residual[off & (dist > 1)]),
+        "position_profile": a,
+        "distance_profile": profile,
+        "centre_pairs_mean": _nanmean(matrix[both_centre]),
+        "edge_pairs_mean": _nanmean(matrix[both_edge]),
+    }
+
+
+def label_permutation_null(matrix: np.ndarray, *, permutations: int = 500, seed: int = 0) -> dict:
+    """The two effects of ``position_and_distance_effects`` when the documents' places in the
+    sequence are drawn at random (rows and columns permuted together; fixed seed): what they read
+    with no link between a document's place and its similarities. Returns, per effect, {"mean",
+    "q025", "q975"} over the permutations."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    draws = {"positional_effect": [], "neighbour_effect": []}
+    for _ in range(permutations):
+        p = rng.permutation(matrix.shape[0])
+        effects = position_and_distance_effects(matrix[np.ix_(p, p)])
+        for key in draws:
+            draws[key].append(effects[key])
+    out = {}
+    for key, values in draws.items():
+        values = np.array(values)
+        values = values[np.isfinite(values)]
+        out[key] = {
+            "mean": float(values.mean()) if len(values) else float("nan"),
+            "q025": float(np.quantile(values, 0.025)) if len(values) else float("nan"),
+            "q975": float(np.quantile(values, 0.975)) if len(values) else float("nan"),
+        }
+    out["permutations"], out["seed"] = permutations, seed
+    return out
