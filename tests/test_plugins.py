@@ -106,17 +106,17 @@ def test_a_broken_plugin_is_named_and_hides_nothing(plugin_env, tmp_path):
     assert json.loads((run / "report/broken_probe/result.json").read_text())["status"] == "failed"
 
 
-def test_probe_names_that_could_be_paths_are_refused(plugin_env, tmp_path):
+def test_probe_names_that_could_be_paths_are_refused_and_named_as_broken(plugin_env, tmp_path):
     env, site = plugin_env
     install_dist_info(site, "arprobe-evil", "0.0.1", {"..": "os:path", "../../x": "os:path", "Up": "os:path"})
     listing = arprobe(env, "probes")
     assert listing.returncode == 0 and "loss_curves" in listing.stdout
+    assert ", 3 broken (listed above)" in listing.stdout  # counted like a plugin that fails to import
     for name in ("..", "../../x", "Up"):
-        assert (
-            f"Probe name {name!r} (from arprobe-evil) is refused: probe names must be lower-case"
-            in listing.stderr
-        )
-        assert name not in listing.stdout.split()
+        refused = f"Probe name {name!r} (from arprobe-evil) is refused: probe names must be lower-case"
+        assert listing.stderr.count(refused) == 1  # warned about once, not twice
+        (row,) = [line for line in listing.stdout.splitlines() if line.startswith(f"{name} ")]
+        assert "BROKEN: " + refused[:40] in row
     doc, epoch = cyclic(3, 2)
     run = make_store(
         tmp_path / "runs" / "r", loss_eval=np.ones((7, 3)), schedule_doc=doc, schedule_epoch=epoch
@@ -124,3 +124,45 @@ def test_probe_names_that_could_be_paths_are_refused(plugin_env, tmp_path):
     result = arprobe(env, "analyze", str(run), "--probe", "..")
     assert result.returncode == 2 and "Unknown probe '..'" in result.stderr
     assert run.exists() and (run / "run.h5").exists()
+    # Every probe: the refused plugins are named as failed and the analysis exits 1, as for a plugin
+    # that fails to import; none gets a report folder (its name would climb out of the report).
+    result = arprobe(env, "analyze", str(run))
+    assert result.returncode == 1, result.stderr[-2000:]
+    for name in ("..", "../../x", "Up"):
+        assert f"  {name!r:<28} FAILED   Probe name {name!r} (from arprobe-evil) is refused" in result.stderr
+    assert json.loads((run / "report/demo_final_loss/result.json").read_text())["status"] == "ok"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]  # nothing beside the run
+    assert not (run / "report" / "Up").exists()
+
+
+BAD_DESCRIPTION = """
+from arprobe.probes.base import Probe
+
+
+class Numbered(Probe):
+    name = "numbered"
+    description = 42  # not a string
+    requires = ["eval"]
+
+    def run(self, store, out):
+        return {}
+"""
+
+
+def test_a_plugin_whose_description_is_not_text_is_broken(plugin_env, tmp_path):
+    env, site = plugin_env
+    (site / "arprobe_numbered.py").write_text(BAD_DESCRIPTION)
+    install_dist_info(site, "arprobe-numbered", "0.0.1", {"numbered": "arprobe_numbered:Numbered"})
+    reason = (
+        "Could not load probe plugin 'numbered' (arprobe_numbered:Numbered, from arprobe-numbered): "
+        "its description is a int, not a one-line string."
+    )
+    listing = arprobe(env, "probes")
+    assert listing.returncode == 0 and "Traceback" not in listing.stderr, listing.stderr[-2000:]
+    assert ", 1 broken (listed above)" in listing.stdout and f"warning: {reason}" in listing.stderr
+    doc, epoch = cyclic(3, 2)
+    run = make_store(tmp_path / "r", loss_eval=np.ones((7, 3)), schedule_doc=doc, schedule_epoch=epoch)
+    result = arprobe(env, "analyze", str(run), "--probe", "numbered,demo_final_loss")
+    assert result.returncode == 1 and reason in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((run / "report/numbered/result.json").read_text())["status"] == "failed"
+    assert json.loads((run / "report/demo_final_loss/result.json").read_text())["status"] == "ok"

@@ -125,7 +125,7 @@ def selected_probes(flags: list[str], registry) -> list[str] | None:
 
 
 def probe_timeout(args) -> float:
-    from arprobe.probes.report import DEFAULT_TIMEOUT
+    from arprobe.probes.runner import DEFAULT_TIMEOUT
 
     timeout = DEFAULT_TIMEOUT if args.probe_timeout is None else args.probe_timeout
     if not timeout > 0:
@@ -136,7 +136,7 @@ def probe_timeout(args) -> float:
 def probe_ref(registry, name: str):
     """(ProbeRef, "") for a probe whose class loads, else (None, the one-sentence reason). Only the
     class is loaded here: its constructor runs in the probe's own process."""
-    from arprobe.probes.report import ProbeRef
+    from arprobe.probes.runner import ProbeRef
 
     try:
         return ProbeRef.of(name, registry.load(name)), ""
@@ -172,7 +172,7 @@ def analyze_command(args, extra) -> int:
         else:
             probes.append(ref)
 
-    from arprobe.probes.report import failed_outcome, write_report
+    from arprobe.probes.runner import failed_outcome, write_report
     from arprobe.storage import RunStore
     from arprobe.storage.reader import resolve_store_path
 
@@ -187,6 +187,8 @@ def analyze_command(args, extra) -> int:
         jobs = [([], Path(args.out or "report"), probes)]
     else:
         paths = [resolve_store_path(r) for r in args.runs]
+        for path in paths:  # a malformed store is refused once, before any report is written
+            RunStore(path).close()
         if len(paths) == 1:
             jobs = [([paths[0]], Path(args.out) if args.out else paths[0].parent / "report", probes)]
         else:
@@ -207,6 +209,9 @@ def analyze_command(args, extra) -> int:
             if multi:
                 jobs.append((paths, Path(args.out or "report"), multi))
 
+    if explicit is None:  # "every probe" includes the plugins refused for their names: named, failed
+        for name, _, reason in registry.refused_names():
+            printer.refused(name, reason)
     for store_paths, report_dir, job_probes in jobs:
         stores = [RunStore(p) for p in store_paths]
         try:
@@ -242,7 +247,7 @@ def analyze_command(args, extra) -> int:
 
 
 def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> dict:
-    from arprobe.probes.base import set_figure_subtitle
+    from arprobe.report.figures import set_figure_subtitle
     from arprobe.sweep.report import write_sweep_report
 
     set_figure_subtitle(title)  # the aggregate figures say which sweep or runs they summarise
@@ -289,7 +294,8 @@ def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, 
 
 def print_aggregate(summary: dict) -> None:
     """One line per point: seeds, final recovery score and online loss, mean ± std."""
-    from arprobe.sweep.report import mean_pm_std, table1_markdown
+    from arprobe.report.pages import mean_pm_std
+    from arprobe.sweep.report import table1_markdown
 
     for e in summary["points"]:
         line = f"  {e['label']:<36} n={e['n']}"
@@ -313,8 +319,14 @@ class OutcomePrinter:
         self.bad = 0
         self.quiet = quiet  # only failures (a sweep runs every probe on every run)
 
+    def refused(self, name: str, reason: str) -> None:
+        """A plugin refused for its name: failed like any broken plugin, but given no report
+        folder (its name could climb out of the report)."""
+        self.bad += 1
+        print(f"  {name!r:<28} {'FAILED':<8} {reason}", file=sys.stderr)
+
     def __call__(self, outcome) -> None:
-        from arprobe.probes.report import format_value
+        from arprobe.report.pages import format_value
 
         if outcome.status == "failed" or (outcome.status == "skipped" and outcome.probe in self.explicit):
             self.bad += 1

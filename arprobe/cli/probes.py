@@ -29,7 +29,7 @@ def probes_command(args, extra) -> int:
     if args.name:
         return _show_one(registry, args.name)
     rows = registry.describe()
-    for line in registry.conflicts + registry.refused:
+    for line in registry.conflicts:  # refused names are broken rows, warned about below
         print(f"warning: {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -59,7 +59,7 @@ class Registry:
         self._extra: dict[str, Entry] = {}
         self._loaded: dict[str, type[Probe]] = {}
         self.conflicts: list[str] = []  # one line per name declared twice
-        self.refused: list[str] = []  # one line per entry point whose name is not a safe probe name
+        self.refused: dict[str, tuple[str, str]] = {}  # unsafe entry-point name -> (source, reason)
 
     # --- declaring ----------------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ class Registry:
                     source = dist.name if dist is not None else "unknown distribution"
                     reason = check_name(ep.name, source)
                     if reason:
-                        self.refused.append(reason)
+                        self.refused[ep.name] = (source, reason)
                         continue
                     if ep.name in self._entries and self._entries[ep.name].target != ep.value:
                         self.conflicts.append(
@@ -132,6 +132,11 @@ class Registry:
             obj = entry.target
         if not (isinstance(obj, type) and issubclass(obj, Probe)):
             raise UserError(f"Could not load {where}: it is not a subclass of arprobe.probes.base.Probe.")
+        if not isinstance(obj.description, str):  # listed, wrapped and written into reports as text
+            raise UserError(
+                f"Could not load {where}: its description is a {type(obj.description).__name__}, "
+                "not a one-line string."
+            )
         self._loaded[name] = obj
         return obj
 
@@ -141,10 +146,17 @@ class Registry:
         probe.name = name  # the entry-point name is what users type, whatever the class says
         return probe
 
+    def refused_names(self) -> list[tuple[str, str, str]]:
+        """(name, source, reason) of every entry point refused for its name: broken plugins that no
+        probe name reaches, listed so that they are never skipped silently."""
+        self._all_entries()
+        return [(name, source, reason) for name, (source, reason) in sorted(self.refused.items())]
+
     def describe(self) -> list[dict]:
         """Every probe as {"name", "description", "requires", "source", "error"}; a plugin that
-        fails to load gets its error and an empty description instead of stopping the list."""
-        rows = []
+        fails to load (or is refused for its name) gets its error and an empty description
+        instead of stopping the list."""
+        rows = [_broken_row(name, source, reason) for name, source, reason in self.refused_names()]
         for name in self.names():
             try:
                 cls = self.load(name)
@@ -164,17 +176,19 @@ class Registry:
                         f"Could not load probe plugin '{name}' (from {self.source(name)}): "
                         f"{type(exc).__name__}: {exc}"
                     )
-                rows.append(
-                    {
-                        "name": name,
-                        "description": "",
-                        "requires": [],
-                        "needs_store": True,
-                        "source": self.source(name),
-                        "error": str(exc),
-                    }
-                )
+                rows.append(_broken_row(name, self.source(name), str(exc)))
         return rows
+
+
+def _broken_row(name: str, source: str, error: str) -> dict:
+    return {
+        "name": name,
+        "description": "",
+        "requires": [],
+        "needs_store": True,
+        "source": source,
+        "error": error,
+    }
 
 
 _default: Registry | None = None
