@@ -248,3 +248,21 @@ def test_gradient_similarity_reads_the_pairwise_checkpoint_and_splits_position_f
     expected = position_and_distance_effects(cos[np.ix_(order, order)])["neighbour_effect"]
     assert control["neighbour_effect"] == pytest.approx(expected, abs=1e-5)
     assert "0.000)" in r["verdict"].split(";")[1]  # the control's positional effect, after the null
+
+
+def test_toy_model_helix_separates_orders_and_names_its_nulls(tmp_path):
+    T, E = 10, 4
+    w = helix(T, E, dim=40, drift=30.0).astype(np.float32)
+    run = _store(tmp_path / "run", T, E, weights={"all": (np.arange(T * E + 1), w)})
+    r = run_one("toy_model", run, tmp_path / "report")["result"]
+    assert r["run_helix_cosine"] == pytest.approx(1.0, abs=1e-4)  # an ideal helix, float32
+    null = r["null"]
+    assert null["control"] is None and set(null["random_walk"]) == {"run", "identity", "target"}
+    for kind in ("identity", "target"):
+        shuffled = null["toy_shuffled"][kind]
+        # The toy's w comes back one cycle later on the cyclic schedule, not with each epoch shuffled:
+        # above the random walks' 97.5th percentile on one, below it on the other.
+        assert r["toy_helix_cosine"][kind] > null["random_walk"][kind]["q975"] > shuffled["helix_cosine"]
+        assert len(shuffled["recovery_score"]) == E - 1
+    assert r["helix_verdict"].startswith("run 1.00 (helix-like: random walks ≤ ")
+    assert r["helix_verdict"].count("with each epoch shuffled") == 2

@@ -111,7 +111,7 @@ class PcaWeights(Probe):
         complete = helix["complete"]
         radius = helix["radius"][complete]
         helix_test = helix_statistic(gram, window, walks=null_walks, dim=values.shape[1])
-        helix_test["control"] = _control_helix_cosine(store, weights)
+        helix_test["control"] = control_helix_cosine(store, weights)
         helix_test["verdict"] = helix_verdict(helix_test)
 
         self._plot_3d(scores, ratio, epoch_of, weights, helix, episodes, schedule, detrend, window, out)
@@ -294,7 +294,7 @@ def helix_verdict(test: dict) -> str:
     return verdict
 
 
-def _control_helix_cosine(store, weights: str) -> float | None:
+def control_helix_cosine(store, weights: str) -> float | None:
     """helix_cosine of the same weights in the run's matched shuffled control (None without one)."""
     control = control_store(store)
     if control is None:

@@ -253,3 +253,16 @@ def circularity(coords_2d: np.ndarray) -> dict:
         "winding": float(step.sum() / (2 * np.pi)),
         "radius_cv": float(radius.std() / radius.mean()),
     }
+
+
+def shuffle_within_epochs(schedule: np.ndarray, epoch: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The same documents per epoch as ``schedule`` [K] (with its 1-based ``epoch`` [K]), each epoch
+    in a random order (fixed seed): the matched shuffled control of a schedule, on which the toy
+    reads what it would without a repeating order."""
+    schedule, epoch = np.asarray(schedule), np.asarray(epoch)
+    rng = np.random.default_rng(seed)
+    out = schedule.copy()
+    for e in np.unique(epoch):
+        idx = np.flatnonzero(epoch == e)
+        out[idx] = schedule[idx][rng.permutation(len(idx))]
+    return out
