@@ -259,6 +259,7 @@ def test_authors_run_replays_bit_for_bit(saved, tmp_path):
         assert [g["weight_decay"] for g in replay.optimizer.param_groups] == [0.1, 0.0]
         assert replay.task.ignore_id == 1
         replay.train_episode(int(store.schedule().doc[k - 1]))
+        # a replay repeats the run's own computation: bit for bit
         for name, value in store.checkpoint(k)["model"].items():
             np.testing.assert_array_equal(replay.state()["model"][name], value, err_msg=name)
         np.testing.assert_array_equal(replay.evaluate(), store.eval_matrix()[k])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from arprobe.tasks import text
 from tests.conftest import tiny_config
+from tests.tolerances import sum_rtol
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,10 @@ def test_group_grad_norms_are_the_norms_of_each_group(setup):
             for names in groups.values()
         ]
     )
-    torch.testing.assert_close(recorder.group_grad_norms(), expected, rtol=1e-5, atol=1e-7)
+    # float32 sums of squares in another order than this float64 reference: relative error
+    # ~sqrt(n)·eps for the largest group's n values (1e-5 fails on some CPUs for n ~ 3e4)
+    largest = max(sum(params[n].numel() for n in names) for names in groups.values())
+    torch.testing.assert_close(recorder.group_grad_norms(), expected, rtol=sum_rtol(largest), atol=0.0)
     setup.model.zero_grad(set_to_none=True)
 
 
@@ -198,7 +202,8 @@ def test_bf16_autocast_trains_close_to_float32_and_replays_with_it(float32_run, 
         np.testing.assert_allclose(a, b, atol=0.1)  # ... and trained the same (losses ~6 nats)
         replay = Replay(bf16, int(bf16.checkpoint_episodes()[0]))
         # the replayed model runs under the run's autocast: its eval equals the stored row
-        np.testing.assert_allclose(replay.evaluate(), a[replay.episode], atol=1e-6)
+        # (a replay from the checkpoint: the same computation as the run's evaluation, bit for bit)
+        np.testing.assert_array_equal(replay.evaluate(), a[replay.episode])
 
 
 def test_a_copy_of_an_autocast_model_runs_its_own_weights(setup):

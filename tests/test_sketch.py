@@ -142,4 +142,5 @@ def test_sketched_store_carries_its_projection_and_round_trips(exact_and_sketche
         # same seed, same training: the stored sketch is the sketch of the exact recording
         np.testing.assert_allclose(wv, sketch_array(wx, K_SKETCH, SKETCH_SEED), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(gv, sketch_array(gx, K_SKETCH, SKETCH_SEED), rtol=1e-5, atol=1e-7)
+        # recording never touches training: the two runs are the same computation, bit for bit
         np.testing.assert_array_equal(exact.eval_matrix(), sketched.eval_matrix())

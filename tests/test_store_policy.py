@@ -34,7 +34,7 @@ def pair(tmp_path_factory):
 
 def headline(path, name, tmp_path):
     from arprobe.probes.registry import default_registry
-    from arprobe.probes.report import run_probe
+    from arprobe.probes.runner import run_probe
 
     probe = default_registry().get(name)
     probe.progress = False
@@ -49,6 +49,7 @@ def test_sketched_default_recording_is_what_it_says(pair):
     with RunStore(sketched) as store, RunStore(exact) as exact_store:
         assert store.sketch_info("weights", "unembed")["dim"] == SKETCH_DIM
         assert store.checkpoint_episodes().tolist() == [10]  # the end of epoch 2 of 3
+        # the recording policy never touches training: the same computation, bit for bit
         np.testing.assert_array_equal(store.eval_matrix(), exact_store.eval_matrix())
         unembed = store.sketch_info("weights", "unembed")["full_dim"]
         grads = store.sketch_info("grads", "blocks.1.attn")["full_dim"]
