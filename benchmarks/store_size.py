@@ -34,7 +34,7 @@ def store_bytes(run_dir: Path) -> int:
 def headlines(run_dir: Path, report_dir: Path) -> dict[str, dict]:
     """{probe: headline} of every built-in probe that reads one run."""
     from arprobe.probes.registry import default_registry
-    from arprobe.probes.report import run_probe
+    from arprobe.probes.runner import run_probe
     from arprobe.storage import RunStore
 
     registry = default_registry()

@@ -17,7 +17,7 @@ import pytest
 
 from arprobe.probes.base import Probe
 from arprobe.probes.registry import Registry
-from arprobe.probes.report import ProbeRef, write_report
+from arprobe.probes.runner import ProbeRef, write_report
 from arprobe.storage import RunStore
 from tests.store_factory import make_store
 from tests.test_plugins import install_dist_info

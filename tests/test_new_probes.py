@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arprobe.probes.registry import Registry
-from arprobe.probes.report import run_probe
+from arprobe.probes.runner import run_probe
 from arprobe.science.forgetting import backward_transfer, final_forgetting, max_forgetting, plasticity
 from arprobe.science.model_clock import collapse_error, collapse_errors, model_time
 from arprobe.science.order_decoding import (

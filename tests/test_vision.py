@@ -299,7 +299,7 @@ PAPER_PROBES = {"recovery_score", "loss_curves", "online_loss", "pca_weights", "
 
 def test_every_probe_runs_on_the_vision_runs(runs, tmp_path):
     from arprobe.probes.registry import Registry
-    from arprobe.probes.report import write_report
+    from arprobe.probes.runner import write_report
 
     registry = Registry()
     # every probe on the CNN (the run least like text); on image-lm those that read more than losses

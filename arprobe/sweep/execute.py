@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.jsonio import write_json_atomic
 from arprobe.storage.lock import pid_alive
-from arprobe.sweep.manifest import MANIFEST, is_sweep_dir, open_sweep_dir, refresh_from_stores, write_json
+from arprobe.sweep.manifest import MANIFEST, is_sweep_dir, open_sweep_dir, refresh_from_stores
 from arprobe.sweep.spec import SweepSpec
 
 # Statuses a point can end a sweep with that are not success.
@@ -123,7 +124,7 @@ def _execute(
         f"{len(todo) - resuming} to start; {backend.describe()}"
     )
     print(f"folder: {sweep_dir}")
-    write_json(sweep_dir / MANIFEST, manifest)
+    write_json_atomic(sweep_dir / MANIFEST, manifest)
 
     from tqdm.auto import tqdm
 
@@ -149,7 +150,7 @@ def _execute(
             entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             running.append(point["name"])
         show_running()
-        write_json(sweep_dir / MANIFEST, manifest)
+        write_json_atomic(sweep_dir / MANIFEST, manifest)
 
     def on_done(job: dict, record: dict) -> None:
         for point, point_record in member_records(job, record):
@@ -164,7 +165,7 @@ def _execute(
             if point_record["status"] != "complete":
                 bar.write(f"  {point['name']}: {point_record['status']}: {entry['error']}", file=sys.stderr)
         show_running()
-        write_json(sweep_dir / MANIFEST, manifest)
+        write_json_atomic(sweep_dir / MANIFEST, manifest)
 
     jobs = make_jobs(spec, sweep_dir, todo, backend.threads)
     if batch_seeds:
@@ -177,7 +178,7 @@ def _execute(
         raise
     finally:
         bar.close()
-        write_json(sweep_dir / MANIFEST, manifest)
+        write_json_atomic(sweep_dir / MANIFEST, manifest)
 
     failures = [
         {"name": e["name"], "status": e["status"], "error": e.get("error", "")}

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.jsonio import write_json_atomic
 from arprobe.sweep.spec import Point, SweepSpec, differing_keys, load_sweep
 
 FORMAT = "arprobe-sweep"
@@ -38,16 +39,6 @@ MISSING, COMPLETE, DIVERGED, UNFINISHED, UNREADABLE = (
 
 def is_sweep_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
-
-
-def write_json(path: Path, data) -> None:
-    """JSON through a temporary file and os.replace: a reader never sees half a file."""
-    from arprobe.probes.base import to_jsonable
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
 
 
 def read_manifest(sweep_dir: str | Path) -> dict:
@@ -125,7 +116,7 @@ def open_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, extend: bool) -> tuple[d
         try:
             shutil.copyfile(spec.path, tmp / SWEEP_FILE)
             (tmp / "runs").mkdir()
-            write_json(tmp / MANIFEST, manifest)
+            write_json_atomic(tmp / MANIFEST, manifest)
             os.rename(tmp, sweep_dir)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -159,7 +150,7 @@ def open_sweep_dir(spec: SweepSpec, sweep_dir: Path, *, extend: bool) -> tuple[d
     manifest["grid"], manifest["seeds"] = spec.grid, spec.seeds
     shutil.copyfile(spec.path, sweep_dir / f".{SWEEP_FILE}.tmp")
     os.replace(sweep_dir / f".{SWEEP_FILE}.tmp", sweep_dir / SWEEP_FILE)
-    write_json(sweep_dir / MANIFEST, manifest)
+    write_json_atomic(sweep_dir / MANIFEST, manifest)
     return manifest, points
 
 

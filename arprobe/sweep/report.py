@@ -14,17 +14,24 @@ value of the factor, ±1 std over seeds), ``rs_per_epoch.png``.
 
 from __future__ import annotations
 
-import html
 import itertools
 import json
-import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from arprobe.errors import UserError
+from arprobe.jsonio import write_json_atomic, write_text_atomic
+from arprobe.probes.runner import write_report
+from arprobe.report.figures import new_figure, save_figure
+from arprobe.report.grouping import group_runs, training_config
+from arprobe.report.pages import fmt, mean_pm_std, write_sweep_index
 from arprobe.science.aggregate import paired_difference, summarize, summarize_columns
-from arprobe.sweep.manifest import write_json
+from arprobe.science.recovery import online_loss, recovery_scores, shift_averaged_curve
+from arprobe.storage import RunStore
+from arprobe.sweep.spec import group_key, show
 
 ORDER = "schedule.order"
 REFERENCE_ORDER = "cyclic"
@@ -35,14 +42,14 @@ MAX_PANELS = 6
 class Group:
     options: dict  # factor (dotted key) -> value
     runs: list[tuple[str, Path]]  # (run name, store path), one per seed
+    control: str | None = None  # "shuffle": the matched controls of the group with these options
 
     def label(self, factors: list[str]) -> str:
-        return label_of(self.options, factors)
+        label = label_of(self.options, factors)
+        return f"{label} ({self.control} control)" if self.control else label
 
 
 def label_of(options: dict, factors: list[str]) -> str:
-    from arprobe.sweep.spec import show
-
     parts = [
         f"{short(k, factors)}=({show(options[k])})"
         if isinstance(options[k], dict)
@@ -73,14 +80,13 @@ class RunNumbers:
     curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [L] shift-averaged loss (mean over docs)
     online_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [K] episode start, in epochs
     online_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [K] online loss per episode
+    # x_1 alone (App. B.1 plots the first document's curve): RS(n) of document 0 and its curve
+    first_recovery: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [E-1]
+    first_curve: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [L'] loss of x_1 by offset
 
 
 def read_run(name: str, path: Path) -> RunNumbers:
     """The numbers of one store (complete or not); the science functions do the work."""
-    from arprobe.errors import UserError
-    from arprobe.science.recovery import online_loss, recovery_scores, shift_averaged_curve
-    from arprobe.storage import RunStore
-
     try:
         store = RunStore(path)
     except UserError:
@@ -99,6 +105,8 @@ def read_run(name: str, path: Path) -> RunNumbers:
     curve = shift_averaged_curve(loss_eval, schedule.doc, docs=schedule.repeating_docs)
     numbers.curve_x = curve.offset / schedule.cycle_length
     numbers.curve = curve.mean
+    numbers.first_recovery = np.asarray(recovery_scores(loss_eval[:, :1], schedule.doc), dtype=np.float64)
+    numbers.first_curve = shift_averaged_curve(loss_eval, schedule.doc, docs=[0]).mean
     return numbers
 
 
@@ -113,6 +121,7 @@ def aggregate_group(group: Group, factors: list[str], runs: list[RunNumbers]) ->
     entry = {
         "label": group.label(factors),
         "options": group.options,
+        **({"control": group.control} if group.control else {}),
         "n": len(done),
         "seeds": [r.seed for r in done],
         "runs": [r.name for r in done],
@@ -140,13 +149,30 @@ def aggregate_group(group: Group, factors: list[str], runs: list[RunNumbers]) ->
         "epochs": [2, max(r.epochs for r in done)],
         **summary_dict([r.online for r in done]),
     }
+    first = np.full((len(done), width), np.nan)
+    for i, r in enumerate(done):
+        first[i, : len(r.first_recovery)] = r.first_recovery
+    entry["first_doc_recovery_score"] = {
+        "epoch": width,
+        **summary_dict(first[:, -1] if width else np.full(len(done), np.nan)),
+    }
+    # An offset (or episode) is the same moment in every seed only when their epochs line up: the
+    # insert order's epochs have a random length per seed, so its curves are refused an average
+    # (each seed's own curve is in its run report) rather than averaged across different moments.
+    length = min(len(r.online_curve) for r in done)
+    aligned = all(np.array_equal(r.online_x[:length], done[0].online_x[:length]) for r in done)
+    if not aligned:
+        entry["curves_not_averaged"] = "the seeds' epochs have different lengths (insert order)"
+        return entry
     length = min(len(r.curve) for r in done)
     curves = np.stack([r.curve[:length] for r in done])
     curve_mean, curve_std, _ = summarize_columns(curves)
     entry["shift_averaged_curve"] = {"epochs": done[0].curve_x[:length], "mean": curve_mean, "std": curve_std}
-    # Episode k is the same moment in every run only when their epochs line up (not insert order).
+    length = min(len(r.first_curve) for r in done)
+    first_mean, first_std, _ = summarize_columns(np.stack([r.first_curve[:length] for r in done]))
+    entry["first_doc_curve"] = {"epochs": done[0].curve_x[:length], "mean": first_mean, "std": first_std}
     length = min(len(r.online_curve) for r in done)
-    if all(np.array_equal(r.online_x[:length], done[0].online_x[:length]) for r in done):
+    if aligned:
         online_mean, online_std, _ = summarize_columns(np.stack([r.online_curve[:length] for r in done]))
         entry["online_loss_curve"] = {
             "epochs": done[0].online_x[:length],
@@ -154,6 +180,25 @@ def aggregate_group(group: Group, factors: list[str], runs: list[RunNumbers]) ->
             "std": online_std,
         }
     return entry
+
+
+def pair_with_controls(entries: list[dict]) -> None:
+    """Give every point that has a matched control group (``control = "shuffle"``) the paired
+    difference point − control, seed by seed, of its final recovery score, x_1's and its online
+    loss, each with n and the t-based 95% interval: ``entry["versus_control"]``."""
+    controls = {json.dumps(e["options"], sort_keys=True, default=str): e for e in entries if e.get("control")}
+    for entry in entries:
+        control = controls.get(json.dumps(entry["options"], sort_keys=True, default=str))
+        if entry.get("control") or control is None or not entry["n"] or not control["n"]:
+            continue
+        seeds = [s for s in entry["seeds"] if s in control["seeds"]]
+        pairs = {"control": control["control"], "seeds": seeds}
+        for key in ("final_recovery_score", "first_doc_recovery_score", "online_loss"):
+            mine = dict(zip(entry["seeds"], entry[key]["per_seed"]))
+            theirs = dict(zip(control["seeds"], control[key]["per_seed"]))
+            d = paired_difference([theirs[s] for s in seeds], [mine[s] for s in seeds])
+            pairs[key] = {"minus": "control", **d.as_dict()}
+        entry["versus_control"] = pairs
 
 
 def table1(entries: list[dict], factors: list[str]) -> dict | None:
@@ -202,27 +247,6 @@ def table1(entries: list[dict], factors: list[str]) -> dict | None:
     return {"reference": reference, "orders": orders, "others": others, "rows": rows}
 
 
-def fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def mean_pm_std(s: dict, digits: int = 3) -> str:
-    if s is not None and isinstance(s.get("mean"), list):  # one summary per epoch
-        return (
-            "["
-            + ", ".join(
-                mean_pm_std({"n": n, "mean": m, "std": d}, digits)
-                for n, m, d in zip(s["n"], s["mean"], s["std"])
-            )
-            + "]"
-        )
-    if s is None or not s.get("n"):
-        return "n/a"
-    return fmt(s["mean"], digits) + (f" ± {fmt(s['std'], digits)}" if s["n"] > 1 else "")
-
-
 def table1_markdown(table: dict) -> str:
     """The Table-1 table as Markdown: one row per combination of the other factors."""
     orders, ref = table["orders"], table["reference"]
@@ -261,8 +285,6 @@ def _other_combos(entries: list[dict], factors: list[str], factor: str) -> list[
 
 
 def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, values: list, out: Path) -> Path:
-    from arprobe.probes.base import new_figure, save_figure
-
     fig, (ax,) = new_figure(1, width=6.5)
     x = np.arange(len(values))
     others = [k for k in factors if k != factor]
@@ -285,8 +307,6 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
             label=label_of(options, others) if others else None,
         )
     epoch = next((e["final_recovery_score"]["epoch"] for e in entries if "final_recovery_score" in e), 0)
-    from arprobe.sweep.spec import show
-
     ax.set_xticks(x, [show(v) for v in values])
     ax.set_xlabel(factor)
     ax.set_ylabel(f"recovery score RS({epoch})")
@@ -304,8 +324,6 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
 
 
 def draw_curves(entries: list[dict], factors: list[str], factor: str | None, out: Path) -> Path:
-    from arprobe.probes.base import new_figure, save_figure
-
     combos = _other_combos(entries, factors, factor) if factor else [({}, entries)]
     shown = combos[:MAX_PANELS]
     fig, axes = new_figure(len(shown), width=5.0)
@@ -347,8 +365,6 @@ def _curve_data(entries: list[dict], key: str) -> dict:
 
 def draw_online_loss(entries: list[dict], out: Path) -> Path | None:
     """Online (prequential) loss per episode, one curve per group, mean ± std over seeds (Fig. 1c)."""
-    from arprobe.probes.base import new_figure, save_figure
-
     drawn = [e for e in entries if e.get("online_loss_curve")]
     if not drawn:
         return None
@@ -368,8 +384,6 @@ def draw_online_loss(entries: list[dict], out: Path) -> Path | None:
 
 
 def draw_rs_per_epoch(entries: list[dict], out: Path) -> Path:
-    from arprobe.probes.base import new_figure, save_figure
-
     fig, (ax,) = new_figure(1, width=6.5)
     for i, e in enumerate(entries):
         rs = e.get("recovery_score")
@@ -408,9 +422,6 @@ def run_probes(
 ):
     """Each single-run probe on every complete run (into the run's own report folder) with its
     numeric headline numbers aggregated per group; each multi-run probe once per group."""
-    from arprobe.probes.report import write_report
-    from arprobe.storage import RunStore
-
     single = [p for p in probes if not p.multi_run]
     multi = [p for p in probes if p.multi_run]
     for group, entry in zip(groups, entries):
@@ -467,8 +478,6 @@ def aggregate_headline(values: list) -> dict | None:
 
 
 def slug(text: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9.+=-]+", "_", text).strip("_") or "all"
 
 
@@ -496,11 +505,12 @@ def write_sweep_report(
         entries.append(aggregate_group(group, factors, runs))
     if probes:
         run_probes(groups, entries, probes, probe_options or {}, report_dir, on_outcome or (lambda o: None))
+    pair_with_controls(entries)
     table = table1(entries, factors)
     figures = []
     for old in [*report_dir.glob("*.png"), *report_dir.glob("*.svg"), *report_dir.glob("*.csv")]:
         old.unlink()  # figures of an earlier analysis must not outlive their data
-    with_numbers = [e for e in entries if e["n"]]
+    with_numbers = [e for e in entries if e["n"] and not e.get("control")]  # controls: versus_control
     if with_numbers:
         for factor in factors:
             figures.append(draw_rs_vs_factor(with_numbers, factors, factor, grid[factor], report_dir).name)
@@ -519,131 +529,15 @@ def write_sweep_report(
         "table1": table,
         "figures": figures,
     }
-    write_json(report_dir / "sweep.json", summary)
+    write_json_atomic(report_dir / "sweep.json", summary)
     md = report_dir / "table1.md"
     if table:
-        tmp = md.with_name(".table1.md.tmp")
-        tmp.write_text(table1_markdown(table) + "\n")
-        os.replace(tmp, md)
+        write_text_atomic(md, table1_markdown(table) + "\n")
     elif md.exists():
         md.unlink()
-    write_index(report_dir, json.loads((report_dir / "sweep.json").read_text()), run_links)
+    # The page is drawn from the file as written (plain JSON values), as a later re-draw would be.
+    write_sweep_index(report_dir, json.loads((report_dir / "sweep.json").read_text()), run_links)
     return summary
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-td, th { padding: 0.2em 0.8em; border-bottom: 1px solid #eee; }
-th { text-align: left; color: #555; } img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
-.bad { background: #f7dede; } small { color: #666; }
-"""
-
-
-def write_index(report_dir: Path, summary: dict, run_links: Path | None) -> Path:
-    """index.html: the points table, Table 1, the figures, probe numbers and excluded runs."""
-    esc = html.escape
-    entries = summary["points"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>arprobe sweep: {esc(summary['title'])}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>arprobe sweep report: {esc(summary['title'])}</h1>",
-    ]
-    if summary["grid"]:
-        parts.append(
-            "<p>grid: "
-            + "; ".join(f"{esc(k)} = {esc(json.dumps(v))}" for k, v in summary["grid"].items())
-            + "</p>"
-        )
-    parts.append("<p><a href='sweep.json'>sweep.json</a> (every number, per seed)</p><h2>Points</h2><table>")
-    parts.append(
-        "<tr><th>point</th><th>seeds</th><th>final recovery score</th><th>RS per epoch (mean)</th>"
-        "<th>online loss, epochs 2..E</th><th>not aggregated</th></tr>"
-    )
-    for e in entries:
-        rs = e.get("recovery_score")
-        per_epoch = ", ".join(fmt(v) for v in rs["mean"]) if rs else "n/a"
-        final = e.get("final_recovery_score")
-        excluded = ", ".join(f"{x['run']} ({x['status']})" for x in e["excluded"])
-        name = esc(e["label"])
-        if run_links is not None and e["runs"]:
-            links = " ".join(
-                f"<a href='{esc(str(run_links / r / 'report' / 'index.html'))}'>s{s}</a>"
-                for r, s in zip(e["runs"], e["seeds"])
-                if (report_dir / run_links / r / "report" / "index.html").exists()
-            )
-            name += f" <small>{links}</small>" if links else ""
-        epoch = f" <small>RS({final['epoch']})</small>" if final else ""
-        if final and final["n"] < e["n"]:  # an undefined score (no forgetting to recover from) is left out
-            epoch += f" <small>defined for {final['n']} of {e['n']} seeds</small>"
-        parts.append(
-            f"<tr{' class=bad' if e['excluded'] else ''}><td>{name}</td><td>{e['n']}</td>"
-            f"<td>{esc(mean_pm_std(final))}{epoch}</td>"
-            f"<td>{esc(per_epoch)}</td><td>{esc(mean_pm_std(e.get('online_loss'), 4))}</td>"
-            f"<td>{esc(excluded)}</td></tr>"
-        )
-    parts.append("</table>")
-    table = summary.get("table1")
-    if table:
-        ref, orders = table["reference"], table["orders"]
-        diffs = [o for o in orders if o != ref]
-        parts.append(
-            "<h2>Online loss, epochs 2..E (Table 1)</h2><p>Mean ± std over seeds; the difference is paired "
-            f"by seed (same documents and initialisation), {esc(', '.join(diffs))} minus {esc(ref)}, with "
-            "its t-based 95% interval. A positive difference: the cyclic order has the lower online loss.</p>"
-        )
-        head = "".join(f"<th>{esc(o)}</th>" for o in orders) + "".join(
-            f"<th>{esc(o)} − {esc(ref)} [95% CI]</th>" for o in diffs
-        )
-        parts.append(f"<table><tr><th>point</th>{head}</tr>")
-        for row in table["rows"]:
-            cells = "".join(f"<td>{esc(mean_pm_std(row['orders'].get(o), 4))}</td>" for o in orders)
-            for o in diffs:
-                d = row["differences"].get(o)
-                text = (
-                    f"{fmt(d['mean'], 4)} [{fmt(d['ci_low'], 4)}, {fmt(d['ci_high'], 4)}] (n={d['n']})"
-                    if d
-                    else "n/a"
-                )
-                cells += f"<td>{esc(text)}</td>"
-            parts.append(f"<tr><td>{esc(row['label'])}</td>{cells}</tr>")
-        parts.append("</table>")
-    if summary["figures"]:
-        parts.append("<h2>Figures</h2>")
-        for f in summary["figures"]:
-            stem = f.rsplit(".", 1)[0]
-            links = " · ".join(
-                f"<a href='{esc(stem)}.{ext}'>{ext.upper()}</a>"
-                for ext in ("png", "svg", "csv")
-                if (Path(report_dir) / f"{stem}.{ext}").exists()
-            )
-            parts.append(
-                f"<figure><img src='{esc(f)}' alt='{esc(f)}'>"
-                f"<figcaption>{esc(f)} · {links}</figcaption></figure>"
-            )
-    probe_rows = [(e, name, p) for e in entries for name, p in e.get("probes", {}).items()]
-    if probe_rows:
-        parts.append("<h2>Probes (headline numbers, mean ± std over seeds)</h2><table>")
-        parts.append("<tr><th>point</th><th>probe</th><th>status</th><th>headline</th></tr>")
-        for e, name, p in probe_rows:
-            items = []
-            for key, value in p["headline"].items():
-                items.append(
-                    f"{key}: {mean_pm_std(value, 4) if isinstance(value, dict) and 'n' in value else value}"
-                )
-            link = f" <a href='{esc(p['report'])}'>report</a>" if p.get("report") else ""
-            parts.append(
-                f"<tr><td>{esc(e['label'])}</td><td>{esc(name)}{link}</td>"
-                f"<td>{esc(', '.join(sorted(set(p['status']))))}</td><td>{esc('; '.join(items))}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    index = report_dir / "index.html"
-    tmp = index.with_name(".index.html.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, index)
-    return index
 
 
 # --- where the groups come from ------------------------------------------------------------------
@@ -661,8 +555,8 @@ def groups_from_manifest(sweep_dir: Path, manifest: dict) -> tuple[list[str], di
         ],
     )
     for entry in ordered:
-        key = json.dumps(entry["options"], sort_keys=True, default=str)
-        group = groups.setdefault(key, Group(options=dict(entry["options"]), runs=[]))
+        key = group_key(entry["options"], entry.get("control"))
+        group = groups.setdefault(key, Group(dict(entry["options"]), [], entry.get("control")))
         group.runs.append((entry["name"], Path(sweep_dir) / entry["run"] / "run.h5"))
     return factors, grid, list(groups.values())
 
@@ -670,9 +564,6 @@ def groups_from_manifest(sweep_dir: Path, manifest: dict) -> tuple[list[str], di
 def groups_from_runs(paths: list[Path]) -> tuple[list[str], dict, list[Group]]:
     """(factors, grid, groups) of loose runs: grouped by config minus seed, as online_loss does;
     the factors are the training options that differ between groups."""
-    from arprobe.probes.online_loss import group_runs, training_config
-    from arprobe.storage import RunStore
-
     configs = []
     for path in paths:
         with RunStore(path) as store:

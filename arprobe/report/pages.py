@@ -1,0 +1,434 @@
+"""The HTML of the report pages: the run report's index and the sweep report's index, drawn with one
+style and one set of helpers (page shell, tables, figures with their SVG/CSV links, number format).
+
+Pages are built from what the report folder holds (``summary.json``, ``<probe>/result.json``,
+``sweep.json``), never from a probe: a page can be rewritten without running anything again.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from arprobe.jsonio import write_text_atomic
+from arprobe.report.guide import human_name, reading_position
+
+STATUSES = ("ok", "skipped", "failed")
+esc = html.escape
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.status { font-size: 0.8em; padding: 0.1em 0.5em; border-radius: 0.3em; margin-left: 0.5em; }
+.ok { background: #e3f4e3; } .skipped { background: #f4f0dc; } .failed, .bad { background: #f7dede; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { padding: 0.15em 0.8em; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
+td.key, th { color: #555; font-weight: normal; } small { color: #666; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
+figure { margin: 0.5em 0 1.2em 0; } figcaption { font-size: 0.8em; color: #666; }
+.reason { font-family: monospace; white-space: pre-wrap; } nav a { margin-right: 1em; }
+.look { background: #eef4fb; padding: 0.4em 0.7em; border-left: 3px solid #7aa7d8; }
+code.cmd { display: block; background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }
+iframe { width: 100%; height: 560px; border: 1px solid #eee; }
+pre.trace { background: #fbf3f3; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+# Checks, once the page has loaded, that every figure did: a broken one is named on the console
+# and the count is left on <body data-images-loaded="n/m"> (read by the report's browser test).
+CHECK_IMAGES = """
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (im) { return !(im.complete && im.naturalWidth > 0); });
+  broken.forEach(function (im) { console.error("figure did not load: " + im.getAttribute("src")); });
+  document.body.setAttribute("data-images-loaded", (images.length - broken.length) + "/" + images.length);
+});
+"""
+
+
+# --- helpers shared by every page ------------------------------------------------------------------
+
+
+def write_page(path: Path, title: str, body: list[str]) -> Path:
+    """Write one report page (``body``: HTML fragments, already escaped) with the shared style and the
+    figure check, atomically."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{esc(title)}</title><style>{STYLE}</style>",
+        f"<script>{CHECK_IMAGES}</script></head><body>",
+        *body,
+        "</body></html>",
+    ]
+    return write_text_atomic(Path(path), "\n".join(parts))
+
+
+def table_html(
+    rows: list[list[str]],
+    head: list[str] | None = None,
+    *,
+    row_classes: list[str] | None = None,
+    key_column: bool = False,
+) -> str:
+    """A table of HTML cells (escaped by the caller). ``head``: header cells; ``row_classes``: one CSS
+    class per row ("" for none); ``key_column``: the first column is drawn as labels."""
+    lines = ["<table>"]
+    if head:
+        lines.append("<tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>")
+    for i, cells in enumerate(rows):
+        cls = row_classes[i] if row_classes else ""
+        tds = [
+            f"<td class='key'>{c}</td>" if key_column and j == 0 else f"<td>{c}</td>"
+            for j, c in enumerate(cells)
+        ]
+        lines.append(f"<tr{f' class={cls}' if cls else ''}>" + "".join(tds) + "</tr>")
+    lines.append("</table>")
+    return "".join(lines)
+
+
+def key_value_table(items: list[tuple[str, str]]) -> str:
+    """Label/value rows (both plain text), labels in the key style."""
+    return (
+        "<table>"
+        + "".join(f"<tr><td class='key'>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in items)
+        + "</table>"
+    )
+
+
+def figure_html(page_dir: Path, figure: str, folder: str = "") -> str:
+    """A figure (``folder/figure``, relative to the page) with links to its PNG, SVG and CSV where
+    they exist next to it."""
+    src = f"{folder}/{figure}" if folder else figure
+    stem = src.rsplit(".", 1)[0]
+    links = [
+        f"<a href='{esc(stem)}.{ext}'>{ext.upper()}</a>"
+        for ext in ("png", "svg", "csv")
+        if (Path(page_dir) / f"{stem}.{ext}").exists()
+    ]
+    alt = f"{folder}: {figure}" if folder else figure
+    return (
+        f"<figure><img src='{esc(src)}' alt='{esc(alt)}'>"
+        f"<figcaption>{esc(figure)} · {' · '.join(links)}</figcaption></figure>"
+    )
+
+
+def format_value(value, digits: int = 4) -> str:
+    """A headline value as a short string: numbers to ``digits`` significant digits, lists inline."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if isinstance(value, list):
+        shown = ", ".join(format_value(v, digits) for v in value[:12])
+        return f"[{shown}{', …' if len(value) > 12 else ''}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {format_value(v, digits)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A number to ``digits`` decimals; "n/a" for None and NaN."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def mean_pm_std(s: dict, digits: int = 3) -> str:
+    """``"mean ± std"`` of a summary over seeds ({"n", "mean", "std"}; lists: one per epoch)."""
+    if s is not None and isinstance(s.get("mean"), list):  # one summary per epoch
+        return (
+            "["
+            + ", ".join(
+                mean_pm_std({"n": n, "mean": m, "std": d}, digits)
+                for n, m, d in zip(s["n"], s["mean"], s["std"])
+            )
+            + "]"
+        )
+    if s is None or not s.get("n"):
+        return "n/a"
+    return fmt(s["mean"], digits) + (f" ± {fmt(s['std'], digits)}" if s["n"] > 1 else "")
+
+
+def humanize(key: str) -> str:
+    """A result key as words: ``shift_avg_peak_position`` -> "Shift avg peak position"."""
+    return key.replace("_", " ").capitalize()
+
+
+# --- the run report: index.html of <run>/report ------------------------------------------------------
+
+_RUN_COLUMNS = ("run", "model", "T / C / M / E", "order", "optimizer", "seed")
+
+
+def summary_html(summary: dict) -> list[str]:
+    """The header of a run report from summary.json: one run's identity, headline numbers against their
+    reference and the reproducing command, or a table of runs for a multi-run report."""
+    runs = summary.get("runs", [])
+    if not runs:
+        return []
+    if len(runs) > 1:
+        rows = [
+            [esc(str(r.get("identity", {}).get(k, ""))) for k in _RUN_COLUMNS]
+            + [
+                esc(format_value(r.get("numbers", {}).get("recovery_score"), 3)),
+                esc(format_value(r.get("numbers", {}).get("online_loss_after_epoch_1"), 4)),
+            ]
+            for r in runs
+        ]
+        head = [*_RUN_COLUMNS, "RS per epoch", "online loss"]
+        return [f"<h2 id='summary'>Runs</h2>{table_html(rows, head)}"]
+    r = runs[0]
+    if r.get("error"):
+        return [f"<p class='reason'>summary unavailable: {esc(r['error'])}</p>"]
+    identity = [(k, str(v)) for k, v in r["identity"].items()] + [("status", r["status"])]
+    numbers, ref = r.get("numbers", {}), r.get("reference", {})
+    rs = numbers.get("recovery_score") or []
+    rs_text = (
+        ", ".join(f"RS({i + 1}) {format_value(v, 3)}" for i, v in enumerate(rs)) or "n/a (needs 2 epochs)"
+    )
+    heads = [
+        ("recovery score per epoch", rs_text, ref.get("recovery_score", "")),
+        (
+            "online loss, mean over epochs 2..E",
+            format_value(numbers.get("online_loss_after_epoch_1"), 4),
+            ref.get("online_loss", ""),
+        ),
+    ]
+    head_rows = [[esc(k), esc(v), esc(p or "—")] for k, v, p in heads]
+    if ref.get("source"):
+        notes = [f"Reference: {ref['source']}."]
+    else:
+        notes = [
+            "No paper setting matches this run, so there is no reference value (the paper states "
+            "numbers only for Table 1: T=100, C=512, M=10, E=5, SGD lr 0.001, pre-trained Pythia on "
+            "CNN/DailyMail). "
+            "Differs in: " + "; ".join(ref.get("differs", [])) + "."
+        ]
+    if ref.get("paper"):
+        notes.append(ref["paper"])
+    versions = " · ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
+    return [
+        "<h2 id='summary'>Summary</h2>",
+        key_value_table(identity),
+        table_html(head_rows, ["headline", "this run", "reference"], key_column=True),
+        *(f"<p><small>{esc(note)}</small></p>" for note in notes),
+        f"<p><small>{esc(versions)}</small></p>",
+        "<p><small>Reproduce this run:</small></p>",
+        f"<code class='cmd'>{esc(r.get('reproduce', ''))}</code>",
+    ]
+
+
+def read_probe_records(report_dir: Path) -> list[dict]:
+    """Every ``<probe>/result.json`` of a report folder, in reading order; an unreadable one as a
+    failure record."""
+    records = []
+    for path in sorted(Path(report_dir).glob("*/result.json")):
+        try:
+            record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError
+        except (OSError, ValueError):
+            record = {"probe": path.parent.name, "status": "failed", "reason": "result.json is unreadable"}
+        record["probe"] = path.parent.name  # the folder is the name, whatever the file says
+        records.append(record)
+    records.sort(key=lambda r: reading_position(r["probe"]))
+    return records
+
+
+def _text(record: dict, key: str) -> str:
+    """A field of a result.json as text ("" unless it is a string: a plugin may write anything)."""
+    value = record.get(key, "")
+    return value if isinstance(value, str) else ""
+
+
+def probe_section_html(report_dir: Path, r: dict) -> list[str]:
+    """One probe's section of the run report: title, what to look for, headline numbers, figures and
+    interactive views, or the reason (and traceback) of a skip or failure."""
+    name = r["probe"]
+    status = _text(r, "status") if r.get("status") in STATUSES else "failed"
+    parts = [
+        f"<h2 id='{esc(name)}'>{esc(_text(r, 'title') or human_name(name))} <small>({esc(name)})</small>"
+        f"<span class='status {status}'>{status}</span></h2>"
+    ]
+    if _text(r, "look_for"):
+        parts.append(f"<p class='look'><b>What to look for:</b> {esc(_text(r, 'look_for'))}</p>")
+    if _text(r, "description"):
+        parts.append(f"<p>{esc(_text(r, 'description'))}</p>")
+    if status != "ok":
+        parts.append(f"<p class='reason'>{esc(_text(r, 'reason'))}</p>")
+        if _text(r, "traceback"):
+            parts.append(
+                f"<details><summary>traceback</summary><pre class='trace'>{esc(_text(r, 'traceback'))}"
+                "</pre></details>"
+            )
+        parts.append(f"<p><small><a href='{esc(name)}/result.json'>result.json</a></small></p>")
+        return parts
+    if isinstance(r.get("headline"), dict) and r["headline"]:
+        rows = "".join(
+            f"<tr><td class='key' title='{esc(k)}'>{esc(humanize(k))}</td>"
+            f"<td>{esc(format_value(v))}</td></tr>"
+            for k, v in r["headline"].items()
+        )
+        parts.append(f"<table>{rows}</table>")
+    opts = r.get("options") if isinstance(r.get("options"), dict) else {}
+    opt_text = (
+        ("options: " + ", ".join(f"{k}={format_value(v)}" for k, v in opts.items()) + " · ") if opts else ""
+    )
+    seconds = r.get("seconds", 0) if isinstance(r.get("seconds"), (int, float)) else 0
+    parts.append(
+        f"<p><small>{esc(opt_text)}{seconds:.1f} s · "
+        f"<a href='{esc(name)}/result.json'>result.json</a></small></p>"
+    )
+    parts += [figure_html(report_dir, fig, name) for fig in r.get("figures") or [] if isinstance(fig, str)]
+    for view in r.get("views") or []:
+        if isinstance(view, str):
+            parts.append(
+                f"<figure><iframe src='{esc(name)}/{esc(view)}' title='{esc(view)}'></iframe>"
+                f"<figcaption>interactive view: <a href='{esc(name)}/{esc(view)}'>{esc(view)}</a> "
+                "(works offline)</figcaption></figure>"
+            )
+    return parts
+
+
+def write_run_index(report_dir: Path, title: str) -> Path:
+    """index.html: the summary (summary.json), then every ``<probe>/result.json`` in reading order."""
+    report_dir = Path(report_dir)
+    records = read_probe_records(report_dir)
+    try:
+        summary = json.loads((report_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    counts = {s: sum(r.get("status") == s for r in records) for s in STATUSES}
+    body = [
+        f"<h1>arprobe report: {esc(title)}</h1>",
+        f"<p><small>{counts['ok']} probe(s) ok, {counts['skipped']} skipped, "
+        f"{counts['failed']} failed</small></p>",
+        "<nav><a href='#summary'>Summary</a>"
+        + "".join(
+            f"<a href='#{esc(r['probe'])}' class='{esc(_text(r, 'status'))}'>"
+            f"{esc(_text(r, 'title') or human_name(r['probe']))}</a>"
+            for r in records
+        )
+        + "</nav>",
+        *summary_html(summary),
+    ]
+    for r in records:
+        body += probe_section_html(report_dir, r)
+    return write_page(report_dir / "index.html", f"arprobe report: {title}", body)
+
+
+# --- the sweep report: index.html of <sweep>/report ---------------------------------------------------
+
+
+def _point_row(report_dir: Path, e: dict, run_links: Path | None) -> list[str]:
+    """One point of the sweep's points table: its label (with links to its runs' reports), seeds,
+    final and per-epoch recovery score, online loss and the runs left out."""
+    rs = e.get("recovery_score")
+    per_epoch = ", ".join(fmt(v) for v in rs["mean"]) if rs else "n/a"
+    final = e.get("final_recovery_score")
+    excluded = ", ".join(f"{x['run']} ({x['status']})" for x in e["excluded"])
+    name = esc(e["label"])
+    if run_links is not None and e["runs"]:
+        links = " ".join(
+            f"<a href='{esc(str(run_links / r / 'report' / 'index.html'))}'>s{s}</a>"
+            for r, s in zip(e["runs"], e["seeds"])
+            if (report_dir / run_links / r / "report" / "index.html").exists()
+        )
+        name += f" <small>{links}</small>" if links else ""
+    epoch = f" <small>RS({final['epoch']})</small>" if final else ""
+    if final and final["n"] < e["n"]:  # an undefined score (no forgetting to recover from) is left out
+        epoch += f" <small>defined for {final['n']} of {e['n']} seeds</small>"
+    return [
+        name,
+        str(e["n"]),
+        f"{esc(mean_pm_std(final))}{epoch}",
+        esc(per_epoch),
+        esc(mean_pm_std(e.get("online_loss"), 4)),
+        esc(excluded),
+    ]
+
+
+def _table1_html(table: dict) -> list[str]:
+    """The Table-1 section: online loss per order, and each order minus the reference, paired by seed."""
+    ref, orders = table["reference"], table["orders"]
+    diffs = [o for o in orders if o != ref]
+    rows = []
+    for row in table["rows"]:
+        cells = [esc(row["label"])] + [esc(mean_pm_std(row["orders"].get(o), 4)) for o in orders]
+        for o in diffs:
+            d = row["differences"].get(o)
+            text = (
+                f"{fmt(d['mean'], 4)} [{fmt(d['ci_low'], 4)}, {fmt(d['ci_high'], 4)}] (n={d['n']})"
+                if d
+                else "n/a"
+            )
+            cells.append(esc(text))
+        rows.append(cells)
+    head = ["point", *(esc(o) for o in orders), *(f"{esc(o)} − {esc(ref)} [95% CI]" for o in diffs)]
+    return [
+        "<h2>Online loss, epochs 2..E (Table 1)</h2><p>Mean ± std over seeds; the difference is paired "
+        f"by seed (same documents and initialisation), {esc(', '.join(diffs))} minus {esc(ref)}, with "
+        "its t-based 95% interval. A positive difference: the cyclic order has the lower online loss.</p>",
+        table_html(rows, head),
+    ]
+
+
+def _sweep_probes_html(entries: list[dict]) -> list[str]:
+    """Probe headline numbers per point (mean ± std over seeds), linking multi-run probes' reports."""
+    rows = []
+    for e in entries:
+        for name, p in e.get("probes", {}).items():
+            items = [
+                f"{key}: {mean_pm_std(value, 4) if isinstance(value, dict) and 'n' in value else value}"
+                for key, value in p["headline"].items()
+            ]
+            link = f" <a href='{esc(p['report'])}'>report</a>" if p.get("report") else ""
+            rows.append(
+                [
+                    esc(e["label"]),
+                    f"{esc(name)}{link}",
+                    esc(", ".join(sorted(set(p["status"])))),
+                    esc("; ".join(items)),
+                ]
+            )
+    if not rows:
+        return []
+    return [
+        "<h2>Probes (headline numbers, mean ± std over seeds)</h2>",
+        table_html(rows, ["point", "probe", "status", "headline"]),
+    ]
+
+
+def write_sweep_index(report_dir: Path, summary: dict, run_links: Path | None) -> Path:
+    """index.html of a sweep report (``summary``: sweep.json): the points table, Table 1, the figures,
+    probe numbers and excluded runs. ``run_links``: the runs' folder relative to the page, to link each
+    seed's own report."""
+    report_dir = Path(report_dir)
+    entries = summary["points"]
+    body = [f"<h1>arprobe sweep report: {esc(summary['title'])}</h1>"]
+    if summary["grid"]:
+        body.append(
+            "<p>grid: "
+            + "; ".join(f"{esc(k)} = {esc(json.dumps(v))}" for k, v in summary["grid"].items())
+            + "</p>"
+        )
+    body.append("<p><a href='sweep.json'>sweep.json</a> (every number, per seed)</p><h2>Points</h2>")
+    head = [
+        "point",
+        "seeds",
+        "final recovery score",
+        "RS per epoch (mean)",
+        "online loss, epochs 2..E",
+        "not aggregated",
+    ]
+    rows = [_point_row(report_dir, e, run_links) for e in entries]
+    body.append(table_html(rows, head, row_classes=["bad" if e["excluded"] else "" for e in entries]))
+    if summary.get("table1"):
+        body += _table1_html(summary["table1"])
+    if summary["figures"]:
+        body.append("<h2>Figures</h2>")
+        body += [figure_html(report_dir, f) for f in summary["figures"]]
+    body += _sweep_probes_html(entries)
+    return write_page(report_dir / "index.html", f"arprobe sweep: {summary['title']}", body)
