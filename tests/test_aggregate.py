@@ -1,6 +1,7 @@
 """Statistics over seeds (arprobe.science.aggregate), on numbers worked out by hand."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,47 @@ def test_paired_difference_drops_incomplete_pairs_and_needs_two():
     assert d.high - d.mean == pytest.approx(12.7062 * math.sqrt(0.5) / math.sqrt(2), abs=1e-3)
     single = paired_difference([1.0], [3.0])
     assert single.n == 1 and single.mean == 2.0 and math.isnan(single.low)
+
+
+def run_numbers(name: str, seed: int, online_x, curve, first_rs: float):
+    from arprobe.sweep.report import RunNumbers
+
+    online_x = np.asarray(online_x, dtype=float)
+    return RunNumbers(
+        name,
+        Path(name),
+        seed,
+        "complete",
+        len(online_x),
+        recovery=np.array([0.2, 0.3]),
+        online=4.0 + seed,
+        epochs=3,
+        curve_x=np.arange(len(curve)) / 2.0,
+        curve=np.asarray(curve, dtype=float),
+        online_x=online_x,
+        online_curve=np.full(len(online_x), 4.0),
+        first_recovery=np.array([0.1, first_rs]),
+        first_curve=np.asarray(curve, dtype=float) + 1.0,
+    )
+
+
+def test_curves_of_seeds_whose_epochs_differ_are_not_averaged():
+    from arprobe.sweep.report import Group, aggregate_group
+
+    group = Group({"schedule.order": "insert"}, [])
+    # Epochs of 2 then 3 episodes in seed 0, 3 then 2 in seed 1 (insert order): episode 3 is the
+    # start of epoch 2 in one seed and the middle of epoch 1 in the other.
+    a = run_numbers("a", 0, [0.0, 0.5, 1.0, 1 + 1 / 3, 1 + 2 / 3], [5.0, 4.0, 6.0], 0.4)
+    b = run_numbers("b", 1, [0.0, 1 / 3, 2 / 3, 1.0, 1.5], [5.0, 4.5, 6.5], 0.6)
+    entry = aggregate_group(group, ["schedule.order"], [a, b])
+    assert "shift_averaged_curve" not in entry and "online_loss_curve" not in entry
+    assert entry["curves_not_averaged"] == "the seeds' epochs have different lengths (insert order)"
+    # the per-seed numbers that do not depend on alignment are still summarised
+    assert entry["final_recovery_score"]["per_seed"] == [0.3, 0.3]
+    assert entry["first_doc_recovery_score"]["per_seed"] == [0.4, 0.6]
+    assert entry["first_doc_recovery_score"]["mean"] == pytest.approx(0.5, rel=1e-12)
+    # aligned epochs (cyclic): averaged, x_1's curve too: (5 + 5)/2 + 1, (4 + 4.5)/2 + 1, ...
+    b.online_x = a.online_x
+    entry = aggregate_group(group, ["schedule.order"], [a, b])
+    assert entry["shift_averaged_curve"]["mean"] == pytest.approx([5.0, 4.25, 6.25], rel=1e-12)
+    assert entry["first_doc_curve"]["mean"] == pytest.approx([6.0, 5.25, 7.25], rel=1e-12)
