@@ -159,6 +159,16 @@ def test_disk_estimate_refuses_and_dry_run_writes_nothing(tmp_path, monkeypatch)
     monkeypatch.setattr(
         plan.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000)
     )
+    # Refused before anything is built: the least store of 15 episodes (their losses and the weights/all
+    # sketch, 15 x 262,216 bytes, and 640 bytes of tokens) is 3.9 MB ...
+    with pytest.raises(
+        UserError, match=r"The store of 15 episodes needs at least 3.9 MB but only 1.0 KB is free"
+    ):
+        run(tiny_config(tmp_path, name="full"), progress=False)
+    # ... and, were that check passed, by the estimate of the prepared run.
+    import arprobe.trainer.loop as loop
+
+    monkeypatch.setattr(loop, "check_scale", lambda cfg, run_dir=None: None)
     with pytest.raises(UserError, match=r"The store needs about .* MB but only 1.0 KB is free"):
         run(tiny_config(tmp_path, name="full"), progress=False)
     assert not (tmp_path / "full").exists()

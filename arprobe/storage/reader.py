@@ -60,6 +60,14 @@ class RunStore:
                 )
             if version < 1:
                 raise StoreError(f"'{self.path}' has format_version {version}; it is damaged.")
+            stored = attrs.get("status", "running")
+            stored = stored.decode(errors="replace") if isinstance(stored, bytes) else str(stored)
+            if stored not in STATUSES:
+                raise StoreError(f"'{self.path}' has an unknown status {stored!r}; it is damaged.")
+        # Read once here so that a store whose config or live status is malformed is refused when it
+        # is opened, not by every probe that reads it later.
+        self.config  # noqa: B018
+        self.status  # noqa: B018
 
     @contextlib.contextmanager
     def reading(self, what: str):
@@ -106,7 +114,7 @@ class RunStore:
         with self.reading("its config attribute"):
             try:
                 config = json.loads(self.h5.attrs["config"])
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, TypeError):  # TypeError: not text at all
                 raise StoreError(
                     f"'{self.path}' has a config attribute that is not valid JSON; it is damaged."
                 ) from None

@@ -126,17 +126,23 @@ class ImageConfig:
 
 
 TASKS = ("text-lm", "image-lm", "image-classification")
+# The largest seed: torch and numpy's Generator take 64 bits, but the image tasks' k-means palette
+# (scikit-learn's random_state) and the released code's numpy.random.seed take only 32.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
 class RunConfig:
     name: str = ""  # run name; the store goes to <out>/<name>/run.h5 (empty: derived from the config)
     out: str = "runs"  # folder that holds runs
-    seed: int = 0  # seeds document sampling, the schedule, model init and data randomness
+    seed: int = (
+        0  # seeds sampling, schedule, init and data randomness; 0 .. 2**32-1 (every generator takes it)
+    )
     task: str = "text-lm"  # what is trained: "text-lm", "image-lm" or "image-classification" (Sec. 3.4)
     threads: int = 0  # torch CPU threads (0: the cores this process may use, from its affinity mask)
     eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
     compat: str = "arprobe"  # "authors": sample, tokenise, resize and decay as the released code (README)
+    control: str = ""  # "shuffle": also train the matched shuffled control (same seed) into <run>/control/
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -160,6 +166,7 @@ _SHORT = {
     "task": "",
     "optim.name": "",
     "compat": "",
+    "control": "control",
     "optim.lr": "lr",
     "optim.lr_schedule": "",
     "optim.min_lr": "minlr",
@@ -335,7 +342,9 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         if not path.is_file():
             raise UserError(f"Config file '{path}' does not exist.")
         try:
-            table = tomllib.loads(path.read_text())
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise UserError(f"Config file '{path}' is not text (TOML is UTF-8); give a TOML file.") from None
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"Config file '{path}' is not valid TOML: {exc}.") from None
         for key, value in flatten(table).items():
@@ -354,11 +363,29 @@ def config_from_dict(table: dict) -> RunConfig:
     return cfg
 
 
+def planned_episodes(cfg: RunConfig) -> int:
+    """K, the episodes the config plans (an upper bound for the insert order), from the config alone."""
+    s, T = cfg.schedule, cfg.data.n_docs
+    if s.order == "insert":
+        repeat = s.repeat_docs or T // 2
+        return s.epochs * repeat + max(T - repeat, 0)  # every one-off document appears once at most
+    return s.epochs * T
+
+
+# Episode numbers and token positions are int32 in the store: no machine runs more than this.
+MAX_INT32 = 2**31 - 1
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks a user can trip; one sentence each."""
     d, m, o, s, r = cfg.data, cfg.model, cfg.optim, cfg.schedule, cfg.record
     checks = [
         (cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed}."),
+        (
+            cfg.seed <= MAX_SEED,
+            f"seed must be at most 2**32-1 = {MAX_SEED} (scikit-learn's and numpy's legacy generators "
+            f"take no more), got {cfg.seed}.",
+        ),
         (
             not cfg.name or (RUN_NAME.match(cfg.name) is not None and ".." not in cfg.name),
             f"name {cfg.name!r} is not a folder name: use letters, digits and . _ + - (no / or ..).",
@@ -395,6 +422,12 @@ def validate(cfg: RunConfig) -> None:
         (
             s.order in ("cyclic", "shuffle", "partial-shuffle", "insert"),
             f"schedule.order must be one of cyclic, shuffle, partial-shuffle, insert; got '{s.order}'.",
+        ),
+        (cfg.control in ("", "shuffle"), f"control must be '' or 'shuffle'; got '{cfg.control}'."),
+        (
+            not cfg.control or s.order in ("cyclic", "partial-shuffle"),
+            f"control = 'shuffle' is the matched control of a cyclic or partial-shuffle run; this run's order "
+            f"is '{s.order}' (an insert order has documents a shuffle would not match).",
         ),
         (
             m.init in ("pretrained", "pythia", "normal"),
@@ -436,6 +469,23 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise UserError(message)
     validate_image(cfg)
+    validate_scale(cfg)
+
+
+def validate_scale(cfg: RunConfig) -> None:
+    """Sizes no machine runs, whatever its memory (the store keeps episodes and token positions as
+    int32); what this machine can hold is checked by ``plan.check_scale`` before anything is built."""
+    window = cfg.data.context_length + 2 * cfg.data.max_shift
+    if planned_episodes(cfg) > MAX_INT32:
+        raise UserError(
+            f"The run plans {planned_episodes(cfg):,} episodes (schedule.epochs x data.n_docs); a store "
+            f"holds at most 2**31-1 = {MAX_INT32:,}: lower schedule.epochs."
+        )
+    if window > MAX_INT32:
+        raise UserError(
+            f"Each document window holds C + 2 * max_shift = {window:,} tokens; a store holds at most "
+            f"2**31-1 = {MAX_INT32:,}: lower data.context_length or data.max_shift."
+        )
 
 
 def validate_image(cfg: RunConfig) -> None:

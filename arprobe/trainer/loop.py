@@ -35,7 +35,7 @@ from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, op
 from arprobe.trainer.config import RunConfig
 from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
 from arprobe.trainer.naming import ModelNames, bridge_names
-from arprobe.trainer.plan import check_disk_space, estimate_store_bytes
+from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config
 
@@ -184,6 +184,7 @@ def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Ru
     _check_out_folder(Path(cfg.out))
     if store_path.exists() and not overwrite:
         raise UserError(_existing_store_message(store_path, cfg))
+    check_scale(cfg, run_dir)  # before anything is allocated: the least memory and disk the run needs
     setup = prepare(cfg)
     recorder = _recorder(setup)
     layout = _layout(setup, recorder)
@@ -248,6 +249,7 @@ def dry_run(cfg: RunConfig) -> str:
     """The plan and the store-size estimate, without training or writing anything."""
     from arprobe.trainer.plan import format_plan
 
+    check_scale(cfg)
     setup = prepare(cfg)
     recorder = _recorder(setup)
     layout = _layout(setup, recorder)

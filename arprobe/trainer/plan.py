@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
 from arprobe.errors import UserError
 from arprobe.storage import StoreLayout
+from arprobe.trainer.config import planned_episodes
 
 # HDF5's own bytes: object headers, chunk indexes and attributes, per dataset and per file.
 _METADATA_PER_DATASET = 4 << 10
@@ -46,6 +48,111 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
     parts["resume"] = 2 * f4 * sum(math.prod(shape) for shape in state_shapes) if layout.resume else 0
     parts["per_episode"] = parts["total"] // max(K, 1)
     return parts
+
+
+# Per-object bytes numpy spends besides the values: the loop keeps each eval row as its own array,
+# and the schedule is drawn one epoch array at a time.
+_NUMPY_ARRAY_BYTES = 112
+
+
+def minimum_memory(cfg) -> dict[str, tuple[int, str]]:
+    """{part: (bytes, what sets them)} of the memory the run needs at the least, from the config
+    alone (nothing is allocated): what it keeps per episode and per token, not the model."""
+    T, C, S = cfg.data.n_docs, cfg.data.context_length, cfg.data.max_shift
+    K, E = planned_episodes(cfg), cfg.schedule.epochs
+    parts = {
+        # float32 rows [T], one array each; doc and epoch per episode, drawn one epoch at a time
+        "the eval matrix": ((K + 1) * (4 * T + _NUMPY_ARRAY_BYTES), f"{K:,} episodes x T={T}"),
+        "the schedule": (24 * K + 2 * _NUMPY_ARRAY_BYTES * E, f"{K:,} episodes"),
+    }
+    if cfg.task != "text-lm":
+        return parts
+    parts["the token windows"] = (
+        12 * T * (C + 2 * S),
+        f"T={T} x (C + 2 x max_shift) = {T * (C + 2 * S):,} tokens",
+    )
+    preset = _preset_shape(cfg.model)
+    bpe = cfg.data.tokenizer == "bpe" or (cfg.data.tokenizer == "auto" and preset is not None)
+    vocab = cfg.data.vocab_size if bpe else 260  # 260: the least a tokenizer has (the bytes and a few)
+    parts["one forward's logits"] = (4 * C * vocab, f"C={C:,} x vocab {vocab:,}")
+    if preset is not None:  # autograd keeps every block's input [C, d_model] for the backward pass
+        d, L = preset
+        parts["one step's activations"] = (4 * C * d * (L + 1), f"C={C:,} x d_model {d} x {L + 1} layers")
+    return parts
+
+
+def _preset_shape(m) -> tuple[int, int] | None:
+    """(d_model, n_layers) of a randomly initialised size preset, overrides applied; None otherwise."""
+    from arprobe.trainer.models import PYTHIA_PRESETS  # here: `arprobe info` imports this module
+
+    preset = PYTHIA_PRESETS.get(m.name)
+    if preset is None or m.init == "pretrained":
+        return None
+    return m.d_model or preset["hidden_size"], m.n_layers or preset["num_hidden_layers"]
+
+
+def minimum_store_bytes(cfg) -> int:
+    """Bytes the finished store holds at the least, from the config alone: the losses, stats and
+    schedule of every episode, the weights/all sketch and the token windows."""
+    T, M, K = cfg.data.n_docs, cfg.schedule.steps_per_doc, planned_episodes(cfg)
+    per_episode = (
+        4 * T + 12 * M + 16 + 4 * cfg.record.all_weights_dim
+    )  # eval row, train/lr/grad_norm, schedule
+    tokens = (
+        4 * cfg.data.n_docs * (cfg.data.context_length + 2 * cfg.data.max_shift)
+        if cfg.task == "text-lm"
+        else 0
+    )
+    return K * per_episode + tokens
+
+
+def machine_memory_bytes() -> int:
+    """The memory this process may use: the machine's, or its control group's limit when lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()  # cgroup v2; "max" when unset
+        total = min(total, int(limit))
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+# What to lower when a part does not fit.
+_LOWER = {
+    "the eval matrix": "schedule.epochs or data.n_docs",
+    "the schedule": "schedule.epochs or data.n_docs",
+    "the token windows": "data.context_length, data.max_shift or data.n_docs",
+    "one forward's logits": "data.context_length",
+    "one step's activations": "data.context_length",
+}
+
+
+def check_scale(cfg, run_dir: Path | None = None) -> None:
+    """Refuse, before anything is allocated, a run this machine cannot hold: its least memory
+    (``minimum_memory``) against the machine's, and (when ``run_dir`` is given) its least store
+    against the free disk. Arithmetic on the config only: instant."""
+    memory, parts = machine_memory_bytes(), minimum_memory(cfg)
+    need = sum(size for size, _ in parts.values())
+    if need > memory:
+        biggest = max(parts, key=lambda p: parts[p][0])
+        size, what = parts[biggest]
+        raise UserError(
+            f"The run needs at least {human_bytes(need)} of memory ({human_bytes(size)} for {biggest}, "
+            f"{what}) but this machine has {human_bytes(memory)}; lower {_LOWER[biggest]}."
+        )
+    if run_dir is None:
+        return
+    folder = Path(run_dir)
+    while not folder.exists():
+        folder = folder.parent
+    free, need = shutil.disk_usage(folder).free, minimum_store_bytes(cfg)
+    replaced = Path(run_dir) / "run.h5"  # --overwrite: its bytes come back
+    if need > free + (replaced.stat().st_size if replaced.exists() else 0):
+        raise UserError(
+            f"The store of {planned_episodes(cfg):,} episodes needs at least {human_bytes(need)} but only "
+            f"{human_bytes(free)} is free under '{folder}'; lower schedule.epochs, record.all_weights_dim "
+            "or data.context_length, or use another --out."
+        )
 
 
 def check_disk_space(run_dir: Path, estimate: dict[str, int]) -> None:
