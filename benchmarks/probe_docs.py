@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plain(value):
-    from arprobe.probes.base import to_jsonable
+    from arprobe.jsonio import to_jsonable
 
     return to_jsonable(value)
 

@@ -162,13 +162,7 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
     outcome.seconds = time.perf_counter() - started
     outcome.figures = sorted(p.name for p in folder.glob("*.png")) if outcome.status == "ok" else []
     if outcome.status != "ok":
-        for drawn in [
-            *folder.glob("*.png"),
-            *folder.glob("*.svg"),
-            *folder.glob("*.csv"),
-            *folder.glob("*.html"),
-        ]:
-            drawn.unlink()  # half-drawn figures of a failed probe would mislead
+        _remove_drawn(folder)
     record.update(
         {
             "status": outcome.status,
@@ -307,15 +301,16 @@ def _silence_bars() -> None:
         std.tqdm.__init__ = quiet
 
 
+def _remove_drawn(folder: Path) -> None:
+    """Delete a probe's figures, CSVs and views: half-drawn figures of a failed probe would mislead."""
+    for ext in ("png", "svg", "csv", "html"):
+        for drawn in folder.glob(f"*.{ext}"):
+            drawn.unlink()
+
+
 def _write_failure(folder: Path, name: str, reason: str, exc: BaseException | None, **extra) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for drawn in [
-        *folder.glob("*.png"),
-        *folder.glob("*.svg"),
-        *folder.glob("*.csv"),
-        *folder.glob("*.html"),
-    ]:
-        drawn.unlink()
+    _remove_drawn(folder)
     record = {
         "probe": name,
         "title": human_name(name),

@@ -86,6 +86,7 @@ def reading_position(name: str) -> tuple[int, str]:
 
 
 def human_name(name: str, cls=None) -> str:
+    """The probe's title: its class's ``title`` if it sets one, else the guide's, else its name in words."""
     title = getattr(cls, "title", "") if cls is not None else ""
     if isinstance(title, str) and title:
         return title
@@ -93,6 +94,7 @@ def human_name(name: str, cls=None) -> str:
 
 
 def look_for(name: str, cls=None) -> str:
+    """One sentence, what to look for in the probe's figures: its class's ``look_for`` or the guide's."""
     text = getattr(cls, "look_for", "") if cls is not None else ""
     if isinstance(text, str) and text:
         return text
