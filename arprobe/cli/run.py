@@ -82,7 +82,9 @@ def run_command(args, extra: list[str]) -> int:
         print("Configuration keys (--key value, or in a TOML file by section):")
         print(describe_keys())
         return 0
-    from arprobe.trainer.loop import dry_run, format_summary, resume, run
+    from arprobe.science.finding import NO_CONTROL
+    from arprobe.trainer.control import resume_with_control, run_with_control
+    from arprobe.trainer.loop import dry_run, format_summary
 
     if args.resume:
         if extra:
@@ -90,7 +92,9 @@ def run_command(args, extra: list[str]) -> int:
                 "--resume continues a run with its stored config; give no other options "
                 "(only --trust-remote-code, which a store never grants)."
             )
-        result = resume(args.resume, progress=not args.no_progress, trust_remote_code=args.trust_remote_code)
+        both = resume_with_control(
+            args.resume, progress=not args.no_progress, trust_remote_code=args.trust_remote_code
+        )
     else:
         config_path, overrides = split_arguments(extra)
         if args.trust_remote_code:
@@ -98,9 +102,22 @@ def run_command(args, extra: list[str]) -> int:
         cfg = load_config(config_path, overrides)
         if args.dry_run:
             print(dry_run(cfg))
+            if cfg.control:
+                print("control: the matched shuffled control is trained after the run, into <run>/control/ "
+                      "(the same again: twice the time and the store size above)")  # fmt: skip
             return 0
-        result = run(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+        both = run_with_control(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+    result = both.run
     print(format_summary(result))
+    if both.control is not None:
+        print("\ncontrol (shuffled, same seed, documents and initialisation):")
+        print(format_summary(both.control))
+        if both.control.status != "complete":
+            result = both.control  # its stop is the command's exit below
+    if both.finding:
+        print(f"\nfinding: {both.finding}")
+    elif result.status == "complete" and both.control is None:
+        print(f"\nnote: {NO_CONTROL}")
     if result.status == "diverged":
         print(f"arprobe run: error: the run diverged: {result.stop_reason}.", file=sys.stderr)
     if result.status == "failed":
