@@ -354,6 +354,23 @@ def verdict(summary: dict, check: str, metric: str = "final_recovery_score") -> 
     raise AssertionError(check)
 
 
+def stale_note(summary: dict, twin: Path) -> str:
+    """ " (kept from an earlier version …)" when the summary was measured with other epochs or fewer
+    seeds than the twin's file now asks for; "" when it matches."""
+    spec = tomllib.loads(twin.read_text())
+    epochs = int(spec.get("schedule", {}).get("epochs", spec.get("epochs", 0)) or 0)
+    seeds = len(spec.get("seeds", []))
+    measured = [(p.get("final_recovery_score") or {}).get("epoch") for p in summary["points"]]
+    n = min((p["n"] for p in summary["points"]), default=0)
+    old_epochs = next((e + 1 for e in measured if e), None)
+    if (epochs and old_epochs and old_epochs != epochs) or n < seeds:
+        return (
+            f" (measured by an earlier version of the twin: E={old_epochs}, {n} seeds; the file now asks "
+            f"for E={epochs}, {seeds} seeds: re-run it)"
+        )
+    return ""
+
+
 def build_table(sweeps: Path, configs: Path = Path("configs"), kept: Path = KEPT) -> str:
     lines = [
         "| paper | sweep (paper scale) | CPU twin | the paper's claim "
@@ -368,7 +385,7 @@ def build_table(sweeps: Path, configs: Path = Path("configs"), kept: Path = KEPT
             if report is not None:
                 summary = json.loads(report.read_text())
                 metric = METRIC.get(twin_id, "final_recovery_score")
-                measured = measured_text(summary, check, metric)
+                measured = measured_text(summary, check, metric) + stale_note(summary, twin)
                 agrees = verdict(summary, check, metric)
             else:
                 measured, agrees = not_measured(twin), "—"

@@ -517,10 +517,128 @@ def test_paper_table_is_written_from_the_reports(local_sweep, tmp_path):
     d = summary["table1"]["rows"][0]["differences"]["shuffle"]
     cyclic = summary["points"][0]["online_loss"]
     assert f"cyclic {cyclic['mean']:.3f} ± {cyclic['std']:.3f}, shuffle " in rows["Table 1"]
-    assert f"Δ {d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}] (n=2)" in rows["Table 1"]
-    verdict = "yes" if d["ci_low"] > 0 else "no"
-    assert f"| {verdict}: " in rows["Table 1"]
-    assert "(only 2 seed(s))" in rows["Table 1"]
+    verdict = "yes" if d["ci_low"] > 0 else "no" if d["ci_high"] < 0 else "inconclusive"
+    assert f"| {verdict}: shuffle − cyclic online loss, paired by seed: " in rows["Table 1"]
+    assert f"{d['mean']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}] (n=2)" in rows["Table 1"]
+    assert "(measured by an earlier version of the twin: E=3, 2 seeds;" in rows["Table 1"]
     assert rows["Fig. 1"].endswith("| not yet measured | — |")
     readme = f"intro\n{START}\nold\n{END}\nrest\n"
     assert replace_between_markers(readme, "NEW") == f"intro\n{START}\nNEW\n{END}\nrest\n"
+
+
+# --- matched controls ------------------------------------------------------------------------------
+
+
+def test_control_shuffle_gives_every_point_its_matched_shuffled_twin(tmp_path):
+    from arprobe.sweep.manifest import new_entry
+    from arprobe.sweep.spec import Point, load_sweep
+
+    spec = load_sweep(
+        write_sweep(tmp_path / "s.toml", grid={"d_model": [32, 64]}, seeds=[3, 4], control="shuffle")
+    )
+    points = spec.points()
+    # each point is followed by its control: same options, same seed (same documents and initialisation)
+    assert [(p.name, p.control) for p in points[:2]] == [
+        ("d_model-32_s3", None),
+        ("d_model-32_control-shuffle_s3", "shuffle"),
+    ]
+    assert len(points) == 8 and [p.seed for p in points[:4]] == [3, 3, 4, 4]
+    primary, control = points[0], points[1]
+    assert control.options == primary.options and control.seed == primary.seed
+    assert control.key != primary.key and control.group_key != primary.group_key
+    a, b = spec.overrides(primary, tmp_path), spec.overrides(control, tmp_path)
+    assert "schedule.order" not in a and b["schedule.order"] == "shuffle"  # the point: the default, cyclic
+    assert {k: v for k, v in a.items() if k not in ("schedule.order", "name")} == {
+        k: v for k, v in b.items() if k not in ("schedule.order", "name")
+    }
+    entry = new_entry(control)
+    assert entry["control"] == "shuffle" and "control" not in new_entry(primary)
+    assert Point.from_entry(entry) == control  # the manifest entry gives the same point back
+    assert spec.canonical()["control"] == "shuffle"
+
+
+@pytest.mark.parametrize(
+    "grid, extra, message",
+    [
+        ({"d_model": [32]}, {"control": "reverse"}, "control must be one of 'shuffle', got 'reverse'."),
+        (
+            {"order": ["cyclic", "shuffle"]},
+            {"control": "shuffle"},
+            "control = 'shuffle' sets schedule.order itself, but grid.schedule.order varies it;",
+        ),
+        (
+            {"schedule": [{"order": "cyclic"}, {"order": "partial-shuffle", "shuffle_until": 3}]},
+            {"control": "shuffle"},
+            "but grid.schedule varies it;",
+        ),
+        (
+            {"d_model": [32]},
+            {"control": "shuffle", "order": "shuffle"},
+            "which every run already has; the control would repeat each point.",
+        ),
+    ],
+)
+def test_a_control_that_cannot_be_matched_is_refused(tmp_path, grid, extra, message):
+    from arprobe.errors import UserError
+    from arprobe.sweep.spec import load_sweep
+
+    with pytest.raises(UserError) as err:
+        load_sweep(write_sweep(tmp_path / "bad.toml", grid=grid, seeds=[0], **extra))
+    assert message in str(err.value)
+
+
+def test_report_pairs_each_point_with_its_control_seed_by_seed(tmp_path):
+    from arprobe.sweep.report import groups_from_manifest, pair_with_controls
+
+    # The manifest of a `control = "shuffle"` sweep: each point followed by its control, one folder each.
+    entries = []
+    for seed in (0, 1, 2):
+        entries.append({"name": f"d_model-32_s{seed}", "options": {"model.d_model": 32}, "seed": seed})
+        entries.append(
+            {"name": f"d_model-32_control-shuffle_s{seed}", "options": {"model.d_model": 32}, "seed": seed}
+            | {"control": "shuffle"}
+        )
+    for e in entries:
+        e["run"] = f"runs/{e['name']}"
+    factors, _, groups = groups_from_manifest(
+        tmp_path, {"factors": ["model.d_model"], "grid": {}, "points": entries}
+    )
+    assert [(g.label(factors), [name for name, _ in g.runs]) for g in groups] == [
+        ("d_model=32", ["d_model-32_s0", "d_model-32_s1", "d_model-32_s2"]),
+        (
+            "d_model=32 (shuffle control)",
+            [
+                "d_model-32_control-shuffle_s0",
+                "d_model-32_control-shuffle_s1",
+                "d_model-32_control-shuffle_s2",
+            ],
+        ),
+    ]
+
+    def entry(values, online, seeds, control=None):
+        e = {
+            "options": {"model.d_model": 32},
+            "n": len(seeds),
+            "seeds": seeds,
+            "final_recovery_score": {"per_seed": values},
+            "first_doc_recovery_score": {"per_seed": values},
+            "online_loss": {"per_seed": online},
+        }
+        return e | {"control": control} if control else e
+
+    # The control's seeds come in another order and lack seed 2: pairs are by seed, not by position.
+    point = entry([0.40, 0.50, 0.45], [3.5, 3.6, 3.4], [0, 1, 2])
+    control = entry([0.15, 0.10], [4.1, 4.0], [1, 0], control="shuffle")
+    pair_with_controls([point, control])
+    pairs = point["versus_control"]
+    assert pairs["control"] == "shuffle" and pairs["seeds"] == [0, 1] and "versus_control" not in control
+    # ΔRS per seed: 0.40 − 0.10 = 0.30, 0.50 − 0.15 = 0.35: mean 0.325, sd 0.0353553;
+    # half-width t_{.975,1} · sd / √2 = 12.7062 · 0.025 = 0.317655
+    d = pairs["final_recovery_score"]
+    assert d["n"] == 2 and d["minus"] == "control"
+    assert d["mean"] == pytest.approx(0.325, rel=1e-12)
+    assert d["ci_low"] == pytest.approx(0.325 - 0.317655, rel=1e-4)
+    assert d["ci_high"] == pytest.approx(0.325 + 0.317655, rel=1e-4)
+    # online loss per seed: 3.5 − 4.0 = −0.5, 3.6 − 4.1 = −0.5: no spread, a zero-width interval
+    o = pairs["online_loss"]
+    assert o["mean"] == pytest.approx(-0.5, rel=1e-12) and o["ci_low"] == pytest.approx(o["ci_high"])
