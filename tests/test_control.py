@@ -1,6 +1,8 @@
 """The matched shuffled control (`arprobe run --control shuffle`): same seed, documents and
 initialisation in a shuffled order, trained next to the run, and the one-line finding."""
 
+import html
+import json
 import re
 import shutil
 
@@ -101,3 +103,27 @@ def test_control_finding_by_hand():
     text = control_finding([0.1, 0.4123, nan], 3.456, [0.05, 0.0612, 0.2], 4.061)
     assert text.startswith("RS(2) 0.41 cyclic vs 0.06 shuffled control, online loss 3.46 vs 4.06 (one seed")
     assert control_finding([nan], nan, [nan], nan).startswith("RS undefined in the run or its control")
+
+
+def test_the_report_opens_with_the_finding_and_the_controls_numbers(controlled):
+    run_dir, stdout = controlled
+    result = cli("analyze", run_dir, "--probe", "recovery_score", "--no-progress", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (summary,) = json.loads((run_dir / "report" / "summary.json").read_text())["runs"]
+    finding = next(x for x in stdout.splitlines() if x.startswith("finding: "))[len("finding: ") :]
+    assert summary["finding"] == finding
+    crs, col = numbers(run_dir / "control" / "run.h5")
+    expected = [None if np.isnan(v) else pytest.approx(round(float(v), 4)) for v in crs]  # None: undefined
+    assert summary["control_numbers"]["recovery_score"] == expected
+    assert summary["control_numbers"]["online_loss_after_epoch_1"] == pytest.approx(col)
+    page = (run_dir / "report" / "index.html").read_text()
+    assert f"<b>Finding:</b> {html.escape(finding)}" in page and "matched shuffled control" in page
+    assert page.index("Finding:") < page.index("recovery score per epoch")  # at the top
+
+
+def test_a_report_without_a_control_says_rs_alone_is_not_evidence(tiny_run):
+    from arprobe.report.summary import run_summary
+
+    with RunStore(tiny_run / "run.h5") as store:
+        summary = run_summary(store)
+    assert summary["finding"] == NO_CONTROL and "control_numbers" not in summary

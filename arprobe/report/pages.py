@@ -30,6 +30,7 @@ td.key, th { color: #555; font-weight: normal; } small { color: #666; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
 figure { margin: 0.5em 0 1.2em 0; } figcaption { font-size: 0.8em; color: #666; }
 .reason { font-family: monospace; white-space: pre-wrap; } nav a { margin-right: 1em; }
+.finding { font-size: 1.1em; border-left: 4px solid #4a7; padding: 0.3em 0.8em; background: #f4faf6; }
 .look { background: #eef4fb; padding: 0.4em 0.7em; border-left: 3px solid #7aa7d8; }
 code.cmd { display: block; background: #f6f6f6; padding: 0.5em; white-space: pre-wrap; }
 iframe { width: 100%; height: 560px; border: 1px solid #eee; }
@@ -196,7 +197,15 @@ def summary_html(summary: dict) -> list[str]:
             ref.get("online_loss", ""),
         ),
     ]
-    head_rows = [[esc(k), esc(v), esc(p or "—")] for k, v, p in heads]
+    control = r.get("control_numbers")
+    if control:
+        crs = ", ".join(f"RS({i + 1}) {format_value(v, 3)}" for i, v in enumerate(control["recovery_score"]))
+        theirs = [crs, format_value(control.get("online_loss_after_epoch_1"), 4)]
+        head_rows = [[esc(k), esc(v), esc(c), esc(p or "—")] for (k, v, p), c in zip(heads, theirs)]
+        columns = ["headline", "this run", "matched shuffled control", "reference"]
+    else:
+        head_rows = [[esc(k), esc(v), esc(p or "—")] for k, v, p in heads]
+        columns = ["headline", "this run", "reference"]
     if ref.get("source"):
         notes = [f"Reference: {ref['source']}."]
     else:
@@ -209,10 +218,12 @@ def summary_html(summary: dict) -> list[str]:
     if ref.get("paper"):
         notes.append(ref["paper"])
     versions = " · ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
+    finding = r.get("finding")
     return [
         "<h2 id='summary'>Summary</h2>",
+        *([f"<p class='finding'><b>Finding:</b> {esc(finding)}</p>"] if finding else []),
         key_value_table(identity),
-        table_html(head_rows, ["headline", "this run", "reference"], key_column=True),
+        table_html(head_rows, columns, key_column=True),
         *(f"<p><small>{esc(note)}</small></p>" for note in notes),
         f"<p><small>{esc(versions)}</small></p>",
         "<p><small>Reproduce this run:</small></p>",

@@ -11,8 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from arprobe import __version__
+from arprobe.science.finding import NO_CONTROL, control_finding
 from arprobe.science.recovery import online_loss, recovery_scores
 from arprobe.science.reference import paper_reference
+from arprobe.storage import RunStore
+from arprobe.storage.layout import control_store_path
 from arprobe.trainer.config import RunConfig
 from arprobe.values import flatten
 
@@ -108,25 +111,59 @@ def run_summary(store) -> dict:
     """Identity, status, headline numbers (RS per epoch, online loss), reference values, versions
     and the reproducing command of one run."""
     summary: dict = {"identity": run_identity(store)}
-    schedule = store.schedule()
     planned = len(store.planned_schedule())
     summary["status"] = f"{store.status}, {store.completed_episodes} of {planned} episodes"
     if store.stop_reason:
         summary["status"] += f" ({store.stop_reason})"
-    numbers: dict = {}
-    if store.completed_episodes:
-        loss_eval = store.eval_matrix()
-        rs = recovery_scores(loss_eval, schedule.doc)
-        numbers["recovery_score"] = [None if not np.isfinite(v) else round(float(v), 4) for v in rs]
-        ol = online_loss(loss_eval, schedule.doc, schedule.epoch)
-        numbers["online_loss_after_epoch_1"] = ol.mean_after_first_epoch
-        numbers["online_loss_per_epoch"] = ol.per_epoch
-    summary["numbers"] = numbers
+    summary["numbers"] = headline_numbers(store)
+    summary.update(control_summary(store, summary["numbers"]))
     summary["reference"] = paper_reference(store.config)
     summary["versions"] = {"arprobe (that wrote the run)": str(store.h5.attrs.get("arprobe_version", "?"))}
     summary["versions"].update(_versions())
     summary["reproduce"] = reproduce_command(store.config)
     return summary
+
+
+def headline_numbers(store) -> dict:
+    """RS per epoch (rounded, None where undefined) and the online loss of a store's completed episodes."""
+    numbers: dict = {}
+    if store.completed_episodes:
+        loss_eval, schedule = store.eval_matrix(), store.schedule()
+        rs = recovery_scores(loss_eval, schedule.doc)
+        numbers["recovery_score"] = [None if not np.isfinite(v) else round(float(v), 4) for v in rs]
+        ol = online_loss(loss_eval, schedule.doc, schedule.epoch)
+        numbers["online_loss_after_epoch_1"] = ol.mean_after_first_epoch
+        numbers["online_loss_per_epoch"] = ol.per_epoch
+    return numbers
+
+
+def control_summary(store, numbers: dict) -> dict:
+    """``finding`` (the run against its matched shuffled control, one sentence) and the control's
+    ``control_numbers`` when ``<run>/control/run.h5`` is complete; else ``finding`` says that RS alone
+    is not evidence and how to get the control."""
+    path = control_store_path(store.path)
+    if path is None:
+        return {"finding": NO_CONTROL}
+    with RunStore(path) as control:
+        if control.status != "complete":
+            return {"finding": f"The matched control in {path.parent} is {control.status}; finish it with "
+                    f"`arprobe run --resume {path.parent.parent}`. {NO_CONTROL}"}  # fmt: skip
+        theirs = headline_numbers(control)
+    if not numbers:
+        return {"finding": NO_CONTROL, "control_numbers": theirs}
+
+    def rs(n):
+        return [np.nan if v is None else v for v in n["recovery_score"]]
+
+    order = str(store.config.get("schedule", {}).get("order", "cyclic"))
+    text = control_finding(
+        rs(numbers),
+        numbers["online_loss_after_epoch_1"],
+        rs(theirs),
+        theirs["online_loss_after_epoch_1"],
+        order,
+    )
+    return {"finding": text, "control_numbers": theirs}
 
 
 def run_summaries(stores: list) -> dict:
