@@ -107,7 +107,7 @@ def test_the_papers_value_is_shown_only_where_the_setting_matches():
     default = paper_reference(RunConfig().to_dict())
     assert default["recovery_score"].startswith("RS(3) 0.377 ± 0.036")
     assert "not the paper's" in default["source"]
-    assert "fig1-cpu.json" in default["source"] and "prints no recovery score" in default["paper"]
+    assert "default_run.json" in default["source"] and "prints no recovery score" in default["paper"]
 
 
 def test_the_reproduce_command_rebuilds_the_stored_config():
