@@ -3,6 +3,7 @@ full disk, signals. Each case is done for real against the CLI or the loop."""
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -169,6 +170,34 @@ def test_sigterm_stops_after_the_episode_and_resumes_bit_for_bit(tmp_path, finis
     done, base = datasets_of(path), datasets_of(finished)
     np.testing.assert_array_equal(done["loss/eval"], base["loss/eval"])
     np.testing.assert_array_equal(done["weights/all/values"], base["weights/all/values"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_run_exits_within_seconds_of_its_episode_ending(tmp_path, finished, signum):
+    # resume_every 4: the stop writes the resume point of its last episode, which the rolling one may lack
+    proc = start_run(tmp_path, "prompt", epochs=2, **{"record.resume_every": 4})
+    path = tmp_path / "prompt" / "run.h5"
+    wait_for_episodes(path, 2, proc)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    proc.wait(timeout=120)
+    exited = time.monotonic()
+    stderr = proc.stderr.read().decode()
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    name = signal.Signals(signum).name
+    found = re.search(rf"stopped by {name} after episode (\d+), ([0-9.]+) s after the signal;", stderr)
+    assert found, stderr[-2000:]
+    episode_ended = sent + float(found[2])  # the episode under way finished, its resume point written
+    assert episode_ended <= exited + 0.1  # the run's own clock agrees with ours (0.1 s of rounding)
+    # The store is closed and the process gone within seconds (the interpreter's teardown alone took
+    # 4-10 s on a loaded 2-core machine before the stop skipped it).
+    assert exited - episode_ended < 10, (exited - episode_ended, stderr[-2000:])
+    with h5py.File(path, "r") as h5:  # closed cleanly: an ordinary reader opens it
+        assert h5["state/status"][0] == b"stopped" and int(h5["progress"][0]) == int(found[1])
+    with h5py.File(resume_path(path), "r") as h5:
+        assert int(h5.attrs["episode"]) == int(found[1])
+    assert resume(path.parent, progress=False).status == "complete"
+    np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
 
 
 def test_killed_before_the_first_resume_slot_resumes_from_the_start(tmp_path, finished):

@@ -124,5 +124,6 @@ def run_command(args, extra: list[str]) -> int:
         print(f"arprobe run: error: the run stopped: {result.stop_reason}.", file=sys.stderr)
     if result.status == "stopped" and result.signal is not None:
         print(f"arprobe run: {result.stop_reason}.", file=sys.stderr)
+        args.exit_at_once = True  # the store and its lock are closed: skip the interpreter's teardown
         return 128 + int(result.signal)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     return 0 if result.status == "complete" else 1

@@ -71,6 +71,7 @@ class RunResult:
     recovery_notes: list[str] | None = None  # why an RS(n) is undefined ("" where defined)
     threads: int = 0
     signal: int | None = None  # the signal that stopped the run, if one did
+    signal_at: float | None = None  # when it arrived (time.monotonic()), to say how long the stop took
 
 
 def set_threads(threads: int) -> int:
@@ -300,7 +301,10 @@ class _State:
     loss_eval: list  # rows [T] of the eval matrix so far
     last_checkpoint: int | None = None
     stop_signal: int | None = None  # SIGTERM / SIGHUP / SIGINT received: stop after this episode
+    signal_at: float | None = None  # when it arrived (time.monotonic())
     lock: WriterLock | None = None  # the run folder's writer lock, touched after every episode
+    resume_episode: int | None = None  # the episode of the newest resume point
+    resume_seconds: float = 0.0  # how long writing it took: whether another fits a stop's grace
 
 
 def _recorder(setup: Setup) -> Recorder:
@@ -364,6 +368,7 @@ def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reaso
         recovery_notes=recovery_score_notes(loss_eval, done.doc),
         threads=setup.threads,
         signal=state.stop_signal,
+        signal_at=state.signal_at,
     )
 
 
@@ -378,6 +383,8 @@ def _stop_on_signals(state: _State):
     def ask(signum, _frame):
         if signum == signal.SIGINT and state.stop_signal == signal.SIGINT:
             raise KeyboardInterrupt
+        if state.stop_signal is None:
+            state.signal_at = time.monotonic()
         state.stop_signal = signum
 
     wanted = [signal.SIGTERM, signal.SIGINT] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
@@ -389,9 +396,9 @@ def _stop_on_signals(state: _State):
             signal.signal(s, handler)
 
 
-def _resume_hint(writer: RunWriter, what: str) -> str:
+def _resume_hint(writer: RunWriter, what: str, when: str = "") -> str:
     return (
-        f"{what} after episode {writer.completed}; the store holds every episode up to it — "
+        f"{what} after episode {writer.completed}{when}; the store holds every episode up to it — "
         f"continue with: arprobe run --resume {writer.path.parent}"
     )
 
@@ -483,8 +490,28 @@ def _write_resume_if_due(setup: Setup, writer: RunWriter, state: _State, episode
     """The rolling resume checkpoint, written only for committed episodes."""
     every = setup.cfg.record.resume_every
     if every and (episode % every == 0 or episode == len(setup.schedule)):
-        saved = capture_state(setup.model, state.optimizer, state.generator, keeps_optimizer_state(setup.cfg))
-        writer.write_resume(episode, saved["model"], saved["optim"], saved["rng"])
+        _write_resume(setup, writer, state, episode)
+
+
+def _write_resume(setup: Setup, writer: RunWriter, state: _State, episode: int) -> None:
+    started = time.monotonic()
+    saved = capture_state(setup.model, state.optimizer, state.generator, keeps_optimizer_state(setup.cfg))
+    writer.write_resume(episode, saved["model"], saved["optim"], saved["rng"])
+    state.resume_episode, state.resume_seconds = episode, time.monotonic() - started
+
+
+# Of the 30 s SLURM gives by default between SIGTERM and SIGKILL, what a stop may spend on an extra
+# resume point; closing the store and exiting take well under a second after it.
+STOP_GRACE_S = 20.0
+
+
+def _resume_on_stop(setup: Setup, writer: RunWriter, state: _State) -> None:
+    """After a signal, the resume point of the last committed episode when the rolling one is older
+    (record.resume_every > 1) and writing it, judged by how long the last one took, fits the grace."""
+    if not setup.cfg.record.resume_every or state.resume_episode == writer.completed:
+        return
+    if time.monotonic() - state.signal_at + state.resume_seconds <= STOP_GRACE_S:
+        _write_resume(setup, writer, state, writer.completed)
 
 
 def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool):
@@ -526,7 +553,8 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
                 return ended
             bar.update(1)
             if state.stop_signal is not None:
-                return "stopped", stopped_reason(writer, state.stop_signal)
+                _resume_on_stop(setup, writer, state)
+                return "stopped", stopped_reason(writer, state.stop_signal, state.signal_at)
             bar.set_postfix(
                 epoch=epoch,
                 doc=doc,
@@ -538,8 +566,10 @@ def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *
     return "complete", ""
 
 
-def stopped_reason(writer: RunWriter, signum: int) -> str:
-    return _resume_hint(writer, f"stopped by {signal.Signals(signum).name}")
+def stopped_reason(writer: RunWriter, signum: int, signal_at: float | None = None) -> str:
+    """Why the run stopped, and (given when the signal came) how long finishing the episode took."""
+    took = "" if signal_at is None else f", {time.monotonic() - signal_at:.1f} s after the signal"
+    return _resume_hint(writer, f"stopped by {signal.Signals(signum).name}", took)
 
 
 def finish_episode(
