@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.sweep.backend import BackendOptions, backend_class
 
 
 def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
@@ -26,7 +27,10 @@ def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep file")
     p.add_argument(
-        "--backend", choices=("local", "ray"), default="local", help="where runs go (default: local)"
+        "--backend",
+        default="local",
+        metavar="NAME",
+        help="where runs go: local, ray, or an installed arprobe.sweep_backends plugin (default: local)",
     )
     p.add_argument(
         "--workers",
@@ -83,9 +87,10 @@ def check_counts(args) -> None:
             raise UserError(f"{flag} must be a positive number, got {value}.")
     if args.gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be zero or positive, got {args.gpus_per_run:g}.")
-    if args.backend == "local" and (args.address or args.gpus_per_run):
-        flag = "--address" if args.address else "--gpus-per-run"
-        raise UserError(f"{flag} is an option of the ray backend; add --backend ray.")
+    accepted = backend_class(args.backend).remote_flags
+    for field, flag in (("address", "--address"), ("gpus_per_run", "--gpus-per-run")):
+        if getattr(args, field) and field not in accepted:
+            raise UserError(f"{flag} is an option of the ray backend; add --backend ray.")
 
 
 def uses_gpu(spec) -> bool:
@@ -101,26 +106,22 @@ def uses_gpu(spec) -> bool:
     return torch.cuda.is_available()
 
 
+def backend_options(args, n_jobs: int, gpu: bool = False) -> BackendOptions:
+    return BackendOptions(
+        workers=args.workers,
+        threads=args.threads,
+        n_jobs=n_jobs,
+        uses_gpu=gpu,
+        address=args.address,
+        gpus_per_run=args.gpus_per_run,
+    )
+
+
 def make_backend(args, n_jobs: int, spec=None):
     """The backend, with workers and threads split so the cores are not oversubscribed."""
-    from arprobe.sweep.local import LocalBackend, available_cores, split_cores
-
-    if args.backend == "local" and not args.workers and spec is not None and uses_gpu(spec):
-        # Runs of one machine share its GPU (device auto is cuda:0): one at a time unless told.
-        print("GPU runs: one at a time on the local backend; --workers N shares the GPU among N runs.")
-        args.workers = 1
-
-    if args.backend == "ray":
-        from arprobe.sweep.ray_backend import RayBackend
-
-        return RayBackend(
-            address=args.address,
-            threads=args.threads or 1,
-            gpus_per_run=args.gpus_per_run,
-            max_in_flight=args.workers,
-        )
-    workers, threads = split_cores(available_cores(), max(n_jobs, 1), args.workers, args.threads)
-    return LocalBackend(workers, threads)
+    cls = backend_class(args.backend)
+    gpu = not cls.remote_flags and spec is not None and uses_gpu(spec)  # a machine's own GPU
+    return cls.from_options(backend_options(args, n_jobs, gpu))
 
 
 def dry_run_statuses(sweep_dir: Path) -> dict[str, tuple[str, float]]:
@@ -143,10 +144,7 @@ def sweep_command(args, extra) -> int:
     from arprobe.sweep.spec import load_sweep
 
     check_counts(args)
-    if args.backend == "ray":
-        from arprobe.sweep.ray_backend import import_ray
-
-        import_ray()  # before anything else: without Ray, say how to install it
+    backend_class(args.backend).check_available()  # before anything else: a missing extra says how
     spec = load_sweep(args.sweep_file)
     sweep_dir = Path(args.out or spec.out or "sweeps") / spec.name
     if not args.threads and int(spec.base.get("threads", 0) or 0) > 0:
@@ -206,15 +204,7 @@ def dry_run(spec, sweep_dir: Path, args) -> int:
                 "running it needs --extend (new points only)"
             )
     points = spec.points(taken)
-    from arprobe.sweep.local import available_cores, split_cores
-
-    if args.backend == "local":
-        backend_workers, threads = split_cores(
-            available_cores(), max(1, len(points)), args.workers, args.threads
-        )
-    else:  # a cluster's size is unknown before joining it: this machine's cores, or --workers
-        threads = args.threads or 1
-        backend_workers = args.workers or max(1, available_cores() // threads)
+    backend_workers, threads = backend_class(args.backend).plan(backend_options(args, max(1, len(points))))
     print(
         dry_run_text(
             spec,

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+from arprobe.sweep.backend import BackendOptions, SweepBackend
+
 
 def available_cores() -> int:
     """Cores in this process's affinity mask (what a container or taskset allows)."""
@@ -42,11 +44,23 @@ def _init_worker(threads: int) -> None:
     limit_threads(threads)
 
 
-class LocalBackend:
+class LocalBackend(SweepBackend):
     name = "local"
 
     def __init__(self, workers: int, threads: int):
         self.workers, self.threads = workers, threads
+
+    @classmethod
+    def plan(cls, options: BackendOptions) -> tuple[int, int]:
+        # Runs of one machine share its GPU (device auto is cuda:0): one at a time unless told.
+        workers = options.workers or (1 if options.uses_gpu else 0)
+        return split_cores(available_cores(), max(options.n_jobs, 1), workers, options.threads)
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> LocalBackend:
+        if options.uses_gpu and not options.workers:
+            print("GPU runs: one at a time on the local backend; --workers N shares the GPU among N runs.")
+        return cls(*cls.plan(options))
 
     def describe(self) -> str:
         return f"local: {self.workers} worker process(es) × {self.threads} torch thread(s)"

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from arprobe.errors import UserError
+from arprobe.sweep.backend import BackendOptions, SweepBackend
+from arprobe.sweep.local import available_cores
 
 INSTALL = 'pip install -e ".[ray]"'
 
@@ -21,14 +23,34 @@ def import_ray():
     return ray
 
 
-class RayBackend:
+class RayBackend(SweepBackend):
     name = "ray"
+    remote_flags = ("address", "gpus_per_run")
 
     def __init__(self, *, address: str, threads: int, gpus_per_run: float, max_in_flight: int = 0):
         self.ray = import_ray()
         self.address, self.threads, self.gpus = address, threads, gpus_per_run
         self.max_in_flight = max_in_flight
         self.started_here = False
+
+    @classmethod
+    def check_available(cls) -> None:
+        import_ray()
+
+    @classmethod
+    def plan(cls, options: BackendOptions) -> tuple[int, int]:
+        # A cluster's size is unknown before joining it: this machine's cores, or --workers.
+        threads = options.threads or 1
+        return options.workers or max(1, available_cores() // threads), threads
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> RayBackend:
+        return cls(
+            address=options.address,
+            threads=options.threads or 1,
+            gpus_per_run=options.gpus_per_run,
+            max_in_flight=options.workers,
+        )
 
     def describe(self) -> str:
         where = f"cluster at {self.address}" if self.address else "a local Ray instance"
