@@ -55,7 +55,11 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"task": "image-generation"}, "task must be one of text-lm, image-lm, image-classification; got"),
+        (
+            {"task": "image-generation"},
+            "Unknown task 'image-generation'. Did you mean 'image-classification'? "
+            "Available: image-classification, image-lm, text-lm.",
+        ),
         ({"task": "image-classification", "mask_prob": 0.1}, "data.mask_prob masks tokens"),
         ({"task": "image-lm", "max_shift": 2}, "data.max_shift shifts text windows"),
         ({"task": "image-lm", "crop_pad": 2}, "image.crop_pad is for image-classification"),

@@ -1,10 +1,10 @@
 """What is trained and how its loss is computed, behind one interface (``Task``).
 
-The loop, the episode step, the store and the probes see only a Task; text language modelling
-is one (``TextLM``), image tasks plug in beside it.
+The loop, the episode step, the store and the probes see only a Task, found by name in the
+``arprobe.tasks`` entry points (``arprobe.tasks.registry``); text language modelling
+(``text.TextLM``) and the image tasks (``image``) are registered there like any other task.
 """
 
-from arprobe.tasks.base import Task
-from arprobe.tasks.text import TextLM
+from arprobe.tasks.base import Prepared, Task
 
-__all__ = ["Task", "TextLM"]
+__all__ = ["Prepared", "Task"]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from arprobe.errors import UserError
-from arprobe.tasks.base import Task
+from arprobe.tasks.base import Prepared, Task
 from arprobe.tasks.text import eval_batch_size, token_nll
 
 # Built-in classifiers see pixels in [-1, 1]; a hub classifier its own processor's mean/std.
@@ -62,6 +62,26 @@ class ImageLM(Task):
             self.flipped = torch.cat([tokens[:, :1], grid.flip(-1).reshape(self.n_docs, -1)], 1)
         self.data_note = f"{self.n_docs} documents of {images_per_doc} image(s), {L1 - 1} pixel tokens each"
         self.kept: dict[str, np.ndarray] = {}  # more docs/* arrays (images, labels, palette)
+
+    @classmethod
+    def prepare(cls, cfg) -> Prepared:
+        return prepare_image(cfg)
+
+    @classmethod
+    def from_store(cls, store, cfg, *, model: torch.nn.Module, device: torch.device) -> ImageLM:
+        return cls.from_documents(store.doc_arrays(), cfg, device=device)
+
+    @classmethod
+    def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
+        from arprobe.trainer.vision_models import vision_model_from_info  # loads transformers
+
+        return vision_model_from_info(info, cfg, causal=True)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        _refuse_text_shift(cfg)
+        if cfg.image.crop_pad:
+            raise UserError("image.crop_pad is for image-classification; image-lm takes image.hflip_prob.")
 
     @classmethod
     def from_documents(cls, arrays, cfg, *, device) -> ImageLM:
@@ -163,6 +183,39 @@ class ImageClassification(Task):
         self.kept: dict[str, np.ndarray] = {}  # more docs/* arrays (images, labels)
 
     @classmethod
+    def prepare(cls, cfg) -> Prepared:
+        return prepare_image(cfg)
+
+    @classmethod
+    def from_store(cls, store, cfg, *, model: torch.nn.Module, device: torch.device) -> ImageClassification:
+        """From the stored images and labels (``docs/labels``; stores written before labels had
+        their own place keep them there too) and the normalisation the run used."""
+        info = store.model_info
+        return cls.from_documents(
+            store.doc_arrays(),
+            cfg,
+            device=device,
+            mean=info.get("pixel_mean", DEFAULT_MEAN),
+            std=info.get("pixel_std", DEFAULT_STD),
+            dtype=next(model.parameters()).dtype,
+        )
+
+    @classmethod
+    def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
+        from arprobe.trainer.vision_models import vision_model_from_info  # loads transformers
+
+        return vision_model_from_info(info, cfg, causal=False)
+
+    @classmethod
+    def validate_config(cls, cfg) -> None:
+        _refuse_text_shift(cfg)
+        if cfg.data.mask_prob:
+            raise UserError(
+                "data.mask_prob masks tokens (text-lm, image-lm); "
+                "image-classification takes image.crop_pad / image.hflip_prob."
+            )
+
+    @classmethod
     def from_documents(cls, arrays, cfg, *, device, mean=DEFAULT_MEAN, std=DEFAULT_STD, dtype=torch.float32):
         return cls(
             torch.as_tensor(np.asarray(arrays["images"]), device=device),
@@ -225,15 +278,9 @@ class ImageClassification(Task):
         )
 
     def store_arrays(self) -> dict[str, np.ndarray]:
-        """``images`` and ``labels`` are the documents; ``tokens`` (the labels, the targets as a text
-        document's tokens are) and ``lengths`` keep the text layout probes read: images have no
-        padding, so a length is the image's pixel count + 1, more than any activation row's positions."""
-        T, B, H, W, _ = self.images.shape
-        return {
-            "tokens": self.labels.cpu().numpy().astype(np.int32),
-            "lengths": np.full(T, H * W + 1, dtype=np.int32),
-            **self.kept,
-        }
+        """``images`` [T, B, H, W, 3] and ``labels`` [T, B] are the documents (and where they came
+        from); there are no tokens and no padding."""
+        return {"labels": self.labels.cpu().numpy().astype(np.int32), **self.kept}
 
 
 def logits_of(out) -> torch.Tensor:
@@ -242,6 +289,13 @@ def logits_of(out) -> torch.Tensor:
 
 
 # --- shared ----------------------------------------------------------------------------------
+
+
+def _refuse_text_shift(cfg) -> None:
+    if cfg.data.max_shift:
+        raise UserError(
+            "data.max_shift shifts text windows; image tasks take image.crop_pad / image.hflip_prob."
+        )
 
 
 class _eval_mode:
@@ -297,12 +351,11 @@ def images_per_doc(cfg) -> int:
     return cfg.image.images_per_doc or (1 if cfg.task == "image-lm" else 32)
 
 
-def prepare_image(cfg, threads: int):
-    """The image tasks' setup: images, palette (image-lm), model, names, task and schedule."""
+def prepare_image(cfg) -> Prepared:
+    """The image tasks' setup: images, palette (image-lm), model, names and the task."""
+    # Here: the image sources and model builders load datasets and transformers.
     from arprobe.tasks.image_data import kmeans_palette, load_images, quantise
-    from arprobe.trainer.loop import Setup
     from arprobe.trainer.models import resolve_device
-    from arprobe.trainer.schedules import schedule_from_config
 
     d, im = cfg.data, cfg.image
     T, n = d.n_docs, images_per_doc(cfg)
@@ -377,23 +430,17 @@ def prepare_image(cfg, threads: int):
         "labels": (kept_labels if kept_labels is not None else np.full((T, n), -1)).astype(np.int32),
         "source_index": images.indices.reshape(T, n).astype(np.int64),
     }
-    schedule = schedule_from_config(cfg, T)
     info = dict(
         loaded.info, data=images.provenance, task=cfg.task, image_size=im.image_size, images_per_doc=n
     )
-    return Setup(
-        cfg=cfg,
+    return Prepared(
         model=loaded.model,
-        tokenizer=None,
         names=loaded.names,
         task=task,
-        schedule=schedule,
         texts=describe_documents(images.indices.reshape(T, n), kept_labels, images.class_names),
         model_info=info,
         device=device,
         data_provenance=images.provenance,
-        n_dropped=0,
-        threads=threads,
     )
 
 
@@ -446,17 +493,3 @@ def processor_mean_std(m) -> tuple[tuple, tuple]:
     if mean is None or std is None:
         return DEFAULT_MEAN, DEFAULT_STD
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
-def task_from_store(arrays: dict, cfg, model_info: dict, *, device, dtype=torch.float32) -> Task:
-    """The image task of a stored run, from its ``docs/*`` arrays (for replays)."""
-    if cfg.task == "image-lm":
-        return ImageLM.from_documents(arrays, cfg, device=device)
-    return ImageClassification.from_documents(
-        arrays,
-        cfg,
-        device=device,
-        mean=model_info.get("pixel_mean", DEFAULT_MEAN),
-        std=model_info.get("pixel_std", DEFAULT_STD),
-        dtype=dtype,
-    )

@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from arprobe.tasks.base import Task
+from arprobe.errors import UserError
+from arprobe.tasks.base import Prepared, Task
 
 IGNORE = -100
 
 
 class TextLM(Task):
     name = "text-lm"
+    stacks = True
+    keeps_token_windows = True
 
     def __init__(
         self,
@@ -78,6 +82,116 @@ class TextLM(Task):
             window_start=torch.as_tensor(np.asarray(docs.window_start), dtype=torch.long, device=device),
             ignore_id=pad_id if authors else None,
         )
+
+    # --- the lifecycle ----------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, cfg) -> Prepared:
+        """Documents, tokenizer (trained BPE or the model's own), model and names."""
+        # Here, not at the top: models, tokenizers and the hub pull in transformers, which the loss
+        # functions below (imported by probes and the batched trainer) do not need.
+        from arprobe.trainer.data import load_texts, looks_like_path, select_documents
+        from arprobe.trainer.hub import check_hub_model, resolve_ladder_name
+        from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
+        from arprobe.trainer.naming import bridge_names
+        from arprobe.trainer.tokenizer import ensure_pad_token, pad_token_as_released
+
+        d, m = cfg.data, cfg.model
+        authors = (
+            cfg.compat == "authors"
+        )  # the released code's choices (README, "Fidelity to the released code")
+        m.name = resolve_ladder_name(m.name)  # "default/5m": a size of a ladder `arprobe pretrain` built
+        if m.name not in PYTHIA_PRESETS:
+            # Checked before the tokenizer, which would otherwise be the first to trip on the model.
+            if looks_like_path(m.name) and not Path(m.name).expanduser().exists():
+                raise UserError(f"Model path '{m.name}' does not exist.")
+            check_hub_model(m.name, m.revision)
+        texts, provenance = load_texts(d, keep_blank=authors)
+        tokenizer, tokenizer_name = _text_tokenizer(cfg, texts)
+        pad_id = pad_token_as_released(tokenizer, tokenizer_name) if authors else ensure_pad_token(tokenizer)
+        docs = select_documents(
+            texts,
+            tokenizer,
+            n_docs=d.n_docs,
+            context_length=d.context_length,
+            max_shift=d.max_shift,
+            min_tokens=d.min_tokens,
+            seed=cfg.seed,
+            pad_id=pad_id,
+            compat=cfg.compat,
+        )
+        loaded = build_model(
+            m,
+            vocab_size=len(tokenizer),
+            seed=cfg.seed,
+            max_positions=d.context_length,
+            resize_embeddings=authors,
+        )
+        device = resolve_device(m.device)
+        mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
+        model_info = dict(loaded.provenance)
+        model_info.update(
+            tokenizer=getattr(tokenizer, "name_or_path", "")
+            if tokenizer_name != "bpe"
+            else f"bpe-{d.vocab_size} trained on the documents' source",
+            vocab_size=len(tokenizer),
+            data=provenance,
+            mask_id=int(mask_id),
+            pad_id=int(pad_id),
+            task=cfg.task,
+        )
+        attn = loaded.model.config._attn_implementation
+        names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
+        # The bridge forces eager attention on the config it boots from, which its skeleton shares
+        # with our model; keep the model's own (sdpa: faster, and what model_info says).
+        loaded.model.config._attn_implementation = attn
+        return Prepared(
+            model=loaded.model,
+            tokenizer=tokenizer,
+            names=names,
+            task=cls.from_documents(docs, cfg, device=device, mask_id=mask_id, pad_id=pad_id),
+            texts=docs.texts,
+            model_info=model_info,
+            device=device,
+            data_provenance=provenance,
+            n_dropped=docs.n_dropped,
+        )
+
+    @classmethod
+    def from_store(cls, store, cfg, *, model: torch.nn.Module, device: torch.device) -> TextLM:
+        return cls.from_documents(
+            _Arrays(store.doc_arrays()),
+            cfg,
+            device=device,
+            mask_id=int(store.model_info.get("mask_id", 0)),
+            pad_id=store.model_info.get("pad_id"),
+        )
+
+    @classmethod
+    def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
+        """A GPT-NeoX-like Hugging Face model of the stored config, with a fixed class."""
+        # Here: transformers is only needed to rebuild a model (replays), not for the losses.
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from arprobe.trainer.models import disable_dropout, freeze_first_blocks, use_autocast
+
+        hf_config = dict(info["hf_config"])
+        model_type = hf_config.pop("model_type")
+        drop = ("architectures", "transformers_version", "auto_map")
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in hf_config.items() if k not in drop})
+        attn = info.get("attn_implementation") or "sdpa"
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+        disable_dropout(model)
+        freeze_first_blocks(model, cfg.model.freeze_blocks)
+        use_autocast(model, cfg.model.autocast)
+        return model
+
+    @classmethod
+    def position_mask(cls, arrays: dict[str, np.ndarray], n_docs: int, n_positions: int) -> np.ndarray:
+        """Position j of a document's clean window is real while j < its tokens past the window
+        start (documents are right-padded)."""
+        real = np.clip(np.asarray(arrays["lengths"]) - np.asarray(arrays["window_start"]), 0, n_positions)
+        return np.arange(n_positions)[None, :] < real[:, None]
 
     # --- training -------------------------------------------------------------------------
 
@@ -141,6 +255,30 @@ class TextLM(Task):
             "lengths": self.lengths.cpu().numpy().astype(np.int32),
             "window_start": self.window_start.cpu().numpy().astype(np.int32),
         }
+
+
+def _text_tokenizer(cfg, texts: list[str]):
+    """(tokenizer, its name): ``data.tokenizer``, where "auto" means the model's own for a hub id
+    or path (also for random init of its architecture) and a BPE trained on the documents for a
+    size preset, which has none."""
+    from arprobe.trainer.models import PYTHIA_PRESETS
+    from arprobe.trainer.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
+
+    d, m = cfg.data, cfg.model
+    name = d.tokenizer
+    if name == "auto":
+        name = "bpe" if m.name in PYTHIA_PRESETS else m.name
+    if name == "bpe":
+        return train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir()), name
+    revision = m.revision if name == m.name else ""
+    return load_tokenizer(name, revision=revision, trust_remote_code=m.trust_remote_code), name
+
+
+class _Arrays:
+    """Attribute view of a store's ``docs`` arrays, as ``from_documents`` reads them."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        self.__dict__.update(arrays)
 
 
 # --- the loss, shared by training, evaluation and per-document gradients ----------------------

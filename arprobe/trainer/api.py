@@ -20,9 +20,11 @@ import dataclasses
 import numpy as np
 import torch
 
+from arprobe.tasks.registry import task_class
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, model_from_info, restore_state
 from arprobe.trainer.config import config_from_dict
-from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
+from arprobe.trainer.episode import TrainingRules, train_episode
+from arprobe.trainer.members import Single, Stacked
 
 
 class Replay:
@@ -36,7 +38,6 @@ class Replay:
         steps_per_doc: int | None = None,
         seed: int | None = None,
     ):
-        from arprobe.tasks.text import TextLM
         from arprobe.trainer.models import resolve_device
 
         self.cfg = cfg = config_from_dict(store.config)
@@ -44,19 +45,13 @@ class Replay:
         state = store.checkpoint(episode)  # raises a clear error if it was not recorded
         self.device = resolve_device(device if device != "auto" else cfg.model.device)
         self.model = model_from_info(store.model_info, cfg).to(self.device).train()
-        o = cfg.optim
-        self.optimizer = make_optimizer(self.model, o.name, o.lr, o.weight_decay, decay_rule=cfg.compat)
+        self.members = Single(self.model, cfg)
+        self.optimizer = self.members.optimizer
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rules = TrainingRules.from_config(cfg, len(store.planned_schedule()))
         if steps_per_doc:  # a probe may ask for another M; the lr schedule keeps the run's length
             self.rules = dataclasses.replace(self.rules, steps_per_doc=steps_per_doc)
-        self.task = _image_task(store, cfg, self.device, self.model) or TextLM.from_documents(
-            _Arrays(store.doc_arrays()),
-            cfg,
-            device=self.device,
-            mask_id=int(store.model_info.get("mask_id", 0)),
-            pad_id=store.model_info.get("pad_id"),
-        )
+        self.task = task_class(cfg.task).from_store(store, cfg, model=self.model, device=self.device)
         if seed is not None:  # the data randomness from this seed instead of the run's RNG state
             state = {**state, "rng": torch.Generator().manual_seed(seed).get_state().numpy()}
         self._state = state
@@ -71,15 +66,14 @@ class Replay:
         """One episode on ``doc`` (by default the episode right after the checkpoint, for its place
         in the lr schedule). Returns the step losses [M]."""
         log = train_episode(
-            self.model,
-            self.optimizer,
-            self.task,
-            doc,
+            self.members,
+            [self.task],
+            [doc],
             episode=self.episode + 1 if episode is None else episode,
             rules=self.rules,
-            generator=self.generator,
+            generators=[self.generator],
         )
-        return log.losses.cpu().numpy()
+        return log.losses[0].cpu().numpy()
 
     def evaluate(self) -> np.ndarray:
         """Loss of every document [T], as in a row of the eval matrix."""
@@ -90,23 +84,6 @@ class Replay:
         return copy.deepcopy(capture_state(self.model, self.optimizer, self.generator, self._keep))
 
 
-def _image_task(store, cfg, device, model):
-    """The image task of an image run (rebuilt from the stored documents), None for text."""
-    if cfg.task not in ("image-lm", "image-classification"):
-        return None
-    from arprobe.tasks.image import task_from_store
-
-    dtype = next(model.parameters()).dtype
-    return task_from_store(store.doc_arrays(), cfg, store.model_info, device=device, dtype=dtype)
-
-
-class _Arrays:
-    """Attribute view of the store's ``docs`` arrays, as TextLM.from_documents reads them."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.__dict__.update(arrays)
-
-
 def pairwise_rows(replay: Replay, docs: list[int], batch: int) -> np.ndarray:
     """[len(docs), T]: the eval row after one episode on each of ``docs``, each trained from the
     checkpoint — what ``reset(); train_episode(i); evaluate()`` gives for every i.
@@ -114,11 +91,9 @@ def pairwise_rows(replay: Replay, docs: list[int], batch: int) -> np.ndarray:
     ``batch`` > 1: that many replays at once as one vmapped model (``trainer.batched``), each
     member restored to the checkpoint (parameters, kept optimizer state, RNG) and trained on its
     own document; the rows equal the sequential ones to float tolerance (tests/test_batched.py).
-    ``batch`` <= 1, or a task without a batched eval (images): one replay after another.
+    ``batch`` <= 1, or a task whose members do not stack (``Task.stacks``): one replay after another.
     """
-    from arprobe.tasks.text import TextLM
-
-    if batch <= 1 or not isinstance(replay.task, TextLM):
+    if batch <= 1 or not replay.task.stacks:
         rows = []
         for doc in docs:
             replay.reset()
@@ -126,35 +101,22 @@ def pairwise_rows(replay: Replay, docs: list[int], batch: int) -> np.ndarray:
             rows.append(replay.evaluate())
         replay.reset()
         return np.stack(rows)
-    from arprobe.trainer.batched import (
-        StackedModels,
-        evaluate_members,
-        make_stacked_optimizer,
-        set_optimizer_state,
-        train_batched_episode,
-    )
-
     n = min(batch, len(docs))
     replay.reset()
-    stack = StackedModels([copy.deepcopy(replay.model) for _ in range(n)])
-    o = replay.cfg.optim
-    optimizer = make_stacked_optimizer(stack, o.name, o.lr, o.weight_decay, decay_rule=replay.cfg.compat)
+    members = Stacked([copy.deepcopy(replay.model) for _ in range(n)], replay.cfg)
     rng = torch.from_numpy(np.asarray(replay._state["rng"], dtype=np.uint8))
     rows = []
     for lo in range(0, len(docs), n):
         chunk = list(docs[lo : lo + n])
         padded = chunk + [chunk[-1]] * (n - len(chunk))  # a short last chunk: extra members repeat a doc
-        stack.load(replay._state["model"])
-        set_optimizer_state(stack, optimizer, replay._state["optim"] if replay._keep else {})
-        generators = [torch.Generator().set_state(rng) for _ in range(n)]
-        train_batched_episode(
-            stack,
-            optimizer,
+        members.load(replay._state)
+        train_episode(
+            members,
             [replay.task] * n,
             padded,
             episode=replay.episode + 1,
             rules=replay.rules,
-            generators=generators,
+            generators=[torch.Generator().set_state(rng) for _ in range(n)],
         )
-        rows.append(evaluate_members(stack, [replay.task] * n)[: len(chunk)].cpu().numpy())
+        rows.append(members.evaluate([replay.task] * n)[: len(chunk)].cpu().numpy())
     return np.concatenate(rows)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from arprobe.tasks.registry import task_class
+
 
 def keeps_optimizer_state(cfg) -> bool:
     """Adam's moments carry over between episodes (and so belong in a checkpoint)."""
@@ -78,22 +80,5 @@ def restore_state(
 
 def model_from_info(info: dict, cfg) -> torch.nn.Module:
     """A model with the run's architecture (from the store's ``model`` info, never from the hub and
-    never running a model's own code), frozen and dropout-free as the run's was."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from arprobe.trainer.models import disable_dropout, freeze_first_blocks, use_autocast
-
-    if cfg.task in ("image-lm", "image-classification"):
-        from arprobe.trainer.vision_models import vision_model_from_info
-
-        return vision_model_from_info(info, cfg)
-    hf_config = dict(info["hf_config"])
-    model_type = hf_config.pop("model_type")
-    drop = ("architectures", "transformers_version", "auto_map")
-    config = AutoConfig.for_model(model_type, **{k: v for k, v in hf_config.items() if k not in drop})
-    attn = info.get("attn_implementation") or "sdpa"
-    model = AutoModelForCausalLM.from_config(config, attn_implementation=attn)
-    disable_dropout(model)
-    freeze_first_blocks(model, cfg.model.freeze_blocks)
-    use_autocast(model, cfg.model.autocast)
-    return model
+    never running a model's own code), frozen and dropout-free as the run's was: its task builds it."""
+    return task_class(cfg.task).model_from_info(info, cfg)

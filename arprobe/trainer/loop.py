@@ -31,10 +31,11 @@ from arprobe.science.schedule import Schedule
 from arprobe.storage import RunWriter, StoreLayout
 from arprobe.storage.lock import WriterLock
 from arprobe.tasks.base import Task
+from arprobe.tasks.registry import task_class
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, optimizer_shapes, restore_state
 from arprobe.trainer.config import RunConfig
 from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
-from arprobe.trainer.naming import ModelNames, bridge_names
+from arprobe.trainer.naming import ModelNames
 from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config
@@ -83,99 +84,24 @@ def set_threads(threads: int) -> int:
 
 
 def prepare(cfg: RunConfig) -> Setup:
-    """Data, model, names and the task: everything before the first episode. Each task builds its
-    own (``prepare_text`` here for text; other tasks in their ``arprobe.tasks`` module)."""
+    """Data, model, names and the task: everything before the first episode. The run's task
+    (``arprobe.tasks`` entry points) builds its own; the loop adds the schedule and threads."""
     threads = set_threads(cfg.threads)
-    if cfg.task in ("image-lm", "image-classification"):
-        from arprobe.tasks.image import prepare_image
-
-        return prepare_image(cfg, threads)
-    return prepare_text(cfg, threads)
-
-
-def prepare_text(cfg: RunConfig, threads: int) -> Setup:
-    """The text task: documents, tokenizer (trained BPE or the model's own), model and names."""
-    from arprobe.tasks.text import TextLM
-    from arprobe.trainer.data import load_texts, looks_like_path, select_documents
-    from arprobe.trainer.hub import check_hub_model, resolve_ladder_name
-    from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
-    from arprobe.trainer.tokenizer import ensure_pad_token, pad_token_as_released
-
-    d, m = cfg.data, cfg.model
-    authors = cfg.compat == "authors"  # the released code's choices (README, "Fidelity to the released code")
-    m.name = resolve_ladder_name(m.name)  # "default/5m": a size of a ladder `arprobe pretrain` built
-    if m.name not in PYTHIA_PRESETS:
-        # Checked before the tokenizer, which would otherwise be the first to trip on the model.
-        if looks_like_path(m.name) and not Path(m.name).expanduser().exists():
-            raise UserError(f"Model path '{m.name}' does not exist.")
-        check_hub_model(m.name, m.revision)
-    texts, provenance = load_texts(d, keep_blank=authors)
-    tokenizer, tokenizer_name = _text_tokenizer(cfg, texts)
-    pad_id = pad_token_as_released(tokenizer, tokenizer_name) if authors else ensure_pad_token(tokenizer)
-    docs = select_documents(
-        texts,
-        tokenizer,
-        n_docs=d.n_docs,
-        context_length=d.context_length,
-        max_shift=d.max_shift,
-        min_tokens=d.min_tokens,
-        seed=cfg.seed,
-        pad_id=pad_id,
-        compat=cfg.compat,
-    )
-    loaded = build_model(
-        m, vocab_size=len(tokenizer), seed=cfg.seed, max_positions=d.context_length, resize_embeddings=authors
-    )
-    device = resolve_device(m.device)
-    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
-    schedule = schedule_from_config(cfg, d.n_docs)
-    model_info = dict(loaded.provenance)
-    model_info.update(
-        tokenizer=getattr(tokenizer, "name_or_path", "")
-        if tokenizer_name != "bpe"
-        else f"bpe-{d.vocab_size} trained on the documents' source",
-        vocab_size=len(tokenizer),
-        data=provenance,
-        mask_id=int(mask_id),
-        pad_id=int(pad_id),
-        task=cfg.task,
-    )
-    attn = loaded.model.config._attn_implementation
-    names = bridge_names(loaded.model, tokenizer, loaded.bridge_name)
-    # The bridge forces eager attention on the config it boots from, which its skeleton shares with
-    # our model; keep the model's own (sdpa: faster, and what model_info says).
-    loaded.model.config._attn_implementation = attn
+    prepared = task_class(cfg.task).prepare(cfg)
     return Setup(
         cfg=cfg,
-        model=loaded.model,
-        tokenizer=tokenizer,
-        names=names,
-        task=TextLM.from_documents(docs, cfg, device=device, mask_id=mask_id, pad_id=pad_id),
-        schedule=schedule,
-        texts=docs.texts,
-        model_info=model_info,
-        device=device,
-        data_provenance=provenance,
-        n_dropped=docs.n_dropped,
+        model=prepared.model,
+        tokenizer=prepared.tokenizer,
+        names=prepared.names,
+        task=prepared.task,
+        schedule=schedule_from_config(cfg, cfg.data.n_docs),
+        texts=prepared.texts,
+        model_info=prepared.model_info,
+        device=prepared.device,
+        data_provenance=prepared.data_provenance,
+        n_dropped=prepared.n_dropped,
         threads=threads,
     )
-
-
-def _text_tokenizer(cfg: RunConfig, texts: list[str]):
-    """(tokenizer, its name): ``data.tokenizer``, where "auto" means the model's own for a hub id
-    or path (also for random init of its architecture) and a BPE trained on the documents for a
-    size preset, which has none."""
-    from arprobe.trainer.models import PYTHIA_PRESETS
-    from arprobe.trainer.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
-
-    d, m = cfg.data, cfg.model
-    name = d.tokenizer
-    if name == "auto":
-        name = "bpe" if m.name in PYTHIA_PRESETS else m.name
-    if name == "bpe":
-        return train_bpe_tokenizer(texts, d.vocab_size, cache_dir=default_cache_dir()), name
-    revision = m.revision if name == m.name else ""
-    return load_tokenizer(name, revision=revision, trust_remote_code=m.trust_remote_code), name
 
 
 def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from arprobe.errors import UserError
 from arprobe.storage import StoreLayout
+from arprobe.tasks.registry import task_class
 from arprobe.trainer.config import planned_episodes
 
 # HDF5's own bytes: object headers, chunk indexes and attributes, per dataset and per file.
@@ -65,7 +66,7 @@ def minimum_memory(cfg) -> dict[str, tuple[int, str]]:
         "the eval matrix": ((K + 1) * (4 * T + _NUMPY_ARRAY_BYTES), f"{K:,} episodes x T={T}"),
         "the schedule": (24 * K + 2 * _NUMPY_ARRAY_BYTES * E, f"{K:,} episodes"),
     }
-    if cfg.task != "text-lm":
+    if not task_class(cfg.task).keeps_token_windows:
         return parts
     parts["the token windows"] = (
         12 * T * (C + 2 * S),
@@ -100,7 +101,7 @@ def minimum_store_bytes(cfg) -> int:
     )  # eval row, train/lr/grad_norm, schedule
     tokens = (
         4 * cfg.data.n_docs * (cfg.data.context_length + 2 * cfg.data.max_shift)
-        if cfg.task == "text-lm"
+        if task_class(cfg.task).keeps_token_windows
         else 0
     )
     return K * per_episode + tokens

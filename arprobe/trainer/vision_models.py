@@ -513,10 +513,11 @@ class _loading_errors:
         raise UserError(f"Could not load model '{self.name}': {' '.join(str(exc).split())}") from None
 
 
-def vision_model_from_info(info: dict, cfg) -> nn.Module:
+def vision_model_from_info(info: dict, cfg, *, causal: bool) -> nn.Module:
     """The run's architecture from the store's ``model`` info — a built-in spec, or a Hugging Face
-    config with a fixed class (never a model's own code) — frozen and dropout-free as the run's
-    was. Its weights come from a checkpoint after."""
+    config with a fixed class (never a model's own code): a causal image model when ``causal``
+    (image-lm), else a classifier — frozen and dropout-free as the run's was. Its weights come from
+    a checkpoint after."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
     from arprobe.trainer.models import disable_dropout
@@ -531,7 +532,7 @@ def vision_model_from_info(info: dict, cfg) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             config = AutoConfig.for_model(model_type, **{k: v for k, v in hf_config.items() if k not in drop})
-        if cfg.task == "image-lm":
+        if causal:
             model = causal_image_class(model_type, info.get("name", model_type))(config)
             names = gpt2_names(model)
         else:
