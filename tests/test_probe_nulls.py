@@ -266,3 +266,53 @@ def test_toy_model_helix_separates_orders_and_names_its_nulls(tmp_path):
         assert len(shuffled["recovery_score"]) == E - 1
     assert r["helix_verdict"].startswith("run 1.00 (helix-like: random walks ≤ ")
     assert r["helix_verdict"].count("with each epoch shuffled") == 2
+
+
+# T = 3, E = 2 (as tests/test_probes.py's EVAL): every document 1 after its training, peak 3, 2 just
+# before the next, RS(1) = 0.5, online loss over epoch 2 = 2, its loss falling at every turn. In
+# CONTROL_EVAL the loss rises until the turn (1, 2.5, 3): RS(1) = (3 − 3) / (3 − 1) = 0, online loss 3.
+RUN_EVAL = np.array([[4.0, 4, 4], [1, 5, 5], [3, 1, 5], [2, 3, 1], [0.5, 2, 3], [1, 0.5, 2], [2, 1, 0.5]])
+CONTROL_EVAL = np.array(
+    [[4.0, 4, 4], [1, 5, 5], [2.5, 1, 5], [3, 2.5, 1], [0.5, 3, 2.5], [1, 0.5, 3], [2, 1, 0.5]]
+)
+
+
+def test_eval_probes_name_their_null_and_read_the_control(tmp_path):
+    doc, epoch = cyclic(3, 2)
+    run = make_store(tmp_path / "run", loss_eval=RUN_EVAL, schedule_doc=doc, schedule_epoch=epoch)
+    alone = run_one("recovery_score", run, tmp_path / "report0")
+    assert alone["result"]["control_recovery_score"] is None
+    assert alone["result"]["verdict"] == (
+        "RS(1) 0.500; no matched shuffled control in this run (arprobe run --control shuffle trains one: "
+        "same seed, documents and initialisation)."
+    )
+    assert alone["result"]["null"]["reads"].startswith("RS is >= 0 by construction")
+
+    make_store(
+        run / "control",
+        loss_eval=CONTROL_EVAL,
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        config={"schedule": {"order": "shuffle"}},
+    )
+    rs = run_one("recovery_score", run, tmp_path / "report")
+    assert rs["result"]["control_recovery_score"] == [0.0]
+    assert rs["result"]["verdict"] == "RS(1) 0.500 vs 0.000 in the matched shuffled control (+0.500)."
+    assert rs["headline"]["control_recovery_score"] == [0.0]
+
+    online = run_one("online_loss", run, tmp_path / "report")
+    group = online["result"]["groups"][0]
+    assert group["mean_after_first_epoch"] == 2.0 and group["control_mean_after_first_epoch"] == 3.0
+    assert group["null"]["verdict"] == "online loss 2.000 vs 3.000 in the matched shuffled control (-1.000)."
+    assert online["headline"]["cyclic: matched shuffled control"] == 3.0
+
+    curves = run_one("loss_curves", run, tmp_path / "report")["result"]
+    assert curves["doc_recovered"] == [0.5] and curves["null"]["control"] == [0.0]
+
+    forgetting = run_one("forgetting", run, tmp_path / "report")["result"]
+    assert forgetting["null"]["control_anticipation_ratio_median"] == 0.0
+    assert forgetting["null"]["verdict"].endswith("in the matched shuffled control (+0.50).")
+
+    recovery_map = run_one("recovery_map", run, tmp_path / "report")["result"]
+    assert recovery_map["anticipating_fraction"] == 1.0
+    assert recovery_map["null"]["control_anticipating_fraction"] == 0.0

@@ -59,7 +59,9 @@ def test_recovery_score_and_loss_curves_by_hand(tmp_path):
     rs = run_one("recovery_score", run, tmp_path / "report")
     assert rs["result"]["recovery_score"] == [0.5]
     assert (rs["result"]["l_max"], rs["result"]["l_before"], rs["result"]["l_after"]) == ([3.0], [2.0], [1.0])
-    assert rs["headline"] == {"recovery_score": [0.5]}
+    # no control next to this run: the headline says RS alone is not evidence and how to get one
+    assert rs["headline"] == {"recovery_score": [0.5], "verdict": rs["result"]["verdict"]}
+    assert rs["result"]["verdict"].startswith("RS(1) 0.500; no matched shuffled control in this run")
     assert rs["figures"] == ["recovery_score.png"]
 
     lc = run_one("loss_curves", run, tmp_path / "report")["result"]
@@ -643,7 +645,7 @@ def test_option_parsing_and_coercion(tmp_path):
     with pytest.raises(
         UserError,
         match=r"^Probe 'pca_weights' has no option 'detrnd'. Did you mean 'detrend'\? "
-        r"Its options: weights, detrend.$",
+        r"Its options: weights, detrend, null_walks.$",
     ):
         probe("pca_weights").resolve_options({"detrnd": "none"})
     with pytest.raises(UserError, match=r"^Option 'pairwise_recovery.episode' expects int, got 'last'.$"):

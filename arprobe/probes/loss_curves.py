@@ -14,6 +14,7 @@ import numpy as np
 
 from arprobe.errors import UserError
 from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.nulls import control_value, last_finite, versus_control
 from arprobe.science.geometry import common_training_offsets, interval_peaks, intervals_between
 
 
@@ -61,6 +62,7 @@ class LossCurves(Probe):
         cycle = schedule.cycle_length
         boundaries = schedule.epoch_ends[:-1]  # episodes after which a new epoch starts
 
+        control = control_value(store, lambda c: _doc_recovered(c, doc))
         self._plot_doc(curve, trained, doc, schedule, out)
         self._plot_shift_averaged(shifted, cycle, offsets, out)
         return {
@@ -86,6 +88,19 @@ class LossCurves(Probe):
             "shift_avg_recovered": avg_intervals["recovered"],
             "shift_avg_note": avg_note,
             "shift_avg_docs": shifted.docs,
+            "null": {
+                "reads": "the recovered fraction (peak − before) / (peak − after) is >= 0 by construction, "
+                "as RS is: the loss just before a training lies in the interval whose peak is taken, so "
+                "noise alone reads above 0; the curve to compare with is the matched shuffled control's "
+                "(control: the same document's recovered fraction per interval there)",
+                "control": control,
+                "verdict": versus_control(
+                    f"document {doc + 1}'s last recovered fraction",
+                    last_finite(doc_intervals["recovered"]),
+                    last_finite(control) if control is not None else None,
+                    ".2f",
+                ),
+            },
         }
 
     @staticmethod
@@ -143,3 +158,9 @@ class LossCurves(Probe):
                 "std_over_documents": shifted.std,
             },
         )
+
+
+def _doc_recovered(store, doc: int) -> np.ndarray:
+    """[n] the recovered fraction of document ``doc`` in each interval between its trainings."""
+    trained = store.schedule().episodes_of(doc)
+    return intervals_between(store.eval_matrix()[:, doc], trained)["recovered"]

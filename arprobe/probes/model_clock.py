@@ -77,6 +77,11 @@ class ModelClock(Probe):
             "collapse_error_episodes": err_episodes,
             "collapse_error_model_time": err_time,
             "collapse_ratio": err_time / err_episodes if err_episodes else float("nan"),
+            "null": {
+                "reads": "collapse_ratio 1: model time lines the intervals up no better than the episode "
+                "count (no analytic spread; the default run measured 1.05 ± 0.04 cyclic and 0.97 ± 0.01 "
+                "shuffled over 3 seeds, so a ratio within a few hundredths of 1 is not a difference)",
+            },
         }
         self._plot(snap_episodes, clock, curves, schedule, result, out)
         return result

@@ -152,6 +152,12 @@ class PairwiseRecovery(Probe):
             "(by_distance, neighbour recovery, b) are not defined; the matrix itself is",
             "neighbour_recovery": neighbour,  # [j] mean recovery of x_j from x_{j-1} and x_{j+1}
             "neighbour_recovery_mean": float(neighbour.mean()),
+            "null": {
+                "reads": "without transfer between documents the off-diagonal recovery is about 0 and has no "
+                "pattern by distance; training on any document lowers the loss of the others in the first "
+                "epochs (shared structure), so compare by_distance at d = 1 with larger d, and with the "
+                "gradient_similarity read at the same checkpoint",
+            },
             "docs_since_trained": since,  # [j] episodes between x_j's last training and the checkpoint
             "neighbour_recovery_by_since": by_since,  # [s]
             # b: how many documents after its own training a document gains most from its neighbours

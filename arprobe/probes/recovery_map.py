@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.probes.base import Probe, mark_epochs, new_figure, save_figure
+from arprobe.probes.nulls import control_value, versus_control
 from arprobe.science.geometry import trend
 from arprobe.science.recovery_map import change_before_turn, loss_changes, onset_lags
 
@@ -49,7 +50,6 @@ class RecoveryMap(Probe):
         max_lag = int(np.ceil(2 * schedule.cycle_length))
         profile = change_before_turn(loss_eval, schedule.doc, max_lag)  # [n, max_lag]
         per_epoch = np.array([_nanmean(row) for row in lags])
-        have = np.isfinite(lags)
         columns = self._columns(schedule, order)
         result = {
             "columns": columns,  # document (0-based) of each image column
@@ -58,8 +58,19 @@ class RecoveryMap(Probe):
             "onset_lag_mean": _nanmean(lags),
             "onset_lag_trend": trend(per_epoch),  # episodes per epoch; > 0: anticipation starts earlier
             # intervals whose loss was falling at the document's turn (lag ≥ 1)
-            "anticipating_fraction": float((lags[have] >= 1).mean()) if have.any() else float("nan"),
+            "anticipating_fraction": _anticipating_fraction(lags),
             "change_before_turn": profile,  # [n, lag]: mean ΔL j + 1 episodes before the next turn
+        }
+        control = control_value(
+            store, lambda c: _anticipating_fraction(onset_lags(c.eval_matrix(), c.schedule().doc))
+        )
+        falling = result["anticipating_fraction"]
+        result["null"] = {
+            "reads": "without anticipation a document's loss rises until its turn: onset lag 0 and no "
+            "interval falling at the turn, except by noise (the default run's shuffled control: 0.61 of "
+            "intervals falling, lag trend −0.12 per epoch); control: the matched shuffled control's fraction",
+            "control_anticipating_fraction": control,
+            "verdict": versus_control("fraction of intervals falling at the turn", falling, control, ".2f"),
         }
         self._plot_map(changes, schedule, columns, out)
         self._plot_onset(per_epoch, profile, out)
@@ -114,3 +125,9 @@ class RecoveryMap(Probe):
         if len(profile):
             ax2.legend(fontsize=7)
         save_figure(fig, out / "onset.png")
+
+
+def _anticipating_fraction(lags: np.ndarray) -> float:
+    """Fraction of intervals [n, T] whose loss was falling at the document's turn (lag >= 1)."""
+    have = np.isfinite(lags)
+    return float((lags[have] >= 1).mean()) if have.any() else float("nan")

@@ -179,6 +179,11 @@ class RunStore:
             texts = [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
             return self.h5["docs/tokens"][:], self.h5["docs/lengths"][:], texts
 
+    def doc_texts(self) -> list[str]:
+        """One line per document for people [T] (``docs/text``), whatever the task."""
+        with self.reading("its documents"):
+            return [t.decode() if isinstance(t, bytes) else str(t) for t in self.h5["docs/text"][:]]
+
     def doc_arrays(self) -> dict[str, np.ndarray]:
         """Every ``docs/<name>`` array but the text, as the task stored them; a format-1 store gets
         ``window_start`` = 0 (its window shift was one-sided from token 0)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from arprobe import __version__
 from arprobe.storage.recordings import Recording
-from arprobe.storage.recover import clear_write_flags
+from arprobe.storage.recover import clear_write_flags, read_superblock
 from arprobe.storage.resume import read_resume, remove_resume, write_resume
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
 
@@ -367,6 +367,7 @@ class RunWriter:
                 self.h5.close()
             except (OSError, RuntimeError):
                 pass
+        leave_closed(self.path)
         try:
             # locking=False: a reader's shared lock must not fail the run (issue: errno 11 at close)
             with h5py.File(self.path, "r+", libver="latest", locking=False) as h5:
@@ -382,3 +383,18 @@ class RunWriter:
         if "state" in self.h5:
             self.h5["state/status"][0] = status.encode()
             self.h5["state/stop_reason"][0] = stop_reason.encode()[:STOP_REASON_BYTES]
+
+
+def leave_closed(path: Path) -> None:
+    """Make a store whose close failed (a write that hit a full disk) openable by any HDF5 reader:
+    clear the "open for SWMR write" flags its writer leaves, and give the file back the length its
+    superblock records when the failed write left it shorter (a sparse extension: no disk blocks).
+    What was committed before the failure is on disk; the reader cuts at the episode counter."""
+    try:
+        superblock = read_superblock(path)
+        if superblock.get("flags"):
+            clear_write_flags(path)
+        if path.stat().st_size < superblock.get("eof", 0):
+            os.truncate(path, superblock["eof"])
+    except (OSError, ValueError):
+        pass  # a file the failure left unrecognisable: the reader will say so in one sentence
