@@ -425,8 +425,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.control in ("", "shuffle"), f"control must be '' or 'shuffle'; got '{cfg.control}'."),
         (
             not cfg.control or s.order in ("cyclic", "partial-shuffle"),
-            f"control = 'shuffle' is the matched control of a cyclic or partial-shuffle run; this run's order "
-            f"is '{s.order}' (an insert order has documents a shuffle would not match).",
+            f"control = 'shuffle' is the matched control of a cyclic or partial-shuffle run; this run's "
+            f"order is '{s.order}' (an insert order has documents a shuffle would not match).",
         ),
         (
             m.init in ("pretrained", "pythia", "normal"),
