@@ -17,7 +17,8 @@ import statistics
 import torch
 
 from arprobe.tasks import text
-from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
+from arprobe.trainer.episode import TrainingRules, train_episode
+from arprobe.trainer.members import Single
 from benchmarks.timing import median_seconds, sync
 
 
@@ -43,32 +44,32 @@ def recorder_of(setup):
     return Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
 
 
-def fresh_optimizer(setup) -> torch.optim.Optimizer:
-    o = setup.cfg.optim
-    return make_optimizer(setup.model, o.name, o.lr, o.weight_decay)
+def fresh_members(setup) -> Single:
+    """The loop's members strategy for ``setup``'s model, with a fresh optimizer."""
+    return Single(setup.model, setup.cfg)
 
 
 def training_rules(setup) -> TrainingRules:
     return TrainingRules.from_config(setup.cfg, len(setup.schedule))
 
 
-def train_step_fn(setup, recorder, optimizer, doc: int):
+def train_step_fn(setup, recorder, members, doc: int):
     """One training step exactly as the loop takes it: ``train_episode`` with M = 1 on document
     ``doc``. The optimizer state is kept between the timed steps (no reset), so every step after
     the first is an Adam update on allocated moments, as steps 2..M of an episode are."""
     rules = dataclasses.replace(training_rules(setup), steps_per_doc=1, reset_optimizer=False)
     generator = torch.Generator().manual_seed(setup.cfg.seed)
+    norms = members.grad_norms(setup.names.parameter_groups(setup.model), setup.device)
 
     def step():
         return train_episode(
-            setup.model,
-            optimizer,
-            setup.task,
-            doc,
+            members,
+            [setup.task],
+            [doc],
             episode=1,
             rules=rules,
-            generator=generator,
-            grad_norms=recorder.group_grad_norms,
+            generators=[generator],
+            grad_norms=norms,
         )
 
     return step
@@ -91,7 +92,7 @@ def mfu_of(setup, peak_gflops: float, *, train_repeats: int, eval_repeats: int) 
     recorder = recorder_of(setup)
     doc = int(torch.argmax(setup.task.lengths))  # a full-length document (FLOPs are the same either way)
     train_s, _ = median_seconds(
-        train_step_fn(setup, recorder, fresh_optimizer(setup), doc),
+        train_step_fn(setup, recorder, fresh_members(setup), doc),
         setup.device,
         repeats=train_repeats,
         warmup=2,
@@ -193,28 +194,28 @@ def train_eval_split(setup, doc_counts: list[int], *, episodes: int) -> list[dic
     cfg = setup.cfg
     M = cfg.schedule.steps_per_doc
     recorder = recorder_of(setup)
-    optimizer = fresh_optimizer(setup)
+    members = fresh_members(setup)
+    norms = members.grad_norms(setup.names.parameter_groups(setup.model), setup.device)
     rules = training_rules(setup)
     generator = torch.Generator().manual_seed(cfg.seed)
     batch = setup.task.eval_batch
 
     def episode_fn(k: int, doc: int):
         return lambda: train_episode(
-            setup.model,
-            optimizer,
-            setup.task,
-            doc,
+            members,
+            [setup.task],
+            [doc],
             episode=k,
             rules=rules,
-            generator=generator,
-            grad_norms=recorder.group_grad_norms,
+            generators=[generator],
+            grad_norms=norms,
         )
 
     out = []
     for T in doc_counts:
         train, evaluate = [], []
         docs = range(min(T, episodes + 1, setup.task.n_docs))
-        train_step_fn(setup, recorder, optimizer, docs[0])()  # warm-up: one step
+        train_step_fn(setup, recorder, members, docs[0])()  # warm-up: one step
         for k in range(episodes):
             train.append(
                 median_seconds(episode_fn(k + 1, docs[k % len(docs)]), setup.device, repeats=1, warmup=0)[0]

@@ -1,4 +1,4 @@
-"""Batched training (arprobe.trainer.batched): members of one vmapped model train as separate runs.
+"""Batched training (trainer.members.Stacked): members of one vmapped model train as separate runs.
 
 Equality is to float tolerance, not bitwise: a vmapped step runs batched matmuls (bmm) whose
 sums are ordered differently from one model's. Measured differences: ~3e-6 on losses of 3-7 nats
@@ -93,10 +93,10 @@ def test_pairwise_rows_every_rule(rules_run):
     np.testing.assert_allclose(batched, sequential, rtol=0, atol=ATOL_LOSS)
 
 
-def test_frozen_parameters_stay_frozen_and_members_are_views():
+def test_frozen_parameters_stay_frozen_and_members_are_views(tmp_path):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from arprobe.trainer.batched import StackedModels, make_stacked_optimizer
+    from arprobe.trainer.members import Stacked
     from arprobe.trainer.models import freeze_first_blocks
 
     config = GPTNeoXConfig(
@@ -109,8 +109,8 @@ def test_frozen_parameters_stay_frozen_and_members_are_views():
         freeze_first_blocks(model, 1)
         members.append(model)
     frozen = members[1].gpt_neox.layers[0].attention.dense.weight.detach().clone()
-    stack = StackedModels(members)
-    optimizer = make_stacked_optimizer(stack, "adam", 1e-2, 0.0)
+    stacked = Stacked(members, tiny_config(tmp_path, lr=1e-2, weight_decay=0.0))
+    stack, optimizer = stacked.stack, stacked.optimizer
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     frozen_names = [n for n in stack.names if not stack.params[n].requires_grad]
     assert "gpt_neox.embed_in.weight" in frozen_names

@@ -1,8 +1,8 @@
 """``arprobe sweep --batch-seeds``: points that may train as one vmapped model go as one job.
 
-Points are grouped when their run configs are equal but for what ``trainer.batched_run.BATCHABLE``
+Points are grouped when their run configs are equal but for what ``trainer.members.BATCHABLE``
 allows (seed, order, data randomness); each group of up to N points is one job whose worker
-trains the points that have no store yet as one batched model (``run_batched``) and every other
+trains the points that have no store yet as one stacked model (``loop.run_many``) and every other
 point (to resume, or when the group turns out not to be batchable, e.g. ``insert`` schedules of
 different lengths) as an ordinary run. A group job carries its points' jobs under ``members``;
 the sweep's manifest keeps one entry per point as always.
@@ -15,8 +15,8 @@ import time
 
 def group_jobs(jobs: list[dict], max_members: int) -> list[dict]:
     """Jobs with the batchable points gathered into group jobs of at most ``max_members``."""
-    from arprobe.trainer.batched_run import batch_key
     from arprobe.trainer.config import load_config
+    from arprobe.trainer.members import batch_key  # torch: not at `arprobe sweep --help`
 
     groups: dict[str, list[dict]] = {}
     for job in jobs:
@@ -55,8 +55,8 @@ def run_group(job: dict) -> dict:
     from arprobe.errors import UserError
     from arprobe.sweep.manifest import MISSING, inspect_store
     from arprobe.sweep.worker import limit_threads, lost_record, run_point
-    from arprobe.trainer.batched_run import run_batched
     from arprobe.trainer.config import load_config
+    from arprobe.trainer.loop import run_many
 
     limit_threads(int(job["threads"]))
     fresh, records = [], []
@@ -71,7 +71,7 @@ def run_group(job: dict) -> dict:
     elif fresh:
         started = time.perf_counter()
         try:
-            results = run_batched([cfg for _, cfg in fresh], progress=False)
+            results = run_many([cfg for _, cfg in fresh], progress=False)
         except UserError:  # not batchable after all (schedule lengths): one by one
             records += [run_point(member) for member, _ in fresh]
         except Exception as exc:  # noqa: BLE001 - one group's failure must not stop the sweep

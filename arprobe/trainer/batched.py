@@ -1,15 +1,15 @@
 """S models of one architecture trained as one: their parameters stacked along a leading member
 axis, the forward ``torch.vmap(functional_call(...))`` over members, each member its own batch.
 
-Used for pairwise recovery (T replays from one checkpoint, member i trained on document i) and
-for seeds trained together (``arprobe.trainer.batched_run``).
+The machinery of the ``Stacked`` members strategy (``trainer.members``), with which the one episode
+step (``trainer.episode.train_episode``) trains seeds together (``loop.run_many``) and pairwise
+recovery's replays (T replays from one checkpoint, member i trained on document i).
 
 Why one ordinary optimizer is S optimizers: Adam, AdamW and SGD update every element from that
 element's gradient and state alone, so one ``torch.optim.Adam(fused=True)`` over the stacked
 leaves [S, ...] is exactly S per-member Adams, as long as the members share lr and step count
 (they step together; resetting the state resets all). Only gradient clipping looks across
-elements: it is done here per member, over that member's own parameters. Summing the members'
-losses before ``backward`` keeps their gradients independent (d sum / d loss_s = 1).
+elements: it is done here per member, over that member's own parameters.
 
 Each member keeps its ordinary ``nn.Module``, whose parameters become views into the stacked
 tensors (same storage): every optimizer step shows up in them, so recorders, checkpoints and
@@ -27,6 +27,7 @@ the parameters' layout. The batched path pays off where one step does not fill t
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from collections.abc import Callable
 
@@ -34,15 +35,12 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from arprobe.tasks.base import Task
-from arprobe.trainer.episode import EpisodeLog, TrainingRules, decays
-
 # The batching-rule warning of SDPA on CPU: the fallback (one call per member) is correct.
 _SDPA_WARNING = "There is a performance drop because we have not yet implemented the batching rule"
 
 
 @contextlib.contextmanager
-def _quiet_vmap():
+def quiet_vmap():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SDPA_WARNING)
         yield
@@ -57,8 +55,6 @@ class StackedModels:
     """
 
     def __init__(self, members: list[torch.nn.Module]):
-        import copy
-
         assert members, "no members"
         self.members = members
         self.S = len(members)
@@ -131,27 +127,6 @@ class StackedModels:
         for name, stacked in self.logical(self.params).items():
             value = torch.as_tensor(np.asarray(state[name]), device=stacked.device).to(stacked.dtype)
             stacked.copy_(value.expand_as(stacked))
-
-
-def make_stacked_optimizer(
-    stack: StackedModels, name: str, lr: float, weight_decay: float, *, decay_rule: str = "arprobe"
-) -> torch.optim.Optimizer:
-    """The run's optimizer (``episode.make_optimizer``) over the stacked trainable leaves: the same
-    class, options and decay groups, decided on the member parameters (a stacked tensor has one
-    dimension more)."""
-    trainable = stack.trainable()
-    params = [stack.params[n] for n in trainable]
-    if weight_decay:
-        decayed = [n for n in trainable if decays(n, stack.member_param(n), decay_rule)]
-        groups = [
-            {"params": [stack.params[n] for n in decayed], "weight_decay": weight_decay},
-            {"params": [stack.params[n] for n in trainable if n not in decayed], "weight_decay": 0.0},
-        ]
-        params = [g for g in groups if g["params"]]
-    if name == "adam":
-        adam = torch.optim.AdamW if weight_decay else torch.optim.Adam
-        return adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 class MemberOptimizer:
@@ -243,59 +218,6 @@ def clip_per_member(stack: StackedModels, max_norm: float) -> None:
         g.mul_(coef.to(g.dtype).view(S, *([1] * (g.dim() - 1))))
 
 
-def train_batched_episode(
-    stack: StackedModels,
-    optimizer: torch.optim.Optimizer,
-    tasks: list[Task],
-    docs: list[int],
-    *,
-    episode: int,
-    rules: TrainingRules,
-    generators: list[torch.Generator],
-    grad_norms: Callable[[], torch.Tensor] | None = None,  # [S, L], read after backward, before clipping
-) -> EpisodeLog:
-    """``episode.train_episode`` for every member at once: member s takes M steps on ``docs[s]`` of
-    ``tasks[s]`` with ``generators[s]``. Returns losses [S, M] and grad norms [S, M, L].
-
-    The one place besides ``train_episode`` that takes a step (the design's "nothing else takes a
-    step" cannot hold for a vmapped model): it applies the same rules in the same order — optimizer
-    reset, lr schedule, the task's batch drawn from the member's generator, norms before clipping,
-    clipping, step — and tests/test_batched.py checks the two agree on every rule."""
-    S, M = stack.S, rules.steps_per_doc
-    assert len(tasks) == len(docs) == len(generators) == S
-    if rules.reset_optimizer:
-        optimizer.state.clear()
-    task = tasks[0]  # the loss is a function of the batch: any member's task computes it
-
-    def member_loss(params, batch):
-        return task.batch_loss(stack.functional(params), batch)
-
-    batched_loss = torch.vmap(member_loss)
-    losses, norms, lrs = [], [], np.zeros(M, dtype=np.float32)
-    for j in range(M):
-        lr = rules.lr_at((episode - 1) * M + j)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batches = [t.training_batch(d, g) for t, d, g in zip(tasks, docs, generators)]
-        batch = {k: torch.stack([b[k] for b in batches]) for k in batches[0]}
-        with _quiet_vmap():
-            loss = batched_loss(stack.logical(stack.params), batch)  # [S]
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        if grad_norms is not None:
-            norms.append(grad_norms())
-        if rules.grad_clip:
-            clip_per_member(stack, rules.grad_clip)
-        optimizer.step()
-        losses.append(loss.detach())
-        lrs[j] = lr
-    return EpisodeLog(
-        losses=torch.stack(losses, 1).float(),
-        lrs=lrs,
-        grad_norms=torch.stack(norms, 1) if norms else None,
-    )
-
-
 @torch.no_grad()
 def evaluate_members(stack: StackedModels, tasks: list) -> torch.Tensor:
     """Eval rows [S, T]: every member's loss on each of its own task's clean documents (text
@@ -313,7 +235,7 @@ def evaluate_members(stack: StackedModels, tasks: list) -> torch.Tensor:
 
     batched = torch.vmap(member_losses)
     rows = []
-    with _quiet_vmap():
+    with quiet_vmap():
         for lo in range(0, tokens.shape[1], chunk):
             params = stack.logical({n: p.detach() for n, p in stack.params.items()})
             rows.append(batched(params, tokens[:, lo : lo + chunk], lengths[:, lo : lo + chunk]))

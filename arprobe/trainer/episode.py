@@ -1,10 +1,13 @@
-"""The one episode step: M gradient steps on one document, batch size 1.
+"""The one episode step: M gradient steps on one document per member, batch size 1.
 
 Everything that decides what a step does — the learning-rate schedule, gradient clipping, the
 optimizer-state policy, the frozen parameters (absent from the optimizer), the task's data
-randomness drawn from the run's generator — is applied here and only here. The loop, ``--resume``
-and every replay of training (pairwise recovery, batched seeds) call ``train_episode``; nothing
-else takes a step, so a replay from a checkpoint trains exactly as the run did.
+randomness drawn from each run's generator — is applied here and only here, for one model or S
+stacked ones alike. What differs between those is behind the members strategy
+(``trainer.members``: ``Single`` or ``Stacked``): the loss of a step, the per-layer norms, clipping
+and evaluation. The loop, ``--resume`` and every replay of training (pairwise recovery, batched
+seeds) call ``train_episode``; nothing else takes a step, so a replay from a checkpoint trains
+exactly as the run did.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -54,9 +58,22 @@ class TrainingRules:
 
 @dataclass
 class EpisodeLog:
-    losses: torch.Tensor  # [M] training loss of each step (on device)
-    lrs: np.ndarray  # float32 [M]
-    grad_norms: torch.Tensor | None  # [M, L] per-layer gradient norms before clipping, if asked
+    losses: torch.Tensor  # [S, M] training loss of each member's steps (on device)
+    lrs: np.ndarray  # float32 [M], shared by the members
+    grad_norms: torch.Tensor | None  # [S, M, L] per-layer gradient norms before clipping, if asked
+
+
+class Members(Protocol):
+    """What differs between training one plain model and S stacked ones (``trainer.members``)."""
+
+    S: int  # members
+    optimizer: torch.optim.Optimizer  # one optimizer over every member's trainable parameters
+
+    def loss(self, tasks: list[Task], batches: list[dict]) -> torch.Tensor:
+        """[S] each member's loss on its own batch, with a graph to every member's parameters."""
+
+    def clip(self, max_norm: float) -> None:
+        """``clip_grad_norm_`` of every member over its own trainable parameters."""
 
 
 # The released code's no-decay rule: parameter names containing one of these. In GPT-NeoX that is
@@ -84,16 +101,32 @@ def make_optimizer(
     """The run's optimizer over the trainable (``requires_grad``) parameters: frozen ones are never
     in it, so no step can move them. With weight decay, two parameter groups: decayed and not
     (``decays`` with ``decay_rule``, the run's ``compat``); without, the one group of all."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in trainable]
+    trainable = [(n, p, p) for n, p in model.named_parameters() if p.requires_grad]
+    return optimizer_over(trainable, name, lr, weight_decay, decay_rule=decay_rule)
+
+
+def optimizer_over(
+    trainable: list[tuple[str, torch.Tensor, torch.Tensor]],
+    name: str,
+    lr: float,
+    weight_decay: float,
+    *,
+    decay_rule: str = "arprobe",
+) -> torch.optim.Optimizer:
+    """``make_optimizer`` over (name, the member's parameter, the tensor stepped) triples: the decay
+    rule is decided on the member's parameter, the optimizer steps the other (the same tensor for a
+    plain model; the stacked [S, ...] leaf for stacked members, one dimension more)."""
+    params = [leaf for _, _, leaf in trainable]
     if weight_decay:
+        decayed = [decays(n, p, decay_rule) for n, p, _ in trainable]
         groups = [
-            {"params": [p for n, p in trainable if decays(n, p, decay_rule)], "weight_decay": weight_decay},
-            {"params": [p for n, p in trainable if not decays(n, p, decay_rule)], "weight_decay": 0.0},
+            {"params": [t for (_, _, t), d in zip(trainable, decayed) if d], "weight_decay": weight_decay},
+            {"params": [t for (_, _, t), d in zip(trainable, decayed) if not d], "weight_decay": 0.0},
         ]
         params = [g for g in groups if g["params"]]
     # The fused Adam kernel makes one pass over memory instead of ~10: 3.5x faster on CPU,
-    # where the optimizer step was a quarter of a small run.
+    # where the optimizer step was a quarter of a small run. Adam, AdamW and SGD update every
+    # element from its own gradient and state, so over stacked leaves they are S optimizers.
     if name == "adam":
         adam = torch.optim.AdamW if weight_decay else torch.optim.Adam
         return adam(params, lr=lr, weight_decay=weight_decay, fused=True)
@@ -101,36 +134,40 @@ def make_optimizer(
 
 
 def train_episode(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    task: Task,
-    doc: int,
+    members: Members,
+    tasks: list[Task],
+    docs: list[int],
     *,
     episode: int,  # 1-based: where the episode sits in the lr schedule
     rules: TrainingRules,
-    generator: torch.Generator,
-    grad_norms: Callable[[], torch.Tensor] | None = None,  # read after backward, before clipping
+    generators: list[torch.Generator],
+    grad_norms: Callable[[], torch.Tensor] | None = None,  # [S, L], read after backward, before clipping
 ) -> EpisodeLog:
-    """M steps on document ``doc``; returns the step losses (and gradient norms if asked)."""
+    """M steps of member s on document ``docs[s]`` of ``tasks[s]``, its data randomness drawn from
+    ``generators[s]``; returns the step losses [S, M] (and gradient norms [S, M, L] if asked)."""
+    optimizer, M = members.optimizer, rules.steps_per_doc
+    assert len(tasks) == len(docs) == len(generators) == members.S
     if rules.reset_optimizer:
         optimizer.state.clear()  # forget Adam's moments and step count, as a fresh optimizer would
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    M = rules.steps_per_doc
     losses, norms, lrs = [], [], np.zeros(M, dtype=np.float32)
     for j in range(M):
         lr = rules.lr_at((episode - 1) * M + j)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = task.batch_loss(model, task.training_batch(doc, generator))
+        loss = members.loss(tasks, [t.training_batch(d, g) for t, d, g in zip(tasks, docs, generators)])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # d sum / d loss_s = 1: every member's gradient is its own loss's (for S = 1, exactly the
+        # backward of the one loss)
+        loss.sum().backward()
         if grad_norms is not None:
             norms.append(grad_norms())
         if rules.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, rules.grad_clip)
+            members.clip(rules.grad_clip)
         optimizer.step()
         losses.append(loss.detach())
         lrs[j] = lr
     return EpisodeLog(
-        losses=torch.stack(losses).float(), lrs=lrs, grad_norms=torch.stack(norms) if norms else None
+        losses=torch.stack(losses, 1).float(),
+        lrs=lrs,
+        grad_norms=torch.stack(norms, 1) if norms else None,
     )

@@ -1,13 +1,15 @@
 """The cyclic fine-tuning loop: setup, then one loop over episodes whose phases read at a glance.
 
-for each episode k (document schedule.doc[k - 1]):
+for each episode k (document schedule.doc[k - 1] of each run):
     train: the episode step (trainer.episode.train_episode): M steps on the document
     evaluate: the loss of all T documents, batched          -> loss/eval row k
     record: whatever the recording table says is due (weights, grads, activations, checkpoint)
     commit: flush, bump the episode counter; then the rolling resume slot
 
-Everything after the training step is ``finish_episode``, which seeds trained as one batched model
-(``arprobe.trainer.batched_run``) call for each of their stores too.
+The loop runs a list of one or more runs: one config trains a plain model (``members.Single``);
+several batchable configs (seeds trained together) train as members of one stacked model
+(``members.Stacked``), each run with its own ordinary store, recorder, lock and status. Everything
+after the training step and the eval is ``finish_episode``, per run.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from arprobe.tasks.base import Task
 from arprobe.tasks.registry import task_class
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, optimizer_shapes, restore_state
 from arprobe.trainer.config import RunConfig
-from arprobe.trainer.episode import TrainingRules, make_optimizer, train_episode
+from arprobe.trainer.episode import TrainingRules, train_episode
+from arprobe.trainer.members import Single, Stacked, check_batchable, check_schedule_lengths, make_members
 from arprobe.trainer.naming import ModelNames
 from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes
 from arprobe.trainer.recorders import Recorder
@@ -106,29 +109,61 @@ def prepare(cfg: RunConfig) -> Setup:
 
 def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:
     """Train, record and write ``<out>/<name>/run.h5``; returns the headline numbers."""
-    run_dir = cfg.run_dir
-    store_path = run_dir / "run.h5"
-    _check_out_folder(Path(cfg.out))
-    if store_path.exists() and not overwrite:
-        raise UserError(_existing_store_message(store_path, cfg))
-    check_scale(cfg, run_dir)  # before anything is allocated: the least memory and disk the run needs
-    setup = prepare(cfg)
+    return run_many([cfg], progress=progress, overwrite=overwrite)[0]
+
+
+def run_many(cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool = False) -> list[RunResult]:
+    """Train every config of ``cfgs`` into its own ordinary store; one ``RunResult`` per config, in
+    order. Several configs must be batchable (``members.check_batchable``): they train as members of
+    one stacked model, and their stores equal separate runs' to float tolerance (tests/test_batched.py)."""
+    if len(cfgs) > 1:
+        check_batchable(cfgs)
+    for cfg in cfgs:
+        _check_out_folder(Path(cfg.out))
+        store_path = cfg.run_dir / "run.h5"
+        if store_path.exists() and not overwrite:
+            raise UserError(_existing_store_message(store_path, cfg))
+        check_scale(cfg, cfg.run_dir)  # before anything is allocated: the least memory and disk it needs
+    setups = [prepare(cfg) for cfg in cfgs]
+    check_schedule_lengths([len(s.schedule) for s in setups])
+    members = make_members([s.model for s in setups], cfgs[0])  # before the recorders keep parameters
+    runs: list[_Run] = []
+    try:
+        for s, setup in enumerate(setups):
+            runs.append(_open_run(setup, members, s))
+    except BaseException:
+        for opened in runs:
+            opened.outcome = ("failed", "the run could not start")
+            _close(opened)
+        raise
+    return _drive(runs, members, start=0, progress=progress)
+
+
+def _open_run(setup: Setup, members: Single | Stacked, s: int) -> _Run:
+    """Member ``s``'s recorder, folder, lock and new store, and its first resume point."""
     recorder = _recorder(setup)
     layout = _layout(setup, recorder)
+    run_dir = setup.cfg.run_dir
     check_disk_space(run_dir, estimate_store_bytes(layout, setup))
     created_dir = make_run_dir(run_dir)
     lock = WriterLock(run_dir).acquire()  # before anything is written: a live writer is never overwritten
     try:
-        writer = _create_store(setup, recorder, layout, store_path)
+        writer = _create_store(setup, recorder, layout, run_dir / "run.h5")
     except BaseException:
         lock.release()
         if created_dir:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    optimizer, generator = _fresh_state(setup)
-    state = _State(optimizer, generator, [writer.h5["loss/eval"][0]])
-    _write_resume_if_due(setup, writer, state, 0)
-    return _drive(setup, writer, recorder, state, start=0, progress=progress, lock=lock)
+    generator = torch.Generator().manual_seed(setup.cfg.seed)
+    state = _State(members.member_optimizer(s), generator, [writer.h5["loss/eval"][0]], lock=lock)
+    opened = _Run(setup, recorder, writer, state)
+    try:
+        _write_resume_if_due(setup, writer, state, 0)
+    except BaseException:
+        opened.outcome = ("failed", "the run could not start")
+        _close(opened)
+        raise
+    return opened
 
 
 def make_run_dir(run_dir: Path) -> bool:
@@ -202,6 +237,7 @@ def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = 
     cfg = config_from_dict(stored)
     cfg.model.trust_remote_code = trust_remote_code
     setup = prepare(cfg)
+    members = make_members([setup.model], cfg)
     recorder = _recorder(setup)
     lock = WriterLock(store_path.parent).acquire()
     try:
@@ -209,20 +245,20 @@ def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = 
     except BaseException:
         lock.release()
         raise
-    optimizer, generator = _fresh_state(setup)
+    generator = torch.Generator().manual_seed(cfg.seed)
     if saved is not None:
-        restore_state(saved, setup.model, optimizer, generator)
-    state = _State(optimizer, generator, list(writer.h5["loss/eval"][: episode + 1]))
+        restore_state(saved, setup.model, members.optimizer, generator)
+    state = _State(members.optimizer, generator, list(writer.h5["loss/eval"][: episode + 1]), lock=lock)
     if saved is None:
         _write_resume_if_due(setup, writer, state, 0)
-    return _drive(setup, writer, recorder, state, start=episode, progress=progress, lock=lock)
+    return _drive([_Run(setup, recorder, writer, state)], members, start=episode, progress=progress)[0]
 
 
 @dataclass
 class _State:
-    """What changes as the loop runs, besides the model."""
+    """What changes as a run goes, besides the model."""
 
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer  # the run's view of the optimizer state (what a checkpoint keeps)
     generator: torch.Generator
     loss_eval: list  # rows [T] of the eval matrix so far
     last_checkpoint: int | None = None
@@ -233,44 +269,73 @@ class _State:
     resume_seconds: float = 0.0  # how long writing it took: whether another fits a stop's grace
 
 
+@dataclass
+class _Run:
+    """One run of the loop: its setup, recorder, store and state; ``outcome`` once it ended."""
+
+    setup: Setup
+    recorder: Recorder
+    writer: RunWriter
+    state: _State
+    outcome: tuple[str, str] | None = None  # (status, reason)
+
+
+@dataclass
+class _Stop:
+    """The signal that asks every run of the loop to stop after the current episode."""
+
+    stop_signal: int | None = None
+    signal_at: float | None = None  # when it arrived (time.monotonic())
+
+
 def _recorder(setup: Setup) -> Recorder:
     return Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
 
 
-def _fresh_state(setup: Setup) -> tuple[torch.optim.Optimizer, torch.Generator]:
-    o = setup.cfg.optim
-    optimizer = make_optimizer(setup.model, o.name, o.lr, o.weight_decay, decay_rule=setup.cfg.compat)
-    return optimizer, torch.Generator().manual_seed(setup.cfg.seed)
-
-
-def _drive(
-    setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool, lock
-):
-    """Run the loop from episode ``start`` + 1, close the store with its status, summarise."""
+def _drive(runs: list[_Run], members: Single | Stacked, *, start: int, progress: bool) -> list[RunResult]:
+    """Run the loop from episode ``start`` + 1, close every store with its run's status, summarise."""
     started = time.perf_counter()
-    status, reason = "failed", ""
-    state.lock = lock
+    stop = _Stop()
     try:
-        with _stop_on_signals(state):
-            status, reason = _train(setup, writer, recorder, state, start=start, progress=progress)
+        with _stop_on_signals(stop):
+            _train(runs, members, stop, start=start, progress=progress)
     except KeyboardInterrupt:
-        status, reason = "stopped", _resume_hint(writer, "interrupted")
+        _end(runs, lambda r: ("stopped", _resume_hint(r.writer, "interrupted")))
         raise
     except OSError as exc:
         if not _disk_full(exc):
-            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+            failed = ("failed", f"{type(exc).__name__}: {exc}")
+            _end(runs, lambda r: failed)
             raise
-        status, reason = "failed", _disk_full_reason(setup, writer, recorder)
-        raise UserError(f"The run stopped: {reason}.") from None
+        ended = _end(runs, lambda r: ("failed", _disk_full_reason(r.setup, r.writer, r.recorder))) or runs
+        raise UserError(f"The run stopped: {ended[0].outcome[1]}.") from None
     except BaseException as exc:
-        status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        failed = ("failed", f"{type(exc).__name__}: {exc}")
+        _end(runs, lambda r: failed)
         raise
     finally:
-        try:
-            writer.close(status, reason)
-        finally:
-            lock.release()
-    return summarise(setup, writer, state, status, reason, time.perf_counter() - started)
+        for r in runs:
+            if r.state.stop_signal is None:  # a signal after the last episode is still reported
+                r.state.stop_signal, r.state.signal_at = stop.stop_signal, stop.signal_at
+            _close(r)
+    seconds = time.perf_counter() - started
+    return [summarise(r.setup, r.writer, r.state, *r.outcome, seconds) for r in runs]
+
+
+def _end(runs: list[_Run], outcome) -> list[_Run]:
+    """Give every run still going the outcome ``outcome(run)``; returns those runs."""
+    going = [r for r in runs if r.outcome is None]
+    for r in going:
+        r.outcome = outcome(r)
+    return going
+
+
+def _close(run: _Run) -> None:
+    status, reason = run.outcome or ("failed", "the run ended early")
+    try:
+        run.writer.close(status, reason)
+    finally:
+        run.state.lock.release()
 
 
 def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reason: str, seconds: float):
@@ -299,7 +364,7 @@ def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reaso
 
 
 @contextlib.contextmanager
-def _stop_on_signals(state: _State):
+def _stop_on_signals(state: _Stop):
     """SIGTERM, SIGHUP and a first Ctrl-C ask the loop to stop after the current episode (the store
     then says ``stopped`` and can be resumed); a second Ctrl-C interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
@@ -440,56 +505,65 @@ def _resume_on_stop(setup: Setup, writer: RunWriter, state: _State) -> None:
         _write_resume(setup, writer, state, writer.completed)
 
 
-def _train(setup: Setup, writer: RunWriter, recorder: Recorder, state: _State, *, start: int, progress: bool):
-    """The episode loop from episode ``start`` + 1. Returns (status, reason)."""
+def _train(runs: list[_Run], members: Single | Stacked, stop: _Stop, *, start: int, progress: bool) -> None:
+    """The episode loop from episode ``start`` + 1; gives every run its outcome (status, reason)."""
     from tqdm.auto import tqdm
 
-    cfg, model, task, schedule = setup.cfg, setup.model, setup.task, setup.schedule
-    rules = TrainingRules.from_config(cfg, len(schedule))
-    model.train()
-    # The compiled module shares the model's parameters; only the training forward goes through
-    # it (eval, recordings and hooks see the plain model, so they never trigger a recompile).
-    train_model = torch.compile(model) if cfg.model.compile else model
-    bar = tqdm(
-        total=len(schedule),
-        initial=start,
-        desc="episodes",
-        unit="ep",
-        disable=not progress,
-        dynamic_ncols=True,
-    )
+    first = runs[0].setup  # the runs share the rules and the architecture (members.check_batchable)
+    K = len(first.schedule)
+    rules = TrainingRules.from_config(first.cfg, K)
+    norms = members.grad_norms(first.names.parameter_groups(first.model), first.device)
+    tasks = [r.setup.task for r in runs]
+    for model in members.modules:
+        model.train()
+    desc = "episodes" if len(runs) == 1 else f"episodes ×{len(runs)}"
+    bar = tqdm(total=K, initial=start, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True)
     try:
-        for k in range(start + 1, len(schedule) + 1):
-            doc, epoch = int(schedule.doc[k - 1]), int(schedule.epoch[k - 1])
+        for k in range(start + 1, K + 1):
             log = train_episode(
-                train_model,
-                state.optimizer,
-                task,
-                doc,
+                members,
+                tasks,
+                [int(r.setup.schedule.doc[k - 1]) for r in runs],
                 episode=k,
                 rules=rules,
-                generator=state.generator,
-                grad_norms=recorder.group_grad_norms,
+                generators=[r.state.generator for r in runs],
+                grad_norms=norms,
             )
-            train_loss = log.losses.cpu().numpy()
-            ended = finish_episode(
-                setup, writer, recorder, state, k, train_loss, log.grad_norms.cpu().numpy(), log.lrs
-            )
-            if ended:
-                return ended
+            train_loss = log.losses.cpu().numpy()  # [S, M]
+            grad_norm = log.grad_norms.cpu().numpy()  # [S, M, L]
+            eval_rows = _evaluate(runs, members, k)  # [S, T]
+            for s, r in enumerate(runs):
+                if r.outcome is None:  # a member that diverged or ran out of disk trains on, unwritten
+                    losses = train_loss[s], grad_norm[s], log.lrs, eval_rows[s]
+                    r.outcome = finish_episode(r.setup, r.writer, r.recorder, r.state, k, *losses)
+            if all(r.outcome is not None for r in runs):
+                return
             bar.update(1)
-            if state.stop_signal is not None:
-                _resume_on_stop(setup, writer, state)
-                return "stopped", stopped_reason(writer, state.stop_signal, state.signal_at)
+            if stop.stop_signal is not None:
+                for r in runs:
+                    r.state.stop_signal, r.state.signal_at = stop.stop_signal, stop.signal_at
+                    if r.outcome is None:
+                        _resume_on_stop(r.setup, r.writer, r.state)
+                        r.outcome = ("stopped", stopped_reason(r.writer, stop.stop_signal, stop.signal_at))
+                return
             bar.set_postfix(
-                epoch=epoch,
-                doc=doc,
-                loss=f"{train_loss[-1]:.3f}",
-                mean_eval=f"{state.loss_eval[-1].mean():.3f}",
+                epoch=int(first.schedule.epoch[k - 1]),
+                loss=f"{train_loss[:, -1].mean():.3f}",
+                mean_eval=f"{eval_rows.mean():.3f}",
             )
     finally:
         bar.close()
-    return "complete", ""
+    _end(runs, lambda r: ("complete", ""))
+
+
+def _evaluate(runs: list[_Run], members: Single | Stacked, k: int) -> np.ndarray:
+    """[S, T] every run's eval row after episode ``k``; where the members evaluate their own modules,
+    the recorded activations come from this forward (else from a forward of their own, later)."""
+    with contextlib.ExitStack() as hooks:
+        after = None
+        if members.feeds_eval_hooks:
+            after = [hooks.enter_context(r.recorder.activations_from_eval(k)) for r in runs]
+        return members.evaluate([r.setup.task for r in runs], after).cpu().numpy()
 
 
 def stopped_reason(writer: RunWriter, signum: int, signal_at: float | None = None) -> str:
@@ -507,15 +581,11 @@ def finish_episode(
     train_loss: np.ndarray,  # [M]
     grad_norm: np.ndarray,  # [M, L]
     lrs: np.ndarray,  # [M]
-    eval_row: np.ndarray | None = None,  # [T], when the caller evaluated already (batched seeds)
+    eval_row: np.ndarray,  # [T] every document after this episode
 ) -> tuple[str, str] | None:
-    """Everything after episode ``k``'s training: evaluate, check, record, commit. Returns
+    """Everything after episode ``k``'s training and eval: check, record, commit. Returns
     (status, reason) when the run ends here (diverged, disk full), else None."""
     doc, epoch = int(setup.schedule.doc[k - 1]), int(setup.schedule.epoch[k - 1])
-    if eval_row is None:
-        # evaluate: every document after this episode (recorded activations come from this forward)
-        with recorder.activations_from_eval(k) as after_batch:
-            eval_row = setup.task.eval_losses(setup.model, after_batch).cpu().numpy()
     if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
         return "diverged", _divergence(setup.cfg, k, epoch, state.last_checkpoint)
     short = _room_missing(writer, recorder, k)
