@@ -54,6 +54,9 @@ class Task(ABC):
     stacks: bool = False
     # The task keeps token windows [T, C + 2 * max_shift] (memory and store estimates count them).
     keeps_token_windows: bool = False
+    # What the documents are, one line for the run's summary ("4 batches of 32 images (8x8)");
+    # empty: the summary counts text documents dropped and padded.
+    data_note: str = ""
 
     # --- the lifecycle, on the class -------------------------------------------------------
 
