@@ -258,6 +258,7 @@ def test_toy_model_helix_separates_orders_and_names_its_nulls(tmp_path):
     assert r["run_helix_cosine"] == pytest.approx(1.0, abs=1e-4)  # an ideal helix, float32
     null = r["null"]
     assert null["control"] is None and set(null["random_walk"]) == {"run", "identity", "target"}
+    assert set(null["step_permutation"]) == {"run", "identity", "target"}
     for kind in ("identity", "target"):
         shuffled = null["toy_shuffled"][kind]
         # The toy's w comes back one cycle later on the cyclic schedule, not with each epoch shuffled:

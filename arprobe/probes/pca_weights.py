@@ -279,7 +279,7 @@ def helix_statistic(gram: np.ndarray, window: int, *, walks: int, dim: int) -> d
 
 
 def helix_verdict(test: dict) -> str:
-    """ "helix-like" when helix_cosine is above the 97.5th percentile of both random-walk nulls,
+    """The verdict: helix-like when helix_cosine is above the 97.5th percentile of both random-walk nulls,
     else "not distinguishable from a random walk"; the control's value, when there is one, after."""
     value = test["value"]
     bound = max(test["random_walk"]["q975"], test["step_permutation"]["q975"])

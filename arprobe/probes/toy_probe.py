@@ -36,7 +36,13 @@ from arprobe.probes.base import (
     save_figure,
 )
 from arprobe.science.comparison import ring_order
-from arprobe.science.geometry import factor_from_gram, gram_matrix, random_walk_null, residual_lag_cosine
+from arprobe.science.geometry import (
+    factor_from_gram,
+    gram_matrix,
+    random_walk_null,
+    residual_lag_cosine,
+    step_permutation_null,
+)
 from arprobe.science.schedule import Schedule
 from arprobe.science.toy import (
     DEFAULT_EPOCHS,
@@ -216,12 +222,13 @@ class ToyModel(Probe):
         from arprobe.science.recovery import recovery_scores
 
         cycle = max(int(round(schedule.cycle_length)), 2)
-        toy_helix, toy_null, toy_shuffled = {}, {}, {}
+        toy_helix, toy_null, toy_steps, toy_shuffled = {}, {}, {}, {}
         shuffled = shuffle_within_epochs(schedule.doc, schedule.epoch, seed=seed)
         for kind, toy in toys.items():
             toy_helix[kind] = residual_lag_cosine(toy.fast_weights, cycle, cycle)
             n, dim = toy.fast_weights.shape
             toy_null[kind] = random_walk_null(n, dim, cycle, cycle, walks=200, seed=0)
+            toy_steps[kind] = step_permutation_null(toy.fast_weights, cycle, cycle, walks=200, seed=0)
             other = simulate_toy_model(
                 kind,
                 n_tasks=schedule.n_docs,
@@ -235,7 +242,7 @@ class ToyModel(Probe):
                 "helix_cosine": residual_lag_cosine(other.fast_weights, cycle, cycle),
                 "recovery_score": rs,
             }
-        run_helix, run_null, of = None, None, result.get("run_winding_of")
+        run_helix, run_null, run_steps, of = None, None, None, result.get("run_winding_of")
         if result.get("run_winding") is not None:
             name = result["run_weights"]
             episodes, values = store.weights(name)
@@ -244,14 +251,16 @@ class ToyModel(Probe):
             rows = factor_from_gram(gram_matrix(values, center=values.mean(axis=0, dtype=np.float64)))
             run_helix = residual_lag_cosine(rows, window, window)
             run_null = random_walk_null(len(episodes), values.shape[1], window, window, walks=200, seed=0)
+            run_steps = step_permutation_null(rows, window, window, walks=200, seed=0)
             control = control_helix_cosine(store, name)
         else:
             control = None
         parts = []
         if run_helix is not None:
-            parts.append(_helix_words("run", run_helix, run_null, control))
+            parts.append(_helix_words("run", run_helix, (run_null, run_steps), control))
         for kind in toys:
-            words = _helix_words(f"toy {TITLES[kind]}", toy_helix[kind], toy_null[kind], None)
+            nulls = (toy_null[kind], toy_steps[kind])
+            words = _helix_words(f"toy {TITLES[kind]}", toy_helix[kind], nulls, None)
             parts.append(f"{words}, {toy_shuffled[kind]['helix_cosine']:.2f} with each epoch shuffled")
         return {
             "run_helix_cosine": run_helix,
@@ -260,11 +269,13 @@ class ToyModel(Probe):
             "null": {
                 "reads": "without a repeating order neither trajectory comes back one cycle later: "
                 "helix_cosine ≈ 0 for random walks of each trajectory's shape (random_walk: mean, 97.5th "
-                "percentile, 200 walks, seed 0), for the toy trained on the run's documents shuffled within "
-                "each epoch (toy_shuffled, which also gives the toy's RS without a cyclic order), and for "
-                "the run's matched shuffled control (control)",
+                "percentile, 200 walks, seed 0) and for its own steps in random orders (step_permutation), "
+                "for the toy trained on the run's documents shuffled within each epoch (toy_shuffled, which "
+                "also gives the toy's RS without a cyclic order), and for the run's matched shuffled control "
+                "(control)",
                 "run_weights": of,
                 "random_walk": {"run": run_null, **toy_null},
+                "step_permutation": {"run": run_steps, **toy_steps},
                 "toy_shuffled": toy_shuffled,
                 "control": control,
             },
@@ -385,13 +396,15 @@ class ToyModel(Probe):
         save_figure(fig, out / "toy_vs_run.png", data=data)
 
 
-def _helix_words(who: str, value: float, null: dict, control: float | None) -> str:
-    """ "<who> 0.93 (helix-like: random walks ≤ 0.06)" and the control's value when given."""
+def _helix_words(who: str, value: float, nulls: tuple[dict, ...], control: float | None) -> str:
+    """One phrase, e.g. 'run 0.93 (helix-like: random walks ≤ 0.06 at 97.5%)': the bound is the highest
+    97.5th percentile of ``nulls`` (as in pca_weights' verdict); the control's value when given."""
     if not np.isfinite(value):
         return f"{who} undefined (shorter than two cycles)"
-    like = value > null["q975"]
+    bound = max(null["q975"] for null in nulls)
+    like = value > bound
     text = f"{who} {value:.2f} ({'helix-like' if like else 'not distinguishable from a random walk'}"
-    text += f": random walks ≤ {null['q975']:.2f} at 97.5%"
+    text += f": random walks ≤ {bound:.2f} at 97.5%"
     if control is not None:
         text += f", shuffled control {control:.2f}"
     return text + ")"
