@@ -239,6 +239,59 @@ def test_a_full_disk_stops_the_run_cleanly_and_resume_finishes_it(tmp_path, fini
     np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
 
 
+FAIL_INSIDE_A_WRITE = """
+import sys
+from arprobe.cli.main import main
+from arprobe.storage.writer import RunWriter
+
+append = RunWriter.append_recording
+
+
+def failing(self, kind, name, episode, values):
+    append(self, kind, name, episode, values)  # half of the episode is written, then the disk is full
+    if episode == 3:
+        raise RuntimeError("Unable to synchronously flush file (errno = 28, error message = 'No space left')")
+
+
+RunWriter.append_recording = failing
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_write_that_fails_inside_hdf5_leaves_a_store_any_reader_opens(tmp_path, finished):
+    """The room check passed, then the write itself failed (h5py raises RuntimeError from a flush):
+    one sentence, exit 1, and a store closed for every reader, with episodes 1..2 and resumable."""
+    flags = [x for k, v in {**TINY, "epochs": 2}.items() for x in (f"--{k}", str(v))]
+    driver = tmp_path / "driver.py"
+    driver.write_text(FAIL_INSIDE_A_WRITE)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(driver),
+            "run",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "inside",
+            "--no-progress",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    line = one_line_error(result, code=2)
+    assert line.startswith("arprobe run: error: The run stopped: the disk is full (writing episode 3)")
+    path = tmp_path / "inside" / "run.h5"
+    with h5py.File(path, "r") as h5:  # an ordinary reader: no SWMR, no h5clear
+        assert h5["state/status"][0] == b"failed" and int(h5["progress"][0]) == 2
+    with RunStore(path) as store:
+        assert store.status == "failed" and store.completed_episodes == 2
+        np.testing.assert_array_equal(store.eval_matrix(), datasets_of(finished)["loss/eval"][:3])
+    assert resume(path.parent, progress=False).status == "complete"
+    np.testing.assert_array_equal(datasets_of(path)["loss/eval"], datasets_of(finished)["loss/eval"])
+
+
 def test_an_offline_hub_id_is_one_sentence_in_seconds(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()

@@ -302,7 +302,7 @@ def _drive(runs: list[_Run], members: Single | Stacked, *, start: int, progress:
     except KeyboardInterrupt:
         _end(runs, lambda r: ("stopped", _resume_hint(r.writer, "interrupted")))
         raise
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # h5py raises RuntimeError for a flush that hits a full disk
         if not _disk_full(exc):
             failed = ("failed", f"{type(exc).__name__}: {exc}")
             _end(runs, lambda r: failed)
@@ -394,9 +394,9 @@ def _resume_hint(writer: RunWriter, what: str, when: str = "") -> str:
     )
 
 
-def _disk_full(exc: OSError) -> bool:
+def _disk_full(exc: OSError | RuntimeError) -> bool:
     text = str(exc)
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or any(
         word in text for word in ("No space left", "File too large", "Disk quota", "errno = 28", "errno = 27")
     )
 
