@@ -19,12 +19,13 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 def summarize(store) -> dict:
     """What a person wants to know about a store, as plain data."""
     from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
+    from arprobe.storage.recordings import snapshot_kinds
 
     cfg = store.config
     schedule = store.schedule()
     doc, epoch = schedule.doc, schedule.epoch
     recordings = {}
-    for kind in ("weights", "grads", "activations"):
+    for kind in snapshot_kinds():  # every kind of the recording table stored as snapshots
         for name in store.recorded(kind):
             episodes = store.recording_episodes(kind, name)
             shape = store.h5[kind][name]["values"].shape[1:]

@@ -62,13 +62,6 @@ __all__ = [
     "write_3d_view",
 ]
 
-# How the skip reason names each kind of recording (the reader's words, storage/reader.py).
-_KIND_WORDS = {
-    "weights": "weight snapshots of",
-    "grads": "per-document gradients of",
-    "activations": "activations at",
-}
-
 
 class Probe:
     name: str = ""  # set from the entry-point name when registered
@@ -118,21 +111,21 @@ class Probe:
 
 def missing_requirement(store, item: str) -> None:
     """Raise MissingDataError if ``store`` lacks ``item`` (``kind`` or ``kind:name``)."""
-    from arprobe.storage.recordings import KINDS as RECORDING_OPTION
+    from arprobe.storage.recordings import KINDS, snapshot_kinds  # the words and options of every kind
 
     kind, _, name = item.partition(":")
     run = store.path.parent.name
-    if kind in _KIND_WORDS:
+    if kind in snapshot_kinds():
         have = store.recorded(kind)
         if name in ("", "*"):
             if not have:
                 raise MissingDataError(
-                    f"Run '{run}' recorded no {kind}; record them with {RECORDING_OPTION[kind]}."
+                    f"Run '{run}' recorded no {kind}; record them with {KINDS[kind].option}."
                 )
         elif name not in have:
             raise MissingDataError(
-                f"Run '{run}' has no {_KIND_WORDS[kind]} '{name}' (recorded: {', '.join(have) or 'none'}); "
-                f"record it with {RECORDING_OPTION[kind]}."
+                f"Run '{run}' has no {KINDS[kind].words} '{name}' (recorded: {', '.join(have) or 'none'}); "
+                f"record it with {KINDS[kind].option}."
             )
     elif kind == "checkpoints":
         try:
@@ -141,7 +134,7 @@ def missing_requirement(store, item: str) -> None:
             episodes = []
         if not len(episodes):
             raise MissingDataError(
-                f"Run '{run}' has no checkpoints; record them with {RECORDING_OPTION['checkpoints']}."
+                f"Run '{run}' has no checkpoints; record them with {KINDS['checkpoints'].option}."
             )
     elif kind in ("eval", "train_loss", "schedule"):
         if store.completed_episodes < 1:

@@ -15,7 +15,7 @@ import numpy as np
 
 from arprobe.errors import MissingDataError, StoreError, UserError
 from arprobe.science.schedule import Schedule
-from arprobe.storage.recordings import KINDS as RECORDING_OPTION
+from arprobe.storage.recordings import kind as recording_kind
 from arprobe.storage.recover import read_superblock
 from arprobe.storage.schema import FORMAT, FORMAT_VERSION, STATUSES
 
@@ -227,7 +227,7 @@ class RunStore:
     # --- recordings -----------------------------------------------------------------------
 
     def recorded(self, kind: str) -> list[str]:
-        """Names recorded under ``weights``, ``grads`` or ``activations`` with at least one snapshot."""
+        """Names recorded under a snapshot kind (``weights``, ``grads``, ...) with at least one snapshot."""
         if kind not in self.h5:
             return []
         return [name for name in self.h5[kind] if len(self.recording_episodes(kind, name))]
@@ -244,12 +244,14 @@ class RunStore:
             n += 1
         return episodes[:n]
 
-    def _recording(self, kind: str, name: str, what: str) -> tuple[np.ndarray, np.ndarray]:
+    def recording(self, kind: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(episodes int32 [S], values float32 [S, *row]) of any snapshot kind of the recording table."""
         if kind not in self.h5 or name not in self.h5[kind] or not len(self.recording_episodes(kind, name)):
             have = ", ".join(self.recorded(kind)) or "none"
+            entry = recording_kind(kind)
             raise MissingDataError(
-                f"Run '{self.path.parent.name}' has no {what} '{name}' (recorded: {have}); "
-                f"record it with {RECORDING_OPTION[kind]}."
+                f"Run '{self.path.parent.name}' has no {entry.words} '{name}' (recorded: {have}); "
+                f"record it with {entry.option}."
             )
         episodes = self.recording_episodes(kind, name)
         return episodes, self._dataset(f"{kind}/{name}/values")[: len(episodes)]
@@ -277,16 +279,16 @@ class RunStore:
 
     def weights(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(episodes int32 [S], values float32 [S, D]); episode 0 is the initial model."""
-        return self._recording("weights", name, "weight snapshots of")
+        return self.recording("weights", name)
 
     def grads(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(episodes int32 [G], values float32 [G, T, D]): the gradient of every document's loss,
         taken at the model after that episode."""
-        return self._recording("grads", name, "per-document gradients of")
+        return self.recording("grads", name)
 
     def activations(self, hook: str) -> tuple[np.ndarray, list[int], np.ndarray]:
         """(episodes int32 [A], docs [n], values float32 [A, n, C, d])."""
-        episodes, values = self._recording("activations", hook, "activations at")
+        episodes, values = self.recording("activations", hook)
         return episodes, json.loads(self.h5["activations"][hook].attrs["docs"]), values
 
     # --- checkpoints ----------------------------------------------------------------------
@@ -305,7 +307,7 @@ class RunStore:
             have = ", ".join(map(str, episodes)) or "none"
             raise MissingDataError(
                 f"Run '{self.path.parent.name}' has no checkpoint at episode {episode} (have: {have}); "
-                f"record it with {RECORDING_OPTION['checkpoints']}."
+                f"record it with {recording_kind('checkpoints').option}."
             )
         i = int(hits[-1])
         with self.reading(f"its checkpoint at episode {episode}"):

@@ -4,8 +4,11 @@ A ``Recording`` says what is captured, when (the episodes, fixed before the run 
 shape of one snapshot, and whether it is exact or a count-sketch. The trainer builds the table
 from the config and pairs each entry with its capture function; the writer creates the
 datasets from it, the plan sums its sizes, the store keeps its description (``what``, ``when``)
-as attributes that the reader and ``arprobe info`` show. Adding a recording is one entry here
-(its kind) plus one capture function in ``arprobe.trainer.recorders``.
+as attributes that the reader and ``arprobe info`` show.
+
+``KINDS`` is the one table of recording kinds: the writer, reader, recorder, plan, ``arprobe
+info`` and the probes' missing-data checks read it. A new kind is one entry here plus its
+declare-and-capture function in ``arprobe.trainer.recorders.DECLARE``.
 """
 
 from __future__ import annotations
@@ -14,20 +17,54 @@ from dataclasses import dataclass, field
 
 from arprobe.storage.schema import allocated_bytes
 
-# kind -> the run option that turns it on (for "not recorded" errors) and the row shape of one
-# snapshot given the recording's size ``d`` and the number of documents T.
-KINDS = {
-    "weights": "record.weights (with record.weights_every > 0)",
-    "grads": "record.grads (with record.grads_at = epoch or end)",
-    "activations": "record.activations (with record.activations_every > 0)",
-    "checkpoints": "record.checkpoints (epoch or a number of episodes)",
-    "stats": "always recorded",
-}
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of recording, as every part of arprobe names and stores it."""
+
+    name: str  # the store's top-level group: weights, grads, ...
+    option: str  # the run option that turns it on (said by every "not recorded" error)
+    words: str  # how people name one recording of it: "weight snapshots of" 'unembed'
+    snapshots: bool  # stored as <kind>/<name>/{values, episodes}: float32 rows the writer grows
+    per_document: bool = False  # one row per document: a snapshot is [T, *value], else the value's shape
+
+    def row_shape(self, value_shape: tuple[int, ...], n_docs: int) -> tuple[int, ...]:
+        """One snapshot's shape, from the shape of what is captured per document (or at all)."""
+        return (n_docs, *value_shape) if self.per_document else tuple(value_shape)
+
+
+# Table order is the order of the store estimate's parts and of `arprobe info`'s list.
+KINDS: dict[str, Kind] = {
+    k.name: k
+    for k in (
+        # [S, D]: flattened parameters (or their count-sketch [S, k])
+        Kind("weights", "record.weights (with record.weights_every > 0)", "weight snapshots of", True),
+        # [A, n docs, C, d]: as the hook gives them
+        Kind("activations", "record.activations (with record.activations_every > 0)", "activations at", True),
+        # [G, T, D]: the gradient of each document's loss (or [G, T, k] sketched)
+        Kind("grads", "record.grads (with record.grads_at = epoch or end)", "per-document gradients of", True,
+             per_document=True),
+        # the full training state (model, kept optimizer state, RNG) under checkpoints/
+        Kind("checkpoints", "record.checkpoints (epoch or a number of episodes)", "checkpoints", False),
+        # stats/grad_norm [K, M, L]
+        Kind("stats", "always recorded", "statistics", False),
+    )
+}  # fmt: skip
+
+
+def kind(name: str) -> Kind:
+    """The table's entry for ``name`` (read at call time, so a test may replace ``KINDS``)."""
+    return KINDS[name]
+
+
+def snapshot_kinds() -> list[str]:
+    """Kinds stored as ``<kind>/<name>/{values, episodes}``, in table order."""
+    return [k.name for k in KINDS.values() if k.snapshots]
 
 
 @dataclass(frozen=True)
 class Recording:
-    kind: str  # weights | grads | activations | checkpoints | stats
+    kind: str  # a key of KINDS
     name: str  # TransformerLens name ("unembed", "blocks.2.attn", "ln_final.hook_normalized"), "all", ...
     what: str  # one line for people: what one snapshot holds
     when: str  # the policy in words: "every episode", "end of each epoch", ...
@@ -73,7 +110,8 @@ def describe_every(n: int) -> str:
 
 
 def sizes_by_kind(recordings: list[Recording]) -> dict[str, int]:
-    out: dict[str, int] = {}
+    """{kind: bytes in the finished store} of every snapshot kind in table order (0 when unrecorded)."""
+    out: dict[str, int] = dict.fromkeys(snapshot_kinds(), 0)
     for r in recordings:
         out[r.kind] = out.get(r.kind, 0) + r.nbytes
     return out

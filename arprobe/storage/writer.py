@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
-from arprobe.storage.recordings import Recording
+from arprobe.storage.recordings import Recording, snapshot_kinds
 from arprobe.storage.recover import clear_write_flags, read_superblock
 from arprobe.storage.resume import read_resume, remove_resume, write_resume
 from arprobe.storage.schema import EPISODE_FILL, FORMAT, FORMAT_VERSION, chunk_shape
@@ -51,7 +51,8 @@ class StoreLayout:
 
     def snapshot_recordings(self) -> list[Recording]:
         """Recordings stored as ``<kind>/<name>/values`` next to ``<kind>/<name>/episodes``."""
-        return [r for r in self.recordings if r.kind in ("weights", "grads", "activations")]
+        kinds = snapshot_kinds()
+        return [r for r in self.recordings if r.kind in kinds]
 
 
 def _writer_identity() -> dict:
@@ -210,7 +211,7 @@ class RunWriter:
         _append(h5["stats/lr"], lr)
 
     def append_recording(self, kind: str, name: str, episode: int, values: np.ndarray) -> None:
-        """One snapshot of ``weights``/``grads``/``activations`` ``name`` taken at ``episode``."""
+        """One snapshot of recording ``kind``/``name`` (a snapshot kind of the table) taken at ``episode``."""
         g = self.h5[kind][name]
         _append(g["values"], values)
         _append(g["episodes"], episode)  # written after the values: -1 until they are there
@@ -331,9 +332,7 @@ class RunWriter:
         for name in ("schedule/doc", "schedule/epoch", "loss/train", "stats/grad_norm", "stats/lr"):
             h5[name].resize(episode, axis=0)
         h5["loss/eval"].resize(episode + 1, axis=0)
-        groups = [
-            h5[kind][name] for kind in ("weights", "grads", "activations") if kind in h5 for name in h5[kind]
-        ]
+        groups = [h5[kind][name] for kind in snapshot_kinds() if kind in h5 for name in h5[kind]]
         if "checkpoints" in h5:
             groups.append(h5["checkpoints"])
         for group in groups:

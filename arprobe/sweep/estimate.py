@@ -1,8 +1,9 @@
 """``arprobe sweep --dry-run``: the points, the store-size estimate and a time estimate.
 
-Sizes come from the trainer's own estimate (the one ``arprobe run --dry-run`` prints), once per
-point-without-seed: the data, tokenizer and model are built to count parameters and shapes, so a
-hub model or dataset must be reachable (or cached), as for the run itself.
+Sizes come from the trainer's public plan (``arprobe.trainer.plan.plan``, what ``arprobe run
+--dry-run`` prints), once per point-without-seed: the data, tokenizer and model are built to
+count parameters and shapes, so a hub model or dataset must be reachable (or cached), as for the
+run itself.
 
 Time is a rough model: the floating-point work of a run (6·N per trained token, 2·N per
 evaluated token, N parameters) at 30% of this machine's measured matmul rate with the run's
@@ -31,29 +32,19 @@ class PointPlan:
 
 
 def plan_point(overrides: dict) -> PointPlan:
-    """Store size and floating-point work of one run, from the trainer's dry-run helpers."""
+    """Store size and floating-point work of one run, from the trainer's plan of it."""
     from arprobe.trainer.config import load_config
+    from arprobe.trainer.plan import plan
 
     cfg = load_config(None, overrides)
     try:
-        from arprobe.trainer import loop
-        from arprobe.trainer.plan import estimate_store_bytes
-        from arprobe.trainer.recorders import Recorder
-
-        # What loop.dry_run does, for numbers instead of text (the trainer has no public call for them).
-        setup = loop.prepare(cfg)
-        recorder = loop._recorder(setup) if hasattr(loop, "_recorder") else Recorder(setup)
-        layout = loop._layout(setup, recorder)
-        size = int(estimate_store_bytes(layout, setup)["total"])
-        K = len(setup.schedule) if hasattr(setup, "schedule") else len(setup.schedule_doc)
+        planned = plan(cfg)
     except UserError as exc:
         return PointPlan(None, None, str(exc))
-    except (AttributeError, TypeError, ImportError) as exc:  # the trainer's internals moved
-        return PointPlan(None, None, f"no estimate from the trainer ({type(exc).__name__}: {exc})")
-    n_params = float(setup.model_info.get("n_params", 0))
+    N, K = float(planned.n_params), planned.episodes
     C, M, T = cfg.data.context_length, cfg.schedule.steps_per_doc, cfg.data.n_docs
-    flops = 6 * n_params * C * M * K + 2 * n_params * C * T * (K + 1)
-    return PointPlan(size, flops)
+    flops = 6 * N * C * M * K + 2 * N * C * T * (K + 1)
+    return PointPlan(planned.store_bytes, flops)
 
 
 def matmul_rate(threads: int) -> float:

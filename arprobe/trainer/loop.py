@@ -34,12 +34,12 @@ from arprobe.storage import RunWriter, StoreLayout
 from arprobe.storage.lock import WriterLock
 from arprobe.tasks.base import Task
 from arprobe.tasks.registry import task_class
-from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, optimizer_shapes, restore_state
+from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, restore_state
 from arprobe.trainer.config import RunConfig
 from arprobe.trainer.episode import TrainingRules, train_episode
 from arprobe.trainer.members import Single, Stacked, check_batchable, check_schedule_lengths, make_members
 from arprobe.trainer.naming import ModelNames
-from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes
+from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes, store_layout
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config
 
@@ -209,13 +209,9 @@ def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
 
 def dry_run(cfg: RunConfig) -> str:
     """The plan and the store-size estimate, without training or writing anything."""
-    from arprobe.trainer.plan import format_plan
+    from arprobe.trainer.plan import plan
 
-    check_scale(cfg)
-    setup = prepare(cfg)
-    recorder = _recorder(setup)
-    layout = _layout(setup, recorder)
-    return format_plan(setup, layout, estimate_store_bytes(layout, setup))
+    return plan(cfg).text
 
 
 def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = False) -> RunResult:
@@ -438,19 +434,7 @@ def _room_missing(writer: RunWriter, recorder: Recorder, episode: int) -> int:
 
 
 def _layout(setup: Setup, recorder: Recorder) -> StoreLayout:
-    keep = keeps_optimizer_state(setup.cfg)
-    return StoreLayout(
-        n_docs=setup.cfg.data.n_docs,
-        steps_per_doc=setup.cfg.schedule.steps_per_doc,
-        layer_names=recorder.layer_names,
-        recordings=recorder.table,
-        planned_doc=setup.schedule.doc,
-        planned_epoch=setup.schedule.epoch,
-        param_shapes={n: tuple(p.shape) for n, p in setup.model.named_parameters()},
-        optim_shapes=optimizer_shapes(setup.model, keep),
-        rng_bytes=len(torch.Generator().get_state()),
-        resume=setup.cfg.record.resume_every > 0,
-    )
+    return store_layout(setup, recorder)
 
 
 def _create_store(setup: Setup, recorder: Recorder, layout: StoreLayout, store_path: Path) -> RunWriter:

@@ -1,14 +1,22 @@
-"""What a run will do and how much disk it needs, before it starts (``arprobe run --dry-run``)."""
+"""What a run will do and how much disk it needs, before it starts.
+
+``plan(cfg)`` is the public call: the recording table, the store's bytes by part, the resume
+point's bytes, the least memory and the episodes of a run, built from the config without
+training. ``arprobe run --dry-run``, ``arprobe sweep --dry-run`` and the benchmarks use it.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from arprobe.errors import UserError
 from arprobe.storage import StoreLayout
+from arprobe.storage.recordings import Recording, sizes_by_kind
+from arprobe.storage.schema import allocated_bytes
 from arprobe.tasks.registry import task_class
 from arprobe.trainer.config import planned_episodes
 
@@ -19,10 +27,8 @@ _METADATA_PER_FILE = 128 << 10
 
 def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
     """Bytes per part of the finished store, an upper bound: every dataset in whole chunks, as HDF5
-    allocates them (tested against real stores of several shapes)."""
-    from arprobe.storage.recordings import sizes_by_kind
-    from arprobe.storage.schema import allocated_bytes
-
+    allocates them (tested against real stores of several shapes). Snapshot kinds are parts of
+    their own, in the recording table's order."""
     K = len(setup.schedule)
     T, M, L = layout.n_docs, layout.steps_per_doc, len(layout.layer_names)
     f4 = 4
@@ -35,9 +41,7 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
     parts = {
         "losses and stats": sum(allocated_bytes(shape, f4, K + 1) for shape in losses),
         "docs": sum(a.nbytes for a in docs.values()) + sum(len(t.encode()) + 16 for t in setup.texts) + 8 * K,
-        "weights": recorded.get("weights", 0),
-        "activations": recorded.get("activations", 0),
-        "grads": recorded.get("grads", 0),
+        **recorded,
         "checkpoints": sum(allocated_bytes(shape, f4, n_checkpoints) for shape in state_shapes)
         if n_checkpoints
         else 0,
@@ -49,6 +53,74 @@ def estimate_store_bytes(layout: StoreLayout, setup) -> dict[str, int]:
     parts["resume"] = 2 * f4 * sum(math.prod(shape) for shape in state_shapes) if layout.resume else 0
     parts["per_episode"] = parts["total"] // max(K, 1)
     return parts
+
+
+@dataclass
+class Plan:
+    """What a run of one config will do and take, from ``plan(cfg)``: nothing trained or written."""
+
+    episodes: int  # K, episodes the schedule plans
+    recordings: list[Recording]  # the run's recording table, in the order the store is written
+    sizes: dict[str, int]  # store bytes by part ("weights", "grads", ..., "total"), an upper bound
+    memory: dict[str, tuple[int, str]]  # {part: (bytes, what sets them)}: the least memory (minimum_memory)
+    n_params: int  # parameters of the model
+    text: str  # the plan as `arprobe run --dry-run` prints it
+
+    @property
+    def store_bytes(self) -> int:
+        """Bytes of the finished store."""
+        return self.sizes["total"]
+
+    @property
+    def resume_bytes(self) -> int:
+        """Bytes of the resume point beside the store while the run goes (0 without one)."""
+        return self.sizes["resume"]
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(size for size, _ in self.memory.values())
+
+
+def plan(cfg) -> Plan:
+    """The plan of a run of ``cfg``: data, tokenizer and model are built (to count parameters and
+    shapes), nothing is trained or written. Raises UserError for a run this machine cannot hold."""
+    # here: the loop imports this module's checks at its top, and `arprobe info` this module
+    from arprobe.trainer.loop import prepare
+    from arprobe.trainer.recorders import Recorder
+
+    check_scale(cfg)
+    setup = prepare(cfg)
+    recorder = Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
+    layout = store_layout(setup, recorder)
+    sizes = estimate_store_bytes(layout, setup)
+    return Plan(
+        episodes=len(setup.schedule),
+        recordings=list(layout.recordings),
+        sizes=sizes,
+        memory=minimum_memory(cfg),
+        n_params=int(setup.model_info.get("n_params", 0)),
+        text=format_plan(setup, layout, sizes),
+    )
+
+
+def store_layout(setup, recorder) -> StoreLayout:
+    """Shapes of everything a run of ``setup`` writes, with ``recorder``'s recording table."""
+    import torch  # here: `arprobe info` imports this module and needs no torch
+
+    from arprobe.trainer.checkpoints import keeps_optimizer_state, optimizer_shapes
+
+    return StoreLayout(
+        n_docs=setup.cfg.data.n_docs,
+        steps_per_doc=setup.cfg.schedule.steps_per_doc,
+        layer_names=recorder.layer_names,
+        recordings=recorder.table,
+        planned_doc=setup.schedule.doc,
+        planned_epoch=setup.schedule.epoch,
+        param_shapes={n: tuple(p.shape) for n, p in setup.model.named_parameters()},
+        optim_shapes=optimizer_shapes(setup.model, keeps_optimizer_state(setup.cfg)),
+        rng_bytes=len(torch.Generator().get_state()),
+        resume=setup.cfg.record.resume_every > 0,
+    )
 
 
 # Per-object bytes numpy spends besides the values: the loop keeps each eval row as its own array,

@@ -2,9 +2,11 @@
 
 ``Recorder.table`` declares every recording (``arprobe.storage.recordings.Recording``: what,
 when, shape, exact or sketched); ``capture`` maps each one's key to the function that takes a
-snapshot. The loop asks ``due(episode)`` and appends what it returns. Per-layer gradient norms
-are read every step inside the episode step. Checkpoints and resume slots live in
-``arprobe.trainer.checkpoints``.
+snapshot. ``DECLARE`` holds, per kind of the recording table (``recordings.KINDS``), the function
+that declares a run's recordings of that kind and their capture functions: a new kind is its
+table entry plus its function here. The loop asks ``due(episode)`` and appends what it returns.
+Per-layer gradient norms are read every step inside the episode step. Checkpoints and resume
+slots live in ``arprobe.trainer.checkpoints``.
 
 Weights and gradients of a layer with more than 2 x ``record.sketch_dim`` values are stored as a
 seeded count-sketch of ``sketch_dim`` values (``arprobe.storage.sketch``), whose inner products,
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from arprobe.science.schedule import Schedule
+from arprobe.storage import recordings
 from arprobe.storage.recordings import Recording, describe_every, every
 from arprobe.storage.sketch import CountSketch, stored_dim
 from arprobe.trainer.naming import capture
@@ -52,7 +55,6 @@ class Recorder:
     def __init__(self, model: torch.nn.Module, names, task, cfg, schedule: Schedule, device: torch.device):
         self.model, self.names, self.task, self.cfg = model, names, task, cfg
         rec = self.record = cfg.record
-        K = len(schedule)
         self.n_values = sum(p.numel() for p in model.parameters())  # a checkpoint's model values
         self.table: list[Recording] = []
         self.capture: dict[str, Callable[[int], np.ndarray]] = {}
@@ -73,15 +75,20 @@ class Recorder:
         self.activation_docs = list(rec.activation_docs)
         self.hooks = [names.expand(h) for h in (rec.activations if rec.activations_every else [])]
 
-        self._declare_weights(K)
-        self._declare_grads(schedule)
-        self._declare_activations(K)
-        self._add_checkpoints(schedule)
+        for kind, declare in DECLARE.items():
+            assert kind in recordings.KINDS, f"recorders.DECLARE has {kind!r}, which recordings.KINDS lacks"
+            declare(self, schedule)
 
     # --- the table ---------------------------------------------------------------------------
 
-    def _declare_weights(self, K: int) -> None:
-        rec, names = self.record, self.names
+    def add(self, recording: Recording, capture: Callable[[int], np.ndarray] | None = None) -> None:
+        """Declare ``recording``; ``capture(episode)`` takes one snapshot of it (snapshot kinds)."""
+        self.table.append(recording)
+        if capture is not None:
+            self.capture[recording.key] = capture
+
+    def _declare_weights(self, schedule: Schedule) -> None:
+        rec, names, K = self.record, self.names, len(schedule)
         for component in rec.weights if rec.weights_every else []:
             name = names.expand(component)
             params, when = self._component_params(component), describe_every(rec.weights_every)
@@ -103,23 +110,24 @@ class Recorder:
             self._add_params("grads", name, self._component_params(component), episodes, when, rec.sketch_dim,
                              f"the gradient of each document's loss w.r.t. {name}")  # fmt: skip
 
-    def _declare_activations(self, K: int) -> None:
+    def _declare_activations(self, schedule: Schedule) -> None:
         if not self.hooks:
             return
+        K, T = len(schedule), self.task.n_docs
         shapes = {h: tuple(v.shape) for h, v in self._capture_activations().items()}
         for hook in self.hooks:
-            self.table.append(
+            self.add(
                 Recording(
                     kind="activations",
                     name=hook,
                     what=f"activations at {hook} of documents {self.activation_docs}",
                     when=describe_every(self.record.activations_every),
-                    row_shape=shapes[hook],
+                    row_shape=recordings.kind("activations").row_shape(shapes[hook], T),
                     episodes=every(self.record.activations_every, K),
                     attrs={"docs": self.activation_docs},
-                )
+                ),
+                lambda episode, hook=hook: self._activations(episode)[hook],
             )
-            self.capture[f"activations/{hook}"] = lambda episode, hook=hook: self._activations(episode)[hook]
 
     def _component_params(self, component: str) -> dict[str, torch.nn.Parameter]:
         path = self.names.module_path(component)
@@ -140,8 +148,9 @@ class Recorder:
         full = sum(p.numel() for p in params.values())
         dim = min(sketch_dim, full) if force_sketch else stored_dim(full, sketch_dim)
         sketch = CountSketch(full_dim=full, dim=dim, seed=SKETCH_SEED) if dim < full or force_sketch else None
-        row = (dim,) if kind == "weights" else (self.task.n_docs, dim)
-        self.table.append(
+        row = recordings.kind(kind).row_shape((dim,), self.task.n_docs)
+        snapshot = self._snapshot if kind == "weights" else self._per_document_grads
+        self.add(
             Recording(
                 kind=kind,
                 name=name,
@@ -150,19 +159,16 @@ class Recorder:
                 row_shape=row,
                 episodes=episodes,
                 sketch=sketch.attrs if sketch else None,
-            )
+            ),
+            lambda episode: snapshot(params, sketch),
         )
-        if kind == "weights":
-            self.capture[f"{kind}/{name}"] = lambda episode: self._snapshot(params, sketch)
-        else:
-            self.capture[f"{kind}/{name}"] = lambda episode: self._per_document_grads(params, sketch)
 
     def _add_checkpoints(self, schedule: Schedule) -> None:
         policy, K = self.record.checkpoints, len(schedule)
         if policy == "none":
             return
         episodes, when = checkpoint_episodes(policy, [int(k) for k in schedule.epoch_ends], K)
-        self.table.append(
+        self.add(
             Recording(
                 kind="checkpoints",
                 name="model",
@@ -183,8 +189,9 @@ class Recorder:
         return 4 * self.n_values * (3 if keeps_optimizer_state(self.cfg) else 1)
 
     def due(self, episode: int) -> list[Recording]:
-        """Snapshot recordings (weights, grads, activations) to take after ``episode``."""
-        return [r for r in self.table if r.kind in ("weights", "grads", "activations") and r.due(episode)]
+        """Snapshot recordings (weights, grads, activations, ...) to take after ``episode``."""
+        kinds = recordings.snapshot_kinds()
+        return [r for r in self.table if r.kind in kinds and r.due(episode)]
 
     def checkpoint_due(self, episode: int) -> bool:
         return any(r.kind == "checkpoints" and r.due(episode) for r in self.table)
@@ -276,3 +283,13 @@ class Recorder:
         finally:
             self.model.train(was_training)
         return {h: cache[h].float() for h in self.hooks}
+
+
+# kind -> the function that declares a run's recordings of it (``Recorder.add``), in the order the
+# table is built; every kind here has its entry in ``recordings.KINDS``.
+DECLARE: dict[str, Callable[[Recorder, Schedule], None]] = {
+    "weights": Recorder._declare_weights,
+    "grads": Recorder._declare_grads,
+    "activations": Recorder._declare_activations,
+    "checkpoints": Recorder._add_checkpoints,
+}
