@@ -153,6 +153,17 @@ def test_a_config_file_that_is_not_text(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_sweep_file_that_is_not_text(tmp_path, capsys):
+    sweep = tmp_path / "s.toml"
+    sweep.write_bytes(bytes(range(256)))
+    code = main(["sweep", str(sweep), "--out", str(tmp_path / "sweeps")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [
+        f"arprobe sweep: error: Sweep file '{sweep}' is not text (TOML is UTF-8); give a TOML file."
+    ]
+    assert not (tmp_path / "sweeps").exists()
+
+
 # What the default config (T=10, C=64, the tiny preset: d_model 256, 4 blocks, a 4096-token BPE)
 # needs at the least with 10**7 epochs: K = 10**8 episodes; the eval matrix keeps K + 1 rows of
 # 10 float32 and a 112-byte array header each = 15.2 GB; the schedule 24 K + 224 E = 4.64 GB;

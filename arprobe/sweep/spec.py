@@ -176,9 +176,11 @@ def read_sweep_text(path: Path) -> tuple[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Sweep file '{path}' does not exist.")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         return text, tomllib.loads(text)
+    except UnicodeDecodeError:
+        raise UserError(f"Sweep file '{path}' is not text (TOML is UTF-8); give a TOML file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"Sweep file '{path}' is not valid TOML: {exc}.") from None
 
