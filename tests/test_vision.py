@@ -530,3 +530,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1
     assert "image.image_size (4) is too small for 3 VGG stages" in err
+
+
+def test_a_classification_store_of_the_old_layout_stays_readable(runs, tmp_path):
+    """Stores written before labels had their own place also kept them as docs/tokens, with a
+    made-up docs/lengths: replays and the probes' masks read them as before."""
+    import shutil
+
+    import h5py
+
+    from arprobe.tasks.registry import document_masks
+    from arprobe.trainer.api import Replay
+
+    old = tmp_path / "old" / "run.h5"
+    old.parent.mkdir()
+    shutil.copy(runs["vgg"].path, old)
+    with h5py.File(old, "a") as f:
+        f["docs/tokens"] = f["docs/labels"][:]
+        f["docs/lengths"] = np.full(3, 8 * 8 + 1, np.int32)
+    with RunStore(old) as s, RunStore(runs["vgg"].path) as new:
+        masks = document_masks(s, 5)
+        assert masks.shape == (3, 5) and masks.all()  # images have no padding
+        (k,) = s.checkpoint_episodes()
+        # The same task and model rebuilt from either layout: the same computation, bit for bit.
+        np.testing.assert_array_equal(Replay(s, int(k), device="cpu").evaluate(),
+                                      Replay(new, int(k), device="cpu").evaluate())  # fmt: skip
