@@ -103,27 +103,19 @@ def compare_runs(base: dict, workdir: Path, *, repeats: dict[str, int]) -> dict:
 def _timed_recorder():
     """Add up the wall seconds spent recording, inside ``run``. Yields [seconds].
 
-    Timed: ``loop._record`` (every due capture function of the recorder and its append),
-    the checkpoints (``capture_state`` and ``RunWriter.append_checkpoint``), the resume slots
-    (``loop._write_resume_if_due``) and the store's commits (a conservative bound: without
-    recordings a commit still flushes the losses). Nested calls (``capture_state`` inside a
-    resume write) count once.
+    Timed through public methods only: every capture function a recorder declares
+    (``Recorder.add``), the store's appends of recordings and checkpoints
+    (``RunWriter.append_recording``, ``append_checkpoint``), the resume point
+    (``RunWriter.write_resume``) and the store's commits (a conservative bound: without
+    recordings a commit still flushes the losses). Not timed: copying the training state to
+    host memory before a checkpoint or resume write (one copy of the parameters, about a
+    millisecond per 5M parameters). Nested calls count once.
     """
     from arprobe.storage import RunWriter
-    from arprobe.trainer import loop
+    from arprobe.trainer.recorders import Recorder
 
     spent = [0.0]
     depth = [0]
-    originals = {
-        (owner, name): getattr(owner, name)
-        for owner, name in (
-            (loop, "_record"),
-            (loop, "_write_resume_if_due"),
-            (loop, "capture_state"),
-            (RunWriter, "append_checkpoint"),
-            (RunWriter, "commit"),
-        )
-    }
 
     def timed(fn):
         def wrapper(*args, **kwargs):
@@ -138,8 +130,23 @@ def _timed_recorder():
 
         return wrapper
 
+    add = Recorder.add
+
+    def add_timed(recorder, recording, capture=None):
+        add(recorder, recording, timed(capture) if capture is not None else None)
+
+    originals = {
+        (owner, name): getattr(owner, name)
+        for owner, name in (
+            (Recorder, "add"),
+            (RunWriter, "append_recording"),
+            (RunWriter, "append_checkpoint"),
+            (RunWriter, "write_resume"),
+            (RunWriter, "commit"),
+        )
+    }
     for (owner, name), fn in originals.items():
-        setattr(owner, name, timed(fn))
+        setattr(owner, name, add_timed if name == "add" else timed(fn))
     try:
         yield spent
     finally:
@@ -167,20 +174,22 @@ def store_parts(path: Path, episodes: int) -> dict:
 def store_from_shapes(cfg, vocab_size: int) -> dict:
     """The store of a run with ``cfg``'s default recording, computed from the model's shapes alone.
 
-    The model is built on the meta device (no memory, instant even at 1B); the recording table
-    follows the recorder's rules (``stored_dim`` for sketches, ``weights/all`` a sketch of
-    ``all_weights_dim``, gradients at epoch ends, checkpoints) and ``estimate_store_bytes`` sizes
-    it. Handles the default recording (``unembed`` and ``all`` weights, ``blocks.mid.attn``
-    gradients, ``ln_final`` activations) of a GPT-NeoX model with a cyclic schedule.
+    For models too large to build here (``arprobe.trainer.plan.plan`` builds the model): the model
+    is built on the meta device (no memory, instant even at 1B), the recording table follows the
+    recorder's rules (``stored_dim`` for sketches, ``weights/all`` a sketch of ``all_weights_dim``,
+    gradients at epoch ends, checkpoints) with each kind's row shape from the recording table, and
+    ``store_layout`` and ``estimate_store_bytes`` size it, as ``plan`` does. A test checks it
+    against ``plan`` on a model that can be built. Handles the default recording (``unembed`` and
+    ``all`` weights, ``blocks.mid.attn`` gradients, ``ln_final`` activations) of a GPT-NeoX model
+    with a cyclic schedule.
     """
     from transformers import AutoModelForCausalLM
 
     from arprobe.science.schedule import Schedule
-    from arprobe.storage import StoreLayout
-    from arprobe.storage.recordings import Recording, every
+    from arprobe.storage.recordings import Recording, every, kind
     from arprobe.storage.sketch import stored_dim
     from arprobe.trainer.models import build_config
-    from arprobe.trainer.plan import estimate_store_bytes
+    from arprobe.trainer.plan import estimate_store_bytes, store_layout
     from arprobe.trainer.recorders import checkpoint_episodes
 
     rec, d = cfg.record, cfg.data
@@ -202,49 +211,33 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     attn = sum(p.numel() for p in model.gpt_neox.layers[depth // 2].attention.parameters())
     n_params = sum(p.numel() for p in model.parameters())
 
-    def recording(kind: str, name: str, row_shape: tuple, episodes: tuple, **extra) -> Recording:
-        return Recording(
-            kind=kind, name=name, what="", when="", row_shape=row_shape, episodes=episodes, **extra
-        )
+    def recording(name: str, row_shape: tuple, episodes: tuple, **extra) -> Recording:
+        group, _, name = name.partition("/")
+        row = kind(group).row_shape(row_shape, T)  # the table's rule (grads: one row per document)
+        return Recording(kind=group, name=name, what="", when="", row_shape=row, episodes=episodes, **extra)
 
     table = []
     if rec.weights_every:
         table.append(
-            recording(
-                "weights", "unembed", (stored_dim(unembed, rec.sketch_dim),), every(rec.weights_every, K)
-            )
+            recording("weights/unembed", (stored_dim(unembed, rec.sketch_dim),), every(rec.weights_every, K))
         )
     if rec.all_weights_dim:
-        table.append(recording("weights", "all", (min(rec.all_weights_dim, n_params),), every(1, K)))
+        table.append(recording("weights/all", (min(rec.all_weights_dim, n_params),), every(1, K)))
     grad_episodes = {"epoch": epoch_ends, "end": (K,), "never": ()}[rec.grads_at]
     if grad_episodes:
-        table.append(
-            recording("grads", "blocks.mid.attn", (T, stored_dim(attn, rec.sketch_dim)), grad_episodes)
-        )
+        table.append(recording("grads/blocks.mid.attn", (stored_dim(attn, rec.sketch_dim),), grad_episodes))
     if rec.activations_every:
         shape = (len(rec.activation_docs), C, width)
         table.append(
-            recording("activations", "ln_final.hook_normalized", shape, every(rec.activations_every, K))
+            recording("activations/ln_final.hook_normalized", shape, every(rec.activations_every, K))
         )
     if rec.checkpoints != "none":
         # optim.reset_per_doc (asserted above): no Adam state to keep, 4 bytes per parameter
         episodes, _ = checkpoint_episodes(rec.checkpoints, list(epoch_ends), K)
-        table.append(
-            recording("checkpoints", "model", (n_params,), episodes, bytes_per_snapshot=4 * n_params)
-        )
+        table.append(recording("checkpoints/model", (n_params,), episodes, bytes_per_snapshot=4 * n_params))
     by_key = {r.key: r for r in table}
-    layout = StoreLayout(
-        n_docs=T,
-        steps_per_doc=M,
-        layer_names=[""] * (4 * depth + 3),  # embed, ln1/ln2/attn/mlp of every block, ln_final, unembed
-        recordings=table,
-        planned_doc=schedule.doc,
-        planned_epoch=schedule.epoch,
-        param_shapes={n: tuple(p.shape) for n, p in model.named_parameters()},
-        optim_shapes={},  # optim.reset_per_doc (the default): no Adam state to keep
-        rng_bytes=len(torch.Generator().get_state()),
-        resume=rec.resume_every > 0,
-    )
+    # embed, ln1/ln2/attn/mlp of every block, ln_final, unembed: the layer groups of grad_norm
+    recorder = SimpleNamespace(layer_names=[""] * (4 * depth + 3), table=table)
     W = C + 2 * d.max_shift  # a document row: the C-token window and S tokens either side
     docs = {
         "tokens": np.zeros((T, W), np.int32),
@@ -252,9 +245,13 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
         "window_start": np.zeros(T, np.int32),
     }
     setup = SimpleNamespace(
-        cfg=cfg, schedule=schedule, task=SimpleNamespace(store_arrays=lambda: docs), texts=["x" * 4 * C] * T
+        cfg=cfg,
+        schedule=schedule,
+        model=model,
+        task=SimpleNamespace(store_arrays=lambda: docs),
+        texts=["x" * 4 * C] * T,  # a stand-in for the documents' text: about 4 bytes a token
     )
-    parts = estimate_store_bytes(layout, setup)
+    parts = estimate_store_bytes(store_layout(setup, recorder), setup)
     recordings = sum(parts[k] for k in ("losses and stats", "docs", "weights", "activations", "grads"))
     return {
         "model": cfg.model.name,

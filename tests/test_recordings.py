@@ -188,3 +188,18 @@ def test_sweep_dry_run_sizes_come_from_the_plan(monkeypatch, tmp_path):
     monkeypatch.setattr(plan_module, "plan", broken)
     with pytest.raises(AttributeError):
         plan_point(overrides)
+
+
+def test_the_benchmarks_store_from_shapes_equals_the_plan(tmp_path):
+    """benchmarks.runs.store_from_shapes sizes models too large to build; on one that can be built
+    it must give the plan's bytes (all but the documents' text, for which it has a stand-in)."""
+    from benchmarks.runs import store_from_shapes
+
+    cfg = tiny_config(tmp_path)
+    planned = plan(cfg)
+    (unembed,) = [r for r in planned.recordings if r.key == "weights/unembed"]
+    vocab = unembed.row_shape[0] // cfg.model.d_model  # the tokenizer's size: the unembedding is exact here
+    parts = store_from_shapes(cfg, vocab)["parts"]
+    assert set(parts) == set(planned.sizes)
+    for part in set(parts) - {"docs", "total", "per_episode"}:
+        assert parts[part] == planned.sizes[part], part
