@@ -82,6 +82,7 @@ def run_command(args, extra: list[str]) -> int:
         print("Configuration keys (--key value, or in a TOML file by section):")
         print(describe_keys())
         return 0
+    from arprobe.probes.registry import probes_enabled
     from arprobe.science.finding import NO_CONTROL
     from arprobe.trainer.control import resume_with_control, run_with_control
     from arprobe.trainer.loop import dry_run, format_summary
@@ -101,7 +102,7 @@ def run_command(args, extra: list[str]) -> int:
             overrides["model.trust_remote_code"] = "true"
         cfg = load_config(config_path, overrides)
         if args.dry_run:
-            print(dry_run(cfg))
+            print(dry_run(cfg, probes_enabled))
             if cfg.control:
                 print("control: the matched shuffled control is trained after the run, into <run>/control/ "
                       "(the same again: twice the time and the store size above)")  # fmt: skip

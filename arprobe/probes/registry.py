@@ -106,3 +106,18 @@ def default_registry() -> Registry:
     if _default is None:
         _default = Registry()
     return _default
+
+
+def probes_enabled(recordings) -> dict[str, list[str]]:
+    """{recording key: the built-in probes that read it with their default options}: what each
+    recording policy buys (``arprobe run --dry-run``). Probes that need only the losses are not listed."""
+    enabled: dict[str, list[str]] = {}
+    for row in default_registry().describe():
+        if row["source"] != "arprobe" or row["error"]:
+            continue
+        for item in row["requires"]:
+            kind, _, name = item.partition(":")
+            for r in recordings:
+                if r.kind == kind and name in ("", "*", r.name):
+                    enabled.setdefault(r.key, []).append(row["name"])
+    return enabled

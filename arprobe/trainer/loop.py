@@ -207,11 +207,12 @@ def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
     return f"'{store_path}' already exists; choose another --name, pass --overwrite, or --resume it."
 
 
-def dry_run(cfg: RunConfig) -> str:
-    """The plan and the store-size estimate, without training or writing anything."""
+def dry_run(cfg: RunConfig, readers=None) -> str:
+    """The plan and the store-size estimate, without training or writing anything; ``readers``: see
+    ``plan``."""
     from arprobe.trainer.plan import plan
 
-    return plan(cfg).text
+    return plan(cfg, readers).text
 
 
 def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = False) -> RunResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,11 @@ class Plan:
         return sum(size for size, _ in self.memory.values())
 
 
-def plan(cfg) -> Plan:
+def plan(cfg, readers: Callable[[list], dict[str, list[str]]] | None = None) -> Plan:
     """The plan of a run of ``cfg``: data, tokenizer and model are built (to count parameters and
-    shapes), nothing is trained or written. Raises UserError for a run this machine cannot hold."""
+    shapes), nothing is trained or written. Raises UserError for a run this machine cannot hold.
+    ``readers(recordings)``: {recording key: the probes that read it}, shown in the text (the CLI
+    passes the probe registry's answer: the trainer does not know probes)."""
     # here: the loop imports this module's checks at its top, and `arprobe info` this module
     from arprobe.trainer.loop import prepare
     from arprobe.trainer.recorders import Recorder
@@ -99,7 +102,7 @@ def plan(cfg) -> Plan:
         sizes=sizes,
         memory=minimum_memory(cfg),
         n_params=int(setup.model_info.get("n_params", 0)),
-        text=format_plan(setup, layout, sizes),
+        text=format_plan(setup, layout, sizes, readers(layout.recordings) if readers else {}),
     )
 
 
@@ -264,7 +267,7 @@ def data_note(setup) -> str:
     )
 
 
-def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
+def format_plan(setup, layout: StoreLayout, estimate: dict[str, int], enabled: dict[str, list[str]]) -> str:
     """The run plan a person checks before spending GPU hours."""
     cfg, schedule = setup.cfg, setup.schedule
     K, E, M = len(schedule), schedule.n_epochs, cfg.schedule.steps_per_doc
@@ -283,7 +286,6 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
         f"{'reset per document' if cfg.optim.reset_per_doc else 'kept'}",
         "recordings:",
     ]
-    enabled = probes_enabled(layout.recordings)
     for r in layout.recordings:
         lines.append(
             f"  {r.key:<34} {r.when}: {len(r.episodes)} x {list(r.row_shape)}"
@@ -302,23 +304,6 @@ def format_plan(setup, layout: StoreLayout, estimate: dict[str, int]) -> str:
             "(the resume point; deleted when the run completes)"
         )
     return "\n".join(lines)
-
-
-def probes_enabled(recordings) -> dict[str, list[str]]:
-    """{recording key: the built-in probes that read it with their default options}: what each
-    recording policy buys (``--dry-run``). Probes that need only the losses are not listed."""
-    from arprobe.probes.registry import default_registry
-
-    enabled: dict[str, list[str]] = {}
-    for row in default_registry().describe():
-        if row["source"] != "arprobe" or row["error"]:
-            continue
-        for item in row["requires"]:
-            kind, _, name = item.partition(":")
-            for r in recordings:
-                if r.kind == kind and name in ("", "*", r.name):
-                    enabled.setdefault(r.key, []).append(row["name"])
-    return enabled
 
 
 def parameter_split(info: dict) -> str:
