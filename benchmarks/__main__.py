@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from arprobe.trainer.models import resolve_device
+    from arprobe.models.text import resolve_device
     from benchmarks.timing import load_average, machine_info
 
     if args.threads:

@@ -38,10 +38,10 @@ class OneDocument(Dataset):
 
 def naive_run(cfg, save_dir: Path) -> dict:
     """Train and evaluate as the released code does; returns {"eval": [K+1, T], "bytes_per_episode": int}."""
-    from arprobe.trainer.data import load_texts, select_documents
-    from arprobe.trainer.models import build_model, resolve_device
+    from arprobe.models.text import build_model, resolve_device
+    from arprobe.tasks.text_data import load_texts, select_documents
+    from arprobe.tasks.tokenizer import default_cache_dir, ensure_pad_token, train_bpe_tokenizer
     from arprobe.trainer.schedules import make_schedule
-    from arprobe.trainer.tokenizer import default_cache_dir, ensure_pad_token, train_bpe_tokenizer
 
     d = cfg.data
     device = resolve_device(cfg.model.device)

@@ -168,7 +168,7 @@ def control_of(summary: dict, point: dict) -> dict | None:
 # vocabulary differs between the twin and the real Pythia, so the names' "14m" does not order them).
 def preset_size(name: str) -> float | None:
     # benchmarks normally use the public API only; the presets' shapes are the one thing needed here
-    from arprobe.trainer.models import PYTHIA_PRESETS
+    from arprobe.models.text import PYTHIA_PRESETS
 
     preset = PYTHIA_PRESETS.get(str(name))
     if preset is None:

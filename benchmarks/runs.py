@@ -185,10 +185,10 @@ def store_from_shapes(cfg, vocab_size: int) -> dict:
     """
     from transformers import AutoModelForCausalLM
 
+    from arprobe.models.text import build_config
     from arprobe.science.schedule import Schedule
     from arprobe.storage.recordings import Recording, every, kind
     from arprobe.storage.sketch import stored_dim
-    from arprobe.trainer.models import build_config
     from arprobe.trainer.plan import estimate_store_bytes, store_layout
     from arprobe.trainer.recorders import checkpoint_episodes
 

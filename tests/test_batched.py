@@ -96,8 +96,8 @@ def test_pairwise_rows_every_rule(rules_run):
 def test_frozen_parameters_stay_frozen_and_members_are_views(tmp_path):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+    from arprobe.models.text import freeze_first_blocks
     from arprobe.trainer.members import Stacked
-    from arprobe.trainer.models import freeze_first_blocks
 
     config = GPTNeoXConfig(
         vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64

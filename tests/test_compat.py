@@ -13,12 +13,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForC
 from arprobe.errors import UserError
 from arprobe.storage import RunStore
 from arprobe.tasks.text import IGNORE, TextLM, losses_from_logits
+from arprobe.tasks.text_data import load_texts, sample_as_released, select_documents
+from arprobe.tasks.tokenizer import pad_token_as_released, train_bpe_tokenizer
 from arprobe.trainer.api import Replay
 from arprobe.trainer.config import default_run_name, load_config
-from arprobe.trainer.data import load_texts, sample_as_released, select_documents
 from arprobe.trainer.episode import make_optimizer
 from arprobe.trainer.loop import prepare, run
-from arprobe.trainer.tokenizer import pad_token_as_released, train_bpe_tokenizer
 from tests.conftest import tiny_config
 
 ARTICLES = [f"Article {i}: " + " ".join(f"word{(i * 7 + j) % 50}" for j in range(60)) for i in range(12)]
@@ -266,8 +266,8 @@ def test_authors_run_replays_bit_for_bit(saved, tmp_path):
 
 
 def test_resize_grows_a_too_small_embedding_only_in_authors_mode(tmp_path):
+    from arprobe.models.text import build_model
     from arprobe.trainer.config import ModelConfig
-    from arprobe.trainer.models import build_model
 
     torch.manual_seed(0)
     small = GPT2LMHeadModel(GPT2Config(vocab_size=90, n_embd=16, n_layer=1, n_head=2, n_positions=32))

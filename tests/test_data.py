@@ -1,4 +1,4 @@
-"""Data sources, document selection and tokenizers (arprobe.trainer.data, arprobe.trainer.tokenizer)."""
+"""Data sources, document selection and tokenizers (arprobe.tasks.text_data, arprobe.tasks.tokenizer)."""
 
 import os
 
@@ -11,15 +11,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from arprobe.errors import UserError  # noqa: E402
-from arprobe.trainer import tokenizer as tokenizer_module  # noqa: E402
-from arprobe.trainer.config import DataConfig  # noqa: E402
-from arprobe.trainer.data import load_texts, looks_like_path, select_documents  # noqa: E402
-from arprobe.trainer.tokenizer import (  # noqa: E402
+from arprobe.tasks import tokenizer as tokenizer_module  # noqa: E402
+from arprobe.tasks.text_data import load_texts, looks_like_path, select_documents  # noqa: E402
+from arprobe.tasks.tokenizer import (  # noqa: E402
     default_cache_dir,
     ensure_pad_token,
     load_tokenizer,
     train_bpe_tokenizer,
 )
+from arprobe.trainer.config import DataConfig  # noqa: E402
 
 PROSE = "The loss on a document rises after it is trained, then falls again before it comes back."
 

@@ -308,7 +308,7 @@ def test_an_offline_hub_id_is_one_sentence_in_seconds(tmp_path):
 
 
 def test_unreachable_hub_is_named(monkeypatch):
-    from arprobe.trainer import hub
+    from arprobe.models import hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(hub, "hub_reachable", lambda endpoint, timeout=3.0: False)

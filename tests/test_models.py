@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from arprobe.errors import UserError
-from arprobe.trainer.config import ModelConfig
-from arprobe.trainer.models import (
+from arprobe.models.text import (
     PYTHIA_PRESETS,
     build_config,
     build_model,
@@ -22,6 +21,7 @@ from arprobe.trainer.models import (
     n_blocks,
     resolve_device,
 )
+from arprobe.trainer.config import ModelConfig
 
 VOCAB = 300
 

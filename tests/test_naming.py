@@ -7,8 +7,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
 from arprobe.errors import UserError
-from arprobe.trainer.naming import bridge_names, capture
-from arprobe.trainer.tokenizer import train_bpe_tokenizer
+from arprobe.models.naming import bridge_names, capture
+from arprobe.tasks.tokenizer import train_bpe_tokenizer
 
 TEXTS = ["The loss on a document rises after it is trained and falls before it returns."] * 20
 

@@ -209,7 +209,7 @@ def test_bf16_autocast_trains_close_to_float32_and_replays_with_it(float32_run, 
 def test_a_copy_of_an_autocast_model_runs_its_own_weights(setup):
     import copy
 
-    from arprobe.trainer.models import use_autocast
+    from arprobe.models.text import use_autocast
 
     model = copy.deepcopy(setup.model)
     use_autocast(model, "bfloat16")

@@ -58,8 +58,8 @@ def test_dedup_drops_finetune_overlap_duplicates_and_short_paragraphs():
 
 
 def test_python_docs_corpus_shares_no_word_run_with_the_pydoc_topics():
+    from arprobe.tasks.text_data import load_texts
     from arprobe.trainer.config import DataConfig
-    from arprobe.trainer.data import load_texts
 
     topics, _ = load_texts(DataConfig(source="pydoc"))
     corpus = load_corpus("python-docs", topics, max_chars=150_000)
@@ -136,9 +136,9 @@ def test_provenance_says_corpus_tokens_steps_seed_and_version(ladder):
 
 
 def test_step0_is_the_pythia_init_and_revisions_load_through_the_model_loader(ladder):
+    from arprobe.models.text import build_model
     from arprobe.pretrain.train import build_size
     from arprobe.trainer.config import ModelConfig
-    from arprobe.trainer.models import build_model
 
     folder, meta = ladder
     fresh = dict(build_size("700k", 512, tiny_settings("x")).model.named_parameters())
@@ -207,7 +207,7 @@ def test_finetuning_from_a_revision_loads_it_and_keeps_its_provenance(ladder, tm
 
 
 def test_missing_revision_and_unknown_size_are_one_line_errors(ladder, capsys):
-    from arprobe.trainer.hub import check_hub_model
+    from arprobe.models.hub import check_hub_model
 
     folder, _ = ladder
     with pytest.raises(
@@ -241,11 +241,13 @@ def test_dry_run_gives_revisions_time_and_disk_per_size(tmp_path, corpus_file):
 
 
 def test_a_ladder_size_is_named_by_ladder_and_size(ladder, monkeypatch):
-    from arprobe.pretrain import ladder as ladder_module
-    from arprobe.trainer.hub import resolve_ladder_name
+    from arprobe.models import hub
+    from arprobe.models.hub import resolve_ladder_name
+    from arprobe.pretrain.ladder import default_ladders_dir
 
     folder, _ = ladder
-    monkeypatch.setattr(ladder_module, "default_ladders_dir", lambda: folder.parent)
+    monkeypatch.setattr(hub, "ladders_dir", lambda: folder.parent)
+    assert default_ladders_dir() == folder.parent  # arprobe pretrain writes where the loader looks
     assert resolve_ladder_name(f"{folder.name}/700k") == str(folder / "700k")
     assert resolve_ladder_name("EleutherAI/pythia-14m") == "EleutherAI/pythia-14m"  # a hub id stays one
     assert resolve_ladder_name(f"{folder.name}/9g") == f"{folder.name}/9g"  # no such size: left to the loader

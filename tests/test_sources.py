@@ -9,8 +9,8 @@ import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from arprobe.storage import RunStore
+from arprobe.tasks.tokenizer import train_bpe_tokenizer
 from arprobe.trainer.loop import run
-from arprobe.trainer.tokenizer import train_bpe_tokenizer
 from tests.conftest import tiny_config
 
 ARTICLES = [f"Article {i}: " + " ".join(f"word{(i * 7 + j) % 50}" for j in range(60)) for i in range(12)]

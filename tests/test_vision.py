@@ -200,15 +200,15 @@ def cls_task(T=3, B=4, **kwargs):
 
 
 def tiny_vit(n_classes=5):
-    from arprobe.trainer.vision_models import ViT
+    from arprobe.models.vision import ViT
 
     torch.manual_seed(0)
     return ViT(image_size=8, patch_size=4, d_model=16, n_layers=1, n_heads=2, n_classes=n_classes)
 
 
 def test_classification_eval_is_each_batchs_mean_loss_and_activations_are_first_images():
-    from arprobe.trainer.naming import capture
-    from arprobe.trainer.vision_models import builtin_names
+    from arprobe.models.naming import capture
+    from arprobe.models.vision import builtin_names
 
     t, model = cls_task(eval_batch=2), tiny_vit()
     model.eval()

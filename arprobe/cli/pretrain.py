@@ -84,10 +84,10 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def pretrain_command(args, extra: list[str]) -> int:
+    from arprobe.models.text import resolve_device
     from arprobe.pretrain.ladder import Settings, default_ladders_dir
     from arprobe.pretrain.train import dry_run, pretrain_ladder
     from arprobe.trainer.loop import set_threads
-    from arprobe.trainer.models import resolve_device
 
     settings = Settings(
         sizes=[s.strip() for s in args.sizes.split(",") if s.strip()],

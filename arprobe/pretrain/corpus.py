@@ -190,8 +190,8 @@ def load_corpus(source: str, finetune_texts: list[str], max_chars: int = 0) -> C
     if source == "python-docs":
         pairs, description = python_doc_texts()
     else:
+        from arprobe.tasks.text_data import load_texts
         from arprobe.trainer.config import DataConfig
-        from arprobe.trainer.data import load_texts
 
         texts, description = load_texts(DataConfig(source=source))
         pairs = ((source, text) for text in texts)

@@ -10,7 +10,7 @@ A ladder folder (``<arprobe cache>/ladders/<name>/`` by default) looks like the 
 ```
 
 ``--model.name <ladder>/<size> --init pretrained --revision step<N>`` loads ``<size>/step<N>/``
-(``arprobe.trainer.hub.local_revision``), as ``--revision step24000`` picks a Pythia branch on the hub.
+(``arprobe.models.hub.local_revision``), as ``--revision step24000`` picks a Pythia branch on the hub.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.models import hub
 
 # Pythia's shape ratios at CPU scale: MLP 4·d, rotary on 25% of each head, parallel residual,
 # untied unembedding, head width 32 (narrow, as Pythia-14M/31M) or 64 (as Pythia-70M and up).
@@ -38,9 +39,7 @@ PROVENANCE_FILE = "arprobe_pretrain.json"
 
 def default_ladders_dir() -> Path:
     """``<arprobe cache>/ladders`` (``$ARPROBE_CACHE/ladders`` or ``~/.cache/arprobe/ladders``)."""
-    from arprobe.trainer.tokenizer import default_cache_dir
-
-    return default_cache_dir().parent / "ladders"
+    return hub.ladders_dir()
 
 
 @dataclass

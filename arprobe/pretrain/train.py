@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from arprobe.errors import UserError
+from arprobe.models.text import no_transformers_bars
 from arprobe.pretrain.ladder import (
     FORMAT,
     PROVENANCE_FILE,
@@ -31,7 +32,6 @@ from arprobe.pretrain.ladder import (
     size_shape,
     write_json,
 )
-from arprobe.trainer.models import no_transformers_bars
 
 RESUME_DIR = "_resume"
 RESUME_SECONDS = 120.0  # a resume state at least this often (and at every revision)
@@ -51,9 +51,9 @@ class Corpus:
 
 def load_tokenizer_and_finetune_texts(settings: Settings):
     """The BPE the fine-tuning run trains on its documents (the same cached one), and those documents."""
+    from arprobe.tasks.text_data import load_texts
+    from arprobe.tasks.tokenizer import default_cache_dir, train_bpe_tokenizer
     from arprobe.trainer.config import DataConfig
-    from arprobe.trainer.data import load_texts
-    from arprobe.trainer.tokenizer import default_cache_dir, train_bpe_tokenizer
 
     texts, description = load_texts(DataConfig(source=settings.finetune_source))
     tokenizer = train_bpe_tokenizer(texts, settings.vocab_size, cache_dir=default_cache_dir())
@@ -150,8 +150,8 @@ def lr_at(step: int, settings: Settings) -> float:
 
 def build_size(size: str, vocab_size: int, settings: Settings, device: str = "cpu"):
     """A randomly initialised ladder size (Pythia init, seeded): arprobe's own model builder."""
+    from arprobe.models.text import build_model
     from arprobe.trainer.config import ModelConfig
-    from arprobe.trainer.models import build_model
 
     cfg = ModelConfig(name="tiny", init="pythia", device=device, **size_shape(size))
     return build_model(cfg, vocab_size=vocab_size, seed=settings.seed, max_positions=settings.seq_len)

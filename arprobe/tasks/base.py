@@ -28,7 +28,7 @@ import numpy as np
 if TYPE_CHECKING:  # annotations only: the registry imports this module, and it must stay light
     import torch
 
-    from arprobe.trainer.naming import ModelNames
+    from arprobe.models.naming import ModelNames
 
 
 @dataclass

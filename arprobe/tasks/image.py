@@ -73,7 +73,7 @@ class ImageLM(Task):
 
     @classmethod
     def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
-        from arprobe.trainer.vision_models import vision_model_from_info  # loads transformers
+        from arprobe.models.vision import vision_model_from_info  # loads transformers
 
         return vision_model_from_info(info, cfg, causal=True)
 
@@ -202,7 +202,7 @@ class ImageClassification(Task):
 
     @classmethod
     def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
-        from arprobe.trainer.vision_models import vision_model_from_info  # loads transformers
+        from arprobe.models.vision import vision_model_from_info  # loads transformers
 
         return vision_model_from_info(info, cfg, causal=False)
 
@@ -354,8 +354,8 @@ def images_per_doc(cfg) -> int:
 def prepare_image(cfg) -> Prepared:
     """The image tasks' setup: images, palette (image-lm), model, names and the task."""
     # Here: the image sources and model builders load datasets and transformers.
+    from arprobe.models.text import resolve_device
     from arprobe.tasks.image_data import kmeans_palette, load_images, quantise
-    from arprobe.trainer.models import resolve_device
 
     d, im = cfg.data, cfg.image
     T, n = d.n_docs, images_per_doc(cfg)
@@ -364,7 +364,7 @@ def prepare_image(cfg) -> Prepared:
     grid = images.pixels.reshape(T, n, *images.pixels.shape[1:])  # [T, n, H, W, 3]
     kept_labels = images.labels.reshape(T, n) if images.labels is not None else None
     if cfg.task == "image-lm":
-        from arprobe.trainer.vision_models import load_image_lm
+        from arprobe.models.vision import load_image_lm
 
         side = im.image_size
         if cfg.model.init == "pretrained":
@@ -390,7 +390,7 @@ def prepare_image(cfg) -> Prepared:
         )
         loaded.info.update(mask_id=K, palette=f"{K} colours, {origin}")
     else:
-        from arprobe.trainer.vision_models import load_classifier
+        from arprobe.models.vision import load_classifier
 
         if kept_labels is None:
             raise UserError(
@@ -466,7 +466,7 @@ def pretrained_palette(m) -> np.ndarray:
     """float32 [K, 3] in [0, 1]: the colour clusters of a pretrained Image GPT's image processor."""
     from transformers import AutoImageProcessor
 
-    from arprobe.trainer.vision_models import _loading_errors, _source
+    from arprobe.models.vision import _loading_errors, _source
 
     with _loading_errors(m.name, m.revision):
         processor = AutoImageProcessor.from_pretrained(_source(m.name), revision=m.revision or None)
@@ -483,7 +483,7 @@ def processor_mean_std(m) -> tuple[tuple, tuple]:
     """A hub classifier's normalisation from its image processor (defaults where it has none)."""
     from transformers import AutoImageProcessor
 
-    from arprobe.trainer.vision_models import _source
+    from arprobe.models.vision import _source
 
     try:
         processor = AutoImageProcessor.from_pretrained(_source(m.name), revision=m.revision or None)

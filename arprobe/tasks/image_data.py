@@ -56,7 +56,7 @@ def load_images(cfg, n: int) -> Images:
     path = Path(source).expanduser()
     if path.is_dir() and not _is_saved_dataset(path):
         return _folder(path, n, rng, im)
-    from arprobe.trainer.data import looks_like_path
+    from arprobe.models.hub import looks_like_path
 
     if not path.exists() and looks_like_path(source):
         raise UserError(f"Data source '{source}' does not exist.")

@@ -28,8 +28,13 @@ IGNORE = -100
 
 class TextLM(Task):
     name = "text-lm"
-    stacks = True
+    stacks = True  # members may share the eval pass: ``member_doc_losses``, vmapped (trainer.batched)
     keeps_token_windows = True
+
+    @staticmethod
+    def member_doc_losses(model, tokens, lengths, ignore_id=None) -> torch.Tensor:
+        """Per-document losses [B] (``doc_losses``): what a stacked eval vmaps over members."""
+        return doc_losses(model, tokens, lengths, ignore_id)
 
     def __init__(
         self,
@@ -67,7 +72,7 @@ class TextLM(Task):
 
     @classmethod
     def from_documents(cls, docs, cfg, *, device, mask_id: int, pad_id: int | None = None) -> TextLM:
-        """From ``trainer.data.Documents`` (or the arrays a store keeps) and a RunConfig. With
+        """From ``tasks.text_data.Documents`` (or the arrays a store keeps) and a RunConfig. With
         ``cfg.compat == "authors"`` targets equal to ``pad_id`` are ignored, as in the released code."""
         authors = cfg.compat == "authors"
         assert pad_id is not None or not authors, "compat authors needs the pad id"
@@ -90,11 +95,11 @@ class TextLM(Task):
         """Documents, tokenizer (trained BPE or the model's own), model and names."""
         # Here, not at the top: models, tokenizers and the hub pull in transformers, which the loss
         # functions below (imported by probes and the batched trainer) do not need.
-        from arprobe.trainer.data import load_texts, looks_like_path, select_documents
-        from arprobe.trainer.hub import check_hub_model, resolve_ladder_name
-        from arprobe.trainer.models import PYTHIA_PRESETS, build_model, resolve_device
-        from arprobe.trainer.naming import bridge_names
-        from arprobe.trainer.tokenizer import ensure_pad_token, pad_token_as_released
+        from arprobe.models.hub import check_hub_model, looks_like_path, resolve_ladder_name
+        from arprobe.models.naming import bridge_names
+        from arprobe.models.text import PYTHIA_PRESETS, build_model, resolve_device
+        from arprobe.tasks.text_data import load_texts, select_documents
+        from arprobe.tasks.tokenizer import ensure_pad_token, pad_token_as_released
 
         d, m = cfg.data, cfg.model
         authors = (
@@ -173,7 +178,7 @@ class TextLM(Task):
         # Here: transformers is only needed to rebuild a model (replays), not for the losses.
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        from arprobe.trainer.models import disable_dropout, freeze_first_blocks, use_autocast
+        from arprobe.models.text import disable_dropout, freeze_first_blocks, use_autocast
 
         hf_config = dict(info["hf_config"])
         model_type = hf_config.pop("model_type")
@@ -261,8 +266,8 @@ def _text_tokenizer(cfg, texts: list[str]):
     """(tokenizer, its name): ``data.tokenizer``, where "auto" means the model's own for a hub id
     or path (also for random init of its architecture) and a BPE trained on the documents for a
     size preset, which has none."""
-    from arprobe.trainer.models import PYTHIA_PRESETS
-    from arprobe.trainer.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
+    from arprobe.models.text import PYTHIA_PRESETS
+    from arprobe.tasks.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
 
     d, m = cfg.data, cfg.model
     name = d.tokenizer

@@ -38,7 +38,7 @@ class Replay:
         steps_per_doc: int | None = None,
         seed: int | None = None,
     ):
-        from arprobe.trainer.models import resolve_device
+        from arprobe.models.text import resolve_device
 
         self.cfg = cfg = config_from_dict(store.config)
         self.episode = episode

@@ -222,8 +222,7 @@ def clip_per_member(stack: StackedModels, max_norm: float) -> None:
 def evaluate_members(stack: StackedModels, tasks: list) -> torch.Tensor:
     """Eval rows [S, T]: every member's loss on each of its own task's clean documents (text
     tasks), ``eval_batch`` tokens' worth of documents of all members per vmapped forward."""
-    from arprobe.tasks.text import doc_losses
-
+    doc_losses = type(tasks[0]).member_doc_losses  # a stacking task's per-document losses
     S = stack.S
     tokens = torch.stack([t.eval_tokens for t in tasks])  # [S, T, C]
     lengths = torch.stack([t.eval_lengths for t in tasks])  # [S, T]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from arprobe.errors import UserError
+from arprobe.models.naming import ModelNames
 from arprobe.science.schedule import Schedule
 from arprobe.storage import RunWriter, StoreLayout
 from arprobe.storage.lock import WriterLock
@@ -38,7 +39,6 @@ from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, re
 from arprobe.trainer.config import RunConfig
 from arprobe.trainer.episode import TrainingRules, train_episode
 from arprobe.trainer.members import Single, Stacked, check_batchable, check_schedule_lengths, make_members
-from arprobe.trainer.naming import ModelNames
 from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes, store_layout
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config

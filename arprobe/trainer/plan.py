@@ -159,7 +159,7 @@ def minimum_memory(cfg) -> dict[str, tuple[int, str]]:
 
 def _preset_shape(m) -> tuple[int, int] | None:
     """(d_model, n_layers) of a randomly initialised size preset, overrides applied; None otherwise."""
-    from arprobe.trainer.models import PYTHIA_PRESETS  # here: `arprobe info` imports this module
+    from arprobe.models.text import PYTHIA_PRESETS  # here: `arprobe info` imports this module
 
     preset = PYTHIA_PRESETS.get(m.name)
     if preset is None or m.init == "pretrained":

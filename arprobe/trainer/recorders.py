@@ -24,11 +24,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from arprobe.models.naming import capture
 from arprobe.science.schedule import Schedule
 from arprobe.storage import recordings
 from arprobe.storage.recordings import Recording, describe_every, every
 from arprobe.storage.sketch import CountSketch, stored_dim
-from arprobe.trainer.naming import capture
 
 log = logging.getLogger(__name__)
 

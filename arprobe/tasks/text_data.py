@@ -21,21 +21,23 @@ samples row numbers, so every row must keep its place.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.trainer.config import DataConfig
+from arprobe.models.hub import looks_like_path
+
+if TYPE_CHECKING:  # annotations only: the config lives with the trainer, which imports this module
+    from arprobe.trainer.config import DataConfig
 
 # A document needs at least two tokens to have one next-token target.
 MIN_USABLE_TOKENS = 2
 _TOKENIZE_BATCH = 1024  # documents per tokenizer call: bounds memory on large datasets
-_PATH_SUFFIXES = (".txt", ".jsonl")
 _BLANK_LINES = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -57,17 +59,6 @@ def load_texts(cfg: DataConfig, *, keep_blank: bool = False) -> tuple[list[str],
     if looks_like_path(source):
         raise UserError(f"Data source '{source}' does not exist.")
     return _load_hub(cfg, keep_blank)
-
-
-def looks_like_path(name: str) -> bool:
-    """Whether ``name`` is meant as a local path rather than a hub id ("org/name" has one slash)."""
-    return (
-        name.startswith((".", "~", "/"))
-        or name.endswith(_PATH_SUFFIXES)
-        or name.count("/") > 1
-        or (os.sep != "/" and os.sep in name)
-        or os.path.isabs(name)
-    )
 
 
 def _keep_nonblank(texts: list[str]) -> list[str]:

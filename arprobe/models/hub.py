@@ -57,14 +57,37 @@ def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
         return False
 
 
+_PATH_SUFFIXES = (".txt", ".jsonl")  # data files named without a folder are still paths
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a hub id ("org/name" has one slash)."""
+    return (
+        name.startswith((".", "~", "/"))
+        or name.endswith(_PATH_SUFFIXES)
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+        or os.path.isabs(name)
+    )
+
+
+def cache_root() -> Path:
+    """``$ARPROBE_CACHE`` if set, else ``~/.cache/arprobe``: tokenizers and ladders live under it."""
+    root = os.environ.get("ARPROBE_CACHE")
+    return Path(root).expanduser() if root else Path.home() / ".cache" / "arprobe"
+
+
+def ladders_dir() -> Path:
+    """``<arprobe cache>/ladders``, where ``arprobe pretrain`` writes its ladders by default."""
+    return cache_root() / "ladders"
+
+
 def resolve_ladder_name(name: str) -> str:
     """``<ladder>/<size>`` (e.g. ``default/5m``) -> the folder ``arprobe pretrain`` wrote under the
     arprobe cache, when there is one and no local path of that name; otherwise ``name`` unchanged."""
-    from arprobe.pretrain.ladder import default_ladders_dir
-
     if Path(name).expanduser().exists() or name.count("/") != 1:
         return name
-    folder = default_ladders_dir() / name
+    folder = ladders_dir() / name
     return str(folder) if (folder / "config.json").is_file() else name
 
 

@@ -27,13 +27,15 @@ import types
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from arprobe.errors import UserError
-from arprobe.trainer.config import ModelConfig
-from arprobe.trainer.data import looks_like_path
-from arprobe.trainer.hub import local_revision
+from arprobe.models.hub import local_revision, looks_like_path
+
+if TYPE_CHECKING:  # annotations only: the config lives with the trainer, which imports this module
+    from arprobe.trainer.config import ModelConfig
 
 # The Pythia suite's architectures (Biderman et al. 2023, Table 1 and the released
 # config.json files). Keys are Hugging Face GPTNeoXConfig fields; "rotary_pct" and

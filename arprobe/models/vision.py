@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arprobe.errors import UserError
-from arprobe.trainer.naming import ModelNames
+from arprobe.models.naming import ModelNames
 
 # Random-init architectures. d_model / n_layers / n_heads override them (0: keep).
 VIT_PRESETS = {"vit-tiny": dict(d_model=64, n_layers=4, n_heads=4)}
@@ -282,7 +282,7 @@ class LoadedVision:
 def load_classifier(m, *, seed: int, image_size: int, patch_size: int, n_classes: int) -> LoadedVision:
     """A built-in classifier (vit-tiny, vgg-small; "tiny" is vit-tiny) or a Hugging Face
     ``AutoModelForImageClassification`` by hub id or path (pretrained, or random init of its config)."""
-    from arprobe.trainer.models import init_normal_
+    from arprobe.models.text import init_normal_
 
     name = "vit-tiny" if m.name == "tiny" else m.name
     if name in VIT_PRESETS or name in VGG_PRESETS:
@@ -321,7 +321,7 @@ def load_image_lm(m, *, seed: int, n_colors: int, n_positions: int) -> LoadedVis
     any GPT-2-layout causal model by hub id or path (pretrained or random init of its config)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from arprobe.trainer.models import _zero_dropout_config, init_normal_
+    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if m.name in IMAGE_LM_PRESETS:
         if m.init == "pretrained":
@@ -373,7 +373,7 @@ def _named(m, name: str):
 
 
 def _finish(model: nn.Module, m, names: VisionNames, info: dict, name: str) -> nn.Module:
-    from arprobe.trainer.models import _DTYPES, disable_dropout, resolve_device
+    from arprobe.models.text import _DTYPES, disable_dropout, resolve_device
 
     model.to(device=resolve_device(m.device), dtype=_DTYPES[m.dtype])
     model.train()
@@ -410,7 +410,7 @@ def freeze_vision_blocks(model: nn.Module, names: ModelNames, n: int) -> None:
 def _hub_classifier(m, name: str, seed: int):
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from arprobe.trainer.models import _zero_dropout_config, init_normal_
+    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if name in IMAGE_LM_PRESETS:
         raise UserError(
@@ -438,7 +438,7 @@ def _hub_classifier(m, name: str, seed: int):
 def _hub_image_lm(m, seed: int):
     from transformers import AutoConfig
 
-    from arprobe.trainer.models import _zero_dropout_config, init_normal_
+    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if m.name in VIT_PRESETS or m.name in VGG_PRESETS:
         raise UserError(
@@ -478,8 +478,7 @@ def _source(name: str, revision: str = "") -> str:
     sentence within seconds offline, instead of the hub client's retries)."""
     from pathlib import Path
 
-    from arprobe.trainer.data import looks_like_path
-    from arprobe.trainer.hub import check_hub_model
+    from arprobe.models.hub import check_hub_model, looks_like_path
 
     path = Path(name).expanduser()
     if looks_like_path(name) and not path.exists():
@@ -520,7 +519,7 @@ def vision_model_from_info(info: dict, cfg, *, causal: bool) -> nn.Module:
     a checkpoint after."""
     from transformers import AutoConfig, AutoModelForImageClassification
 
-    from arprobe.trainer.models import disable_dropout
+    from arprobe.models.text import disable_dropout
 
     if info.get("kind") == "builtin":
         model = build_from_spec(info["spec"])

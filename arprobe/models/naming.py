@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from arprobe.errors import UserError
-from arprobe.trainer.models import n_blocks
+from arprobe.models.text import n_blocks
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arprobe.errors import UserError
-from arprobe.trainer.data import looks_like_path
+from arprobe.models.hub import cache_root, looks_like_path
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -27,9 +27,7 @@ if TYPE_CHECKING:  # transformers is imported lazily: it costs seconds
 
 def default_cache_dir() -> Path:
     """``$ARPROBE_CACHE/tokenizers`` if ARPROBE_CACHE is set, else ``~/.cache/arprobe/tokenizers``."""
-    root = os.environ.get("ARPROBE_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "arprobe"
-    return base / "tokenizers"
+    return cache_root() / "tokenizers"
 
 
 def train_bpe_tokenizer(
