@@ -3,6 +3,7 @@ recording of the same training: every built-in probe's headline numbers agree wi
 error, and the finished store carries no resume point."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -61,15 +62,21 @@ def test_sketched_default_recording_is_what_it_says(pair):
     assert not list(sketched.parent.glob("*.resume.h5*")) and not list(exact.parent.glob("*.resume.h5*"))
 
 
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")  # a number inside a verdict sentence
+
+
 @pytest.mark.parametrize("name", PROBES)
 def test_probe_headlines_survive_the_sketch(pair, name, tmp_path):
     exact, sketched = (headline(p, name, tmp_path) for p in pair)
     assert exact.keys() == sketched.keys()
     for key, want in exact.items():
         got = sketched[key]
-        if isinstance(want, str) or want is None:
-            assert got == want, key
+        if want is None:
+            assert got is None, key
             continue
+        if isinstance(want, str):  # a verdict in words with its numbers: the same words, numbers close
+            assert NUMBER.sub("#", got) == NUMBER.sub("#", want), key
+            want, got = [float(x) for x in NUMBER.findall(want)], [float(x) for x in NUMBER.findall(got)]
         want, got = np.asarray(want, dtype=float), np.asarray(got, dtype=float)
         assert got.shape == want.shape, key
         both = np.isfinite(want) & np.isfinite(got)
