@@ -224,13 +224,15 @@ def measured_text(summary: dict, check: str, metric: str = "final_recovery_score
                 f"shuffle {fmt(shu['mean'])} ± {fmt(shu['std'])}"
             )
         return "online loss " + "; ".join(parts)
+    who = "x_1's " if metric == "first_doc_recovery_score" else ""
+    if not any(p.get(metric) for p in summary["points"]):  # a summary written before the metric existed
+        return f"{who}RS not in this summary (written before it was recorded): re-run the twin"
     parts = []
     epoch = None
     for p in summary["points"]:
         mean, std, n = final_rs(p, metric)
         epoch = (p.get(metric) or {}).get("epoch", epoch)
         parts.append(f"{value_of(p)}: {fmt(mean)} ± {fmt(std)} (n={n})")
-    who = "x_1's " if metric == "first_doc_recovery_score" else ""
     return f"{who}RS({epoch}) " + "; ".join(parts)
 
 
