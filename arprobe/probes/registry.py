@@ -14,6 +14,7 @@ the others.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from arprobe import registry as generic
@@ -97,15 +98,10 @@ def _broken_row(name: str, source: str, error: str) -> dict:
     }
 
 
-_default: Registry | None = None
-
-
+@functools.cache
 def default_registry() -> Registry:
     """The registry of installed probes, built once per process."""
-    global _default
-    if _default is None:
-        _default = Registry()
-    return _default
+    return Registry()
 
 
 def probes_enabled(recordings) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ Built-ins (``local``, ``ray``) are declared in pyproject.toml as a third-party b
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,15 +77,10 @@ class SweepBackend(ABC):
         """Run every job, calling ``on_start(job)`` and ``on_done(job, record)`` as they go."""
 
 
-_default: Registry | None = None
-
-
+@functools.cache
 def backend_registry() -> Registry:
     """The registry of installed sweep backends, built once per process."""
-    global _default
-    if _default is None:
-        _default = Registry(GROUP, base=SweepBackend, kind="sweep backend")
-    return _default
+    return Registry(GROUP, base=SweepBackend, kind="sweep backend")
 
 
 def backend_class(name: str) -> type[SweepBackend]:

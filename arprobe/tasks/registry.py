@@ -12,6 +12,8 @@ class up here and never test the name.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from arprobe.registry import Registry
@@ -19,15 +21,11 @@ from arprobe.tasks.base import Task
 
 GROUP = "arprobe.tasks"
 
-_default: Registry | None = None
 
-
+@functools.cache
 def task_registry() -> Registry:
     """The registry of installed tasks, built once per process."""
-    global _default
-    if _default is None:
-        _default = Registry(GROUP, base=Task, kind="task")
-    return _default
+    return Registry(GROUP, base=Task, kind="task")
 
 
 def task_class(name: str) -> type[Task]:
