@@ -127,3 +127,17 @@ def test_a_report_without_a_control_says_rs_alone_is_not_evidence(tiny_run):
     with RunStore(tiny_run / "run.h5") as store:
         summary = run_summary(store)
     assert summary["finding"] == NO_CONTROL and "control_numbers" not in summary
+
+
+def test_overwriting_a_run_trains_its_control_anew(controlled, tmp_path):
+    run_dir, _ = controlled
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    with h5py.File(copy / "control" / "run.h5", "r+") as h5:
+        h5["loss/eval"][0, 0] = 123.0  # a mark the old control carries
+    result = cli("run", "--out", tmp_path, "--name", "r", "--no-progress", "--control", "shuffle", *FLAGS,
+                 "--weights_every", 0, "--activations_every", 0, "--grads_at", "never", "--overwrite",
+                 timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with h5py.File(copy / "control" / "run.h5", "r") as a, h5py.File(run_dir / "control/run.h5", "r") as b:
+        np.testing.assert_array_equal(a["loss/eval"][:], b["loss/eval"][:])  # retrained: the mark is gone

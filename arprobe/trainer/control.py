@@ -44,7 +44,7 @@ def control_config(cfg: RunConfig) -> RunConfig:
 def run_with_control(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Controlled:
     """Train the run, then (``cfg.control``) its control once the run has completed."""
     result = loop.run(cfg, progress=progress, overwrite=overwrite)
-    return _then_control(cfg, result, progress)
+    return _then_control(cfg, result, progress, fresh=overwrite)  # an overwritten run gets a new control
 
 
 def resume_with_control(
@@ -66,13 +66,21 @@ def resume_with_control(
     return _then_control(cfg, result, progress, trust_remote_code)
 
 
-def _then_control(cfg: RunConfig, result: loop.RunResult, progress: bool, trust_remote_code: bool = False):
+def _then_control(
+    cfg: RunConfig,
+    result: loop.RunResult,
+    progress: bool,
+    trust_remote_code: bool = False,
+    fresh: bool = False,  # train the control anew (the run was overwritten)
+):
     if not cfg.control or result.status != "complete":
         return Controlled(result)
     ctrl_cfg = control_config(cfg)
     path = ctrl_cfg.run_dir / "run.h5"
     status = _status(path)
-    if status == "complete":
+    if fresh:
+        control = loop.run(ctrl_cfg, progress=progress, overwrite=True)
+    elif status == "complete":
         control = _finished_result(path)
     elif status is None:
         control = loop.run(ctrl_cfg, progress=progress)
