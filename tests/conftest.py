@@ -41,3 +41,14 @@ def tiny_run(tmp_path_factory):
     result = run(tiny_config(out), progress=False)
     assert result.status == "complete"
     return result.path.parent
+
+
+@pytest.fixture
+def one_thread():
+    """Batch-size-1 steps on shared cores: one torch thread for the test (a run sets its own)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

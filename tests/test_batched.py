@@ -31,13 +31,7 @@ EVERY_RULE = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-size-1 steps on shared cores: one torch thread (a run sets its own, which stays)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
