@@ -1,6 +1,6 @@
-"""The README's paper-figure table, written from the sweep reports (never by hand).
+"""The paper-figure table of docs/reproduction.md, written from the sweep reports (never by hand).
 
-    python -m benchmarks.paper_table [--sweeps sweeps] [--readme README.md] [--print]
+    python -m benchmarks.paper_table [--sweeps sweeps] [--readme docs/reproduction.md] [--print]
 
 For every figure or table of the paper: its sweep file at paper scale, the paper's claim, and what
 each CPU twin measured, read from ``<sweeps>/<twin name>/report/sweep.json`` (copied into
@@ -407,7 +407,7 @@ def replace_between_markers(text: str, table: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweeps", default="sweeps", help="folder holding the twins' sweep folders")
-    parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--readme", default="docs/reproduction.md")
     parser.add_argument("--print", action="store_true", help="print the table, do not touch the README")
     args = parser.parse_args(argv)
     table = build_table(Path(args.sweeps))

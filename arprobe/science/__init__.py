@@ -1,0 +1,1 @@
+"""The paper's pure computations (numpy in, numbers out) and the statistics that judge them."""
