@@ -21,25 +21,7 @@ from arprobe.storage.lock import LOCK_NAME
 from arprobe.storage.resume import resume_path
 from arprobe.trainer.loop import resume, run
 from tests.conftest import TINY, tiny_config
-from tests.test_reliability import datasets_of, start_run, wait_for_episodes
-
-
-def cli(*args, timeout=60, env=None, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", "arprobe", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **kwargs,
-    )
-
-
-def one_line_error(result, code=2):
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == code, result.stderr[-2000:]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    return lines[0]
+from tests.helpers import cli, datasets_of, one_line_error, start_run, wait_for_episodes
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from arprobe.science.geometry import (
     step_permutation_null,
 )
 from arprobe.storage import RunStore
+from tests.helpers import run_one
 from tests.store_factory import cyclic, helix, make_store
-from tests.test_probes import run_one
 
 # --- the helix statistic ------------------------------------------------------------------------
 

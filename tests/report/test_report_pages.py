@@ -1,9 +1,8 @@
-"""The report modules (issue 22, item 5): one page style and shell for the run and the sweep index,
+"""The report modules: one page style and shell for the run and the sweep index,
 one atomic JSON writer, and reference numbers that say where they come from."""
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ import pytest
 from arprobe.jsonio import write_json_atomic
 from arprobe.report import pages
 from arprobe.science import reference
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def sweep_summary() -> dict:

@@ -12,23 +12,14 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import FIXTURES, install_dist_info
 from tests.store_factory import cyclic, make_store
 
-PLUGIN = Path(__file__).parent / "fixtures" / "plugin_pkg"
-
-
-def install_dist_info(site: Path, name: str, version: str, entry_points: dict[str, str]) -> None:
-    """What `pip install` leaves for importlib.metadata: METADATA and entry_points.txt."""
-    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = ["[arprobe.probes]"] + [f"{k} = {v}" for k, v in entry_points.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+PLUGIN = FIXTURES / "plugin_pkg"
 
 
 @pytest.fixture
@@ -67,6 +58,10 @@ def test_plugin_is_listed_and_runs(plugin_env, tmp_path):
     assert "demo_final_loss" in listing.stdout
     assert "Mean loss over documents after the last episode" in listing.stdout
     assert "pca_weights" in listing.stdout  # the built-ins are still there
+    # third-party probes are marked with their distribution, built-ins are not
+    rows = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
+    assert "[third-party: " in rows["demo_final_loss"]
+    assert "third-party" not in rows["pca_weights"]
 
     doc, epoch = cyclic(3, 2)
     eval_ = np.arange(21, dtype=float).reshape(7, 3)  # last row 18, 19, 20

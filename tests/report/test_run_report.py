@@ -1,4 +1,4 @@
-"""The run report (issue 13, items 6-9): summary header, reading order, figures with the run's
+"""The run report: summary header, reading order, figures with the run's
 identity, SVG and CSV next to every figure, bars from 0, the detrended helix and its offline 3-D
 view, overlaid runs with mean ± std, silent bars, --help-config, and the page in a real browser."""
 
@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from arprobe.science.recovery import online_loss, recovery_scores
 from arprobe.science.reference import paper_reference
 from arprobe.storage import RunStore
 from arprobe.trainer.config import RunConfig, describe_keys, load_config
+from tests.helpers import REPO
 from tests.store_factory import make_store
 from tests.tolerances import ulps
 
@@ -283,23 +283,12 @@ OWN_FIGURES = [
 ]
 
 
-class Chatty(Probe):
-    description = "Shows a bar whatever self.progress says."
-
-    def run(self, store, out):
-        from tqdm import tqdm
-
-        for _ in tqdm(range(3), desc="plugin bar"):
-            pass
-        return {}
-
-
 def test_no_progress_silences_even_a_plugins_bar(tmp_path):
     # In a process of its own: probe processes write to the terminal the analysis started with.
     run = small_run(tmp_path / "runs" / "r")
     script = (
         "import sys; from arprobe.probes.runner import ProbeRef, write_report; "
-        "from arprobe.storage import RunStore; from tests.test_report import Chatty; "
+        "from arprobe.storage import RunStore; from tests.helpers import Chatty; "
         "store = RunStore(sys.argv[1]); "
         "write_report([store], sys.argv[2], [ProbeRef.of('chatty', Chatty)], progress=sys.argv[3] == 'on')"
     )
@@ -309,7 +298,7 @@ def test_no_progress_silences_even_a_plugins_bar(tmp_path):
             capture_output=True,
             text=True,
             timeout=120,
-            cwd=Path(__file__).parent.parent,
+            cwd=REPO,
         )
         assert result.returncode == 0, result.stderr
         assert ("plugin bar" in result.stderr) is shown

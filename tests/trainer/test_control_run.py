@@ -14,7 +14,7 @@ from arprobe.science.finding import NO_CONTROL, control_finding
 from arprobe.science.recovery import online_loss, recovery_scores
 from arprobe.storage import RunStore
 from tests.conftest import TINY
-from tests.test_hostile import cli, one_line_error
+from tests.helpers import cli, one_line_error
 
 FLAGS = [x for k, v in {**TINY, "epochs": 3}.items() for x in (f"--{k}", v)]
 

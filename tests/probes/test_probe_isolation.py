@@ -1,5 +1,5 @@
 """Each probe in `analyze` runs isolated: a hostile or broken third-party probe fails alone, with its
-traceback in the report, and neither stops the others nor touches the store (issue 11, item 7).
+traceback in the report, and neither stops the others nor touches the store.
 
 The registry is built per test (``Registry(discover=False)`` + ``register``); the probes below are
 module-level classes, so the probe processes (forked from a clean server) import them by name.
@@ -19,8 +19,8 @@ from arprobe.probes.base import Probe
 from arprobe.probes.registry import Registry
 from arprobe.probes.runner import ProbeRef, write_report
 from arprobe.storage import RunStore
+from tests.helpers import install_dist_info
 from tests.store_factory import make_store
-from tests.test_plugins import install_dist_info
 
 T, E = 3, 3
 
@@ -133,7 +133,7 @@ def test_every_hostile_probe_fails_alone_with_its_reason_and_traceback(tmp_path)
     # final_loss after each hostile probe: it must still read the store correctly.
     probes = {**HOSTILE, "final_loss": FinalLoss}
     # Handed to the runner directly: the registry already refuses a description that is not text
-    # when it loads a plugin (tests/test_plugins.py); the runner's own check is the last defence.
+    # when it loads a plugin (tests/probes/test_probe_plugins.py); the runner's own check is the last defence.
     direct = [ProbeRef.of(name, cls) for name, cls in probes.items()]
     report = tmp_path / "report"
     with RunStore(run) as store:

@@ -5,9 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import h5py
 import numpy as np
 import pytest
 
@@ -15,46 +13,9 @@ from arprobe.errors import UserError
 from arprobe.storage import RunStore
 from arprobe.trainer.loop import resume, run
 from tests.conftest import TINY, tiny_config
+from tests.helpers import LONG, datasets_of, start_run, wait_for_episodes
 
-LONG = {"epochs": 6}  # 30 episodes: long enough to be caught mid-run
 T = TINY["n_docs"]
-
-
-def start_run(out, name, **extra):
-    flags = []
-    for key, value in {**TINY, **LONG, **extra}.items():
-        flags += [f"--{key}", str(value)]
-    return subprocess.Popen(
-        [sys.executable, "-m", "arprobe", "run", "--out", str(out), "--name", name, "--no-progress", *flags],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for_episodes(path, n, proc, timeout=240):
-    """Poll the store while the run writes it (SWMR); returns the episodes seen."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        if path.exists():
-            try:
-                with RunStore(path) as store:
-                    done = store.completed_episodes
-                    if done >= n:
-                        return done
-            except (UserError, OSError, KeyError):
-                pass  # the file is being created
-        time.sleep(0.02)
-    raise AssertionError("run too slow")
-
-
-def datasets_of(path):
-    out = {}
-    with h5py.File(path, "r") as h5:
-        h5.visititems(
-            lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-        )
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -16,39 +16,7 @@ import numpy as np
 import pytest
 
 from arprobe.cli.main import main
-from tests.conftest import TINY
-
-# Tiny runs that record only what the sweep needs (losses, the resume point): a few seconds each.
-LEAN = {"weights_every": 0, "activations_every": 0, "grads_at": "never", "checkpoints": "none"}
-
-
-def toml_value(value) -> str:
-    if isinstance(value, dict):  # an inline table
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(value)  # numbers and strings are the same in TOML
-
-
-def write_sweep(path: Path, *, grid: dict, seeds: list, name: str = "tiny", **extra) -> Path:
-    lines = [f'name = "{name}"', f"seeds = {toml_value(seeds)}"]
-    lines += [f"{k} = {toml_value(v)}" for k, v in {**TINY, **LEAN, **extra}.items()]
-    lines.append("[grid]")
-    lines += [f"{k} = {toml_value(v)}" for k, v in grid.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def arprobe(*args, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "arprobe", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        **kwargs,
-    )
+from tests.helpers import arprobe, eval_matrix, write_sweep
 
 
 def manifest(sweep_dir: Path) -> dict:
@@ -57,13 +25,6 @@ def manifest(sweep_dir: Path) -> dict:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def eval_matrix(path: Path) -> np.ndarray:
-    from arprobe.storage import RunStore
-
-    with RunStore(path) as store:
-        return store.eval_matrix()
 
 
 GRID = {"order": ["cyclic", "shuffle"]}

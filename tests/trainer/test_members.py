@@ -3,7 +3,7 @@ Stacked (vmapped members) under every rule train_episode applies — freezing, t
 clipping per member, the optimizer-state reset per document, and the generator draws.
 
 Single and Stacked are not the same arithmetic (bmm sums in another order), so their losses and
-norms agree to the tolerance tests/test_batched.py derives (ATOL_LOSS); rules that are exact (what
+norms agree to the tolerance tests/tolerances.py derives (ATOL_LOSS); rules that are exact (what
 is frozen, which lr, how many draws, Adam's step count) are checked exactly.
 """
 
@@ -16,7 +16,7 @@ import torch
 from arprobe.trainer.episode import TrainingRules, train_episode
 from arprobe.trainer.members import Single, Stacked
 from tests.conftest import tiny_config
-from tests.test_batched import ATOL_LOSS
+from tests.tolerances import ATOL_LOSS
 
 M = 3
 DOCS = [1, 3]  # the two stacked members train different documents

@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from arprobe.tasks.text import IGNORE, TextLM
+from tests.helpers import FIXTURES, install_dist_info
 
 
 def task(lengths, width=14, C=8, S=3, mask_prob=0.0):
@@ -114,7 +114,7 @@ def test_sweep_backends_come_from_the_entry_point_group():
     assert backend_class("ray").remote_flags == ("address", "gpus_per_run")
 
 
-TASK_PLUGIN = Path(__file__).parent / "fixtures" / "task_pkg"
+TASK_PLUGIN = FIXTURES / "task_pkg"
 TOY = ["--task", "toy-regression", "--n_docs", "4", "--context_length", "16", "--steps_per_doc", "3",
        "--epochs", "3", "--d_model", "16", "--n_layers", "2", "--threads", "1", "--no-progress"]  # fmt: skip
 
@@ -122,7 +122,6 @@ TOY = ["--task", "toy-regression", "--n_docs", "4", "--context_length", "16", "-
 @pytest.fixture
 def task_env(tmp_path):
     """Environment for a subprocess in which the fixture task package is 'installed'."""
-    from tests.test_plugins import install_dist_info
 
     project = tomllib.loads((TASK_PLUGIN / "pyproject.toml").read_text())["project"]
     site = tmp_path / "site"

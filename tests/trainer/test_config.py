@@ -4,6 +4,7 @@ import pytest
 
 from arprobe.errors import UserError
 from arprobe.trainer.config import load_config, resolve_key
+from tests.helpers import REPO
 
 
 def test_precedence_defaults_then_toml_then_flags(tmp_path):
@@ -63,11 +64,10 @@ def test_lists_and_bools_parse_from_flags():
 
 def test_every_shipped_config_loads():
     import tomllib
-    from pathlib import Path
 
     from arprobe.sweep.spec import load_sweep
 
-    configs = sorted(Path(__file__).parent.parent.joinpath("configs").rglob("*.toml"))
+    configs = sorted(REPO.joinpath("configs").rglob("*.toml"))
     assert len(configs) >= 10
     sweeps = 0
     for path in configs:

@@ -116,7 +116,7 @@ def test_pythia_1b_store_from_shapes():
     per_episode = 4 * (((1 << 17) + 65536 + 256 * 2048) * (126 / 125) + (1 << 17))
     # plus losses, stats and HDF5's whole-chunk rounding (the estimate is an upper bound): under 1%
     assert per_episode <= b["recordings_per_episode"] <= per_episode * 1.01
-    assert b["recordings_per_episode"] <= 10_000_000  # issue 5's target
+    assert b["recordings_per_episode"] <= 10_000_000  # the store's target size per episode
     assert b["naive_per_episode"] == 4 * 1_011_781_632
 
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_config
+from tests.helpers import LEAN, arprobe, eval_matrix, write_sweep
+from tests.tolerances import ATOL_LOSS
 
-ATOL_LOSS = 2e-5
 # Whole runs: the differences compound over episodes (Adam divides by its small second moment).
 # Measured over 10 tiny episodes: 4e-5 on losses (1e-5 relative), RUN_* allow a few times that.
 RUN_RTOL, RUN_ATOL = 1e-4, 1e-4
@@ -206,7 +207,6 @@ def test_sweep_batch_seeds_groups_batchable_points(tmp_path):
     import json
 
     from arprobe.trainer.loop import run
-    from tests.test_sweep import arprobe, eval_matrix, write_sweep
 
     sweep_file = write_sweep(
         tmp_path / "b.toml", grid={"lr": [1e-3, 2e-3]}, seeds=[0, 1, 2], name="b", epochs=2
@@ -224,8 +224,6 @@ def test_sweep_batch_seeds_groups_batchable_points(tmp_path):
     assert actions == {
         f"lr-{lr}_s{s}": ("run-batched x2" if s < 2 else "run") for lr in ("0.001", "0.002") for s in range(3)
     }
-    from tests.test_sweep import LEAN
-
     separate = run(
         tiny_config(tmp_path / "separate", name="s1", seed=1, lr=2e-3, epochs=2, threads=1, **LEAN),
         progress=False,

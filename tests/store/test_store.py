@@ -2,7 +2,6 @@
 
 import gzip
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,12 +11,13 @@ from arprobe.errors import MissingDataError, UserError
 from arprobe.science.recovery import online_loss, recovery_scores
 from arprobe.storage import RunStore
 from arprobe.storage.schema import FORMAT_VERSION
+from tests.helpers import FIXTURES
 
 T, C, M, E = 5, 32, 3, 3
 K = T * E
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "stores"
+FIXTURES = FIXTURES / "stores"
 
 
 def test_schema_of_a_tiny_run(tiny_run):
