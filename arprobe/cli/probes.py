@@ -8,6 +8,8 @@ import shutil
 import sys
 import textwrap
 
+BUILT_IN = "arprobe"  # the distribution that declares the built-in probes
+
 
 def command_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -41,6 +43,8 @@ def probes_command(args, extra) -> int:
     print(f"{'name':<{name_w}}  {'requires':<{req_w}}  description")
     for r in rows:
         text = r["description"] if not r["error"] else f"BROKEN: {r['error']}"
+        if r["source"] != BUILT_IN:  # a user should see at a glance which probes are not arprobe's own
+            text = f"{text} [third-party: {r['source']}]"
         lines = textwrap.wrap(text, desc_w) or [""]
         print(f"{r['name']:<{name_w}}  {_requires(r):<{req_w}}  {lines[0]}")
         for more in lines[1:]:

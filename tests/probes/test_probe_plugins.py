@@ -59,7 +59,13 @@ def test_plugin_is_listed_and_runs(plugin_env, tmp_path):
     assert "Mean loss over documents after the last episode" in listing.stdout
     assert "pca_weights" in listing.stdout  # the built-ins are still there
     # third-party probes are marked with their distribution, built-ins are not
-    rows = {line.split()[0]: line for line in listing.stdout.splitlines() if line.strip()}
+    rows: dict[str, str] = {}
+    for line in listing.stdout.splitlines():
+        if line[:1].strip():  # a row starts in column 0, its wrapped description continues indented
+            name = line.split()[0]
+            rows[name] = line
+        elif line.strip():
+            rows[name] += " " + line.strip()
     assert "[third-party: " in rows["demo_final_loss"]
     assert "third-party" not in rows["pca_weights"]
 
