@@ -30,7 +30,8 @@ def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
         "--backend",
         default="local",
         metavar="NAME",
-        help="where runs go: local, ray, or an installed arprobe.sweep_backends plugin (default: local)",
+        help="where runs go: local, ray, slurm, or an installed arprobe.sweep_backends plugin "
+        "(default: local)",
     )
     p.add_argument(
         "--workers",
@@ -49,7 +50,18 @@ def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--address", default="", metavar="ADDR", help="ray: the cluster to join (default: start Ray here)"
     )
-    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G", help="ray: GPUs each run reserves")
+    p.add_argument(
+        "--gpus-per-run", type=float, default=0.0, metavar="G", help="ray, slurm: GPUs each run reserves"
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="slurm: an option of the job array, over the sweep file's [slurm] table (repeatable), e.g. "
+        "partition=gpu, time=120 (minutes), mem_gb=16, cpus_per_run=4, account=lab, array_parallelism=8, "
+        "sbatch=--mail-type=END",
+    )
     p.add_argument(
         "--out", metavar="DIR", help="folder of sweep folders (default: the file's `out`, else sweeps/)"
     )
@@ -91,6 +103,8 @@ def check_counts(args) -> None:
     for field, flag in (("address", "--address"), ("gpus_per_run", "--gpus-per-run")):
         if getattr(args, field) and field not in accepted:
             raise UserError(f"{flag} is an option of the ray backend; add --backend ray.")
+    if args.slurm and args.backend != "slurm":
+        raise UserError("--slurm sets options of the slurm backend; add --backend slurm.")
 
 
 def uses_gpu(spec) -> bool:
@@ -114,6 +128,8 @@ def backend_options(args, n_jobs: int, gpu: bool = False) -> BackendOptions:
         uses_gpu=gpu,
         address=args.address,
         gpus_per_run=args.gpus_per_run,
+        settings=getattr(args, "backend_settings", {}),
+        sweep_dir=getattr(args, "sweep_dir", ""),
     )
 
 
@@ -149,6 +165,11 @@ def sweep_command(args, extra) -> int:
     sweep_dir = Path(args.out or spec.out or "sweeps") / spec.name
     if not args.threads and int(spec.base.get("threads", 0) or 0) > 0:
         args.threads = int(spec.base["threads"])  # the file's threads per run decide the workers
+    args.sweep_dir = str(sweep_dir)
+    if args.backend == "slurm":
+        from arprobe.sweep.slurm_backend import parse_option_flags
+
+        args.backend_settings = {**spec.slurm, **parse_option_flags(args.slurm)}
 
     if args.dry_run:
         return dry_run(spec, sweep_dir, args)
@@ -216,4 +237,9 @@ def dry_run(spec, sweep_dir: Path, args) -> int:
             note=note,
         )
     )
+    if args.backend == "slurm":  # the job array it would submit: its size and sbatch script
+        statuses = dry_run_statuses(sweep_dir)
+        todo = [p for p in points if statuses.get(p.name, ("new",))[0] not in ("complete", "diverged")]
+        backend = backend_class(args.backend).from_options(backend_options(args, max(1, len(todo))))
+        print(backend.dry_run_text(len(todo)))
     return 0

@@ -16,7 +16,7 @@ folder. What it gets and what it must do:
   is resumed from its store the next time the sweep runs, so a backend never retries by itself
   beyond what it says in its docstring. Return when every job is done; let KeyboardInterrupt through.
 
-Built-ins (``local``, ``ray``) are declared in pyproject.toml as a third-party backend is::
+Built-ins (``local``, ``ray``, ``slurm``) are declared in pyproject.toml as a third-party backend is::
 
     [project.entry-points."arprobe.sweep_backends"]
     slurm = "my_package.slurm:SlurmBackend"
@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arprobe.registry import Registry
 
@@ -44,6 +44,8 @@ class BackendOptions:
     uses_gpu: bool = False  # runs would land on a GPU of this machine
     address: str = ""  # a cluster to join (remote backends)
     gpus_per_run: float = 0.0  # GPUs each run reserves (remote backends)
+    settings: dict = field(default_factory=dict)  # the backend's own options: [slurm] table + --slurm
+    sweep_dir: str = ""  # the sweep folder (where a batch backend keeps its job files)
 
 
 class SweepBackend(ABC):

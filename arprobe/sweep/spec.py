@@ -30,7 +30,7 @@ from arprobe.errors import UserError
 from arprobe.values import flatten
 
 # Keys of the sweep file that are not run options.
-SWEEP_KEYS = ("grid", "seeds", "control")
+SWEEP_KEYS = ("grid", "seeds", "control", "slurm")
 
 # The matched controls a sweep can add to every point: control name -> the run options it changes.
 CONTROLS = {"shuffle": {"schedule.order": "shuffle"}}
@@ -85,6 +85,7 @@ class SweepSpec:
     out: str | None = None  # the file's `out` (where sweep folders go), if it sets one
     labels: dict = field(default_factory=dict)  # dotted key -> short name used in point names
     control: str | None = None  # "shuffle": every point gets its matched shuffled control
+    slurm: dict = field(default_factory=dict)  # [slurm]: the slurm backend's options (not part of the points)
 
     def canonical(self) -> dict:
         """Everything that decides the points, flat, for comparing two versions of a file."""
@@ -199,6 +200,9 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     grid_table = table.pop("grid", {})
     seeds = table.pop("seeds", None)
     control = table.pop("control", None)
+    slurm = table.pop("slurm", {})
+    if not isinstance(slurm, dict):
+        raise UserError(f"{where}: 'slurm' must be a table, e.g. [slurm] partition = \"gpu\".")
     if control is not None and control not in CONTROLS:
         raise UserError(
             f"{where}: control must be one of {', '.join(repr(c) for c in CONTROLS)}, got {control!r}."
@@ -283,6 +287,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         out=str(out) if out is not None else None,
         labels=labels,
         control=control,
+        slurm=slurm,
     )
     for point in spec.points():
         try:
