@@ -22,6 +22,7 @@ deterministic: the same seed gives the same weights and the same losses.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import types
 import warnings
@@ -84,6 +85,42 @@ PYTHIA_PRESETS: dict[str, dict] = {
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+# Inside ``weightless()``: models are built on the meta device (shapes only, no values, no weights
+# read), for plans of runs too large to build here (``trainer.plan``).
+_WEIGHTLESS = contextvars.ContextVar("weightless", default=False)
+
+
+@contextlib.contextmanager
+def weightless():
+    """Within the block ``build_model`` builds every model on the meta device: the same modules and
+    parameter shapes, no memory, no weights loaded, no initialisation."""
+    token = _WEIGHTLESS.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTLESS.reset(token)
+
+
+def weightless_model(
+    cfg: ModelConfig, vocab_size: int, max_positions: int, *, resize_embeddings: bool = False
+):
+    """The model ``cfg`` describes on the meta device, from its config alone (a hub model's config
+    from the local cache). ``vocab_size``: a random model's embedding rows, as ``build_model``."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = _DTYPES.get(cfg.dtype, torch.float32)
+    if cfg.init == "pretrained":
+        config = _load_hf_config(cfg)
+        _zero_dropout_config(config)
+        if resize_embeddings:
+            config.vocab_size = vocab_size
+    else:
+        config, _ = build_config(cfg, vocab_size, max_positions)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    model.config.dtype = dtype
+    return model
+
 
 @dataclass
 class LoadedModel:
@@ -110,6 +147,8 @@ def build_model(
     if dtype is None:
         raise UserError(f"model.dtype must be float32, bfloat16 or float16; got '{cfg.dtype}'.")
     device = resolve_device(cfg.device)
+    if _WEIGHTLESS.get() and cfg.init in ("pretrained", "pythia", "normal"):
+        return _weightless_loaded(cfg, vocab_size, max_positions, resize_embeddings, device)
     if cfg.init == "pretrained":
         model, provenance = _load_pretrained(cfg, vocab_size, max_positions, dtype, resize_embeddings)
         bridge_name = cfg.name
@@ -138,6 +177,37 @@ def build_model(
         init=cfg.init,
         hf_config=model.config.to_dict(),
         attn_implementation=getattr(model.config, "_attn_implementation", None),
+        n_params=sum(p.numel() for p in model.parameters()),
+        n_embedding_params=embedding_params(model),
+        n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        freeze_blocks=cfg.freeze_blocks,
+        dtype=cfg.dtype,
+        autocast=cfg.autocast,
+        device=str(device),
+    )
+    return LoadedModel(model=model, provenance=provenance, bridge_name=bridge_name)
+
+
+def _weightless_loaded(cfg: ModelConfig, vocab_size: int, max_positions: int, resize: bool, device):
+    """``build_model``'s answer inside ``weightless()``: the model on the meta device, frozen as the
+    run freezes it, with the provenance a plan reads (counts, kind, device)."""
+    if cfg.init == "pretrained" and cfg.name in PYTHIA_PRESETS:
+        raise UserError(
+            f"'{cfg.name}' is a size preset for random init; for pretrained weights give a hub id "
+            f"(e.g. EleutherAI/{cfg.name}) or a local path."
+        )
+    model = weightless_model(cfg, vocab_size, max_positions, resize_embeddings=resize)
+    model.train()
+    freeze_first_blocks(model, cfg.freeze_blocks)
+    bridge_name = cfg.name
+    if cfg.init != "pretrained" and cfg.name in PYTHIA_PRESETS:
+        bridge_name = "EleutherAI/pythia-14m" if cfg.name == "tiny" else f"EleutherAI/{cfg.name}"
+    provenance = dict(
+        kind="pretrained" if cfg.init == "pretrained" else "random",
+        name=cfg.name,
+        revision=cfg.revision,
+        init=cfg.init,
+        weightless=True,
         n_params=sum(p.numel() for p in model.parameters()),
         n_embedding_params=embedding_params(model),
         n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
