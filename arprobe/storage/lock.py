@@ -1,4 +1,11 @@
-"""One writer per run folder: a lock file holding the writer's host and PID.
+"""One writer per run folder: a lock file holding the writer's host and PID; and HDF5 files opened so
+that a file system without file locks (NFS, some Lustre mounts) does not stop a run.
+
+The writer lock is made with ``open(O_CREAT | O_EXCL)``, no ``fcntl``/``flock``: creating a file
+exclusively is atomic on NFS (v3 and later) and on Lustre, so it works on a cluster's shared folder.
+HDF5 itself takes an ``flock`` on every file it opens; where the file system refuses it (errno 37
+ENOLCK, 38 ENOSYS, 95 EOPNOTSUPP) ``h5_file`` opens the file again with HDF5's locking off and says
+so once per process — the writer lock above still keeps one writer per run.
 
 ``run``, ``--resume`` and ``--overwrite`` take it before touching a store. A lock whose process
 is gone (a killed run) is stale and taken over; one held by a live process is refused with one
@@ -10,16 +17,59 @@ cluster nodes can take over the runs of a killed one.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
+import re
 import socket
+import sys
 import time
 from pathlib import Path
+
+import h5py
 
 from arprobe.errors import UserError
 
 LOCK_NAME = ".arprobe-writer.lock"
 STALE_AFTER_S = 6 * 3600  # a lock from another host untouched this long belongs to a dead writer
+
+# errno values HDF5 reports when the file system has no file locks (not a lock another process holds).
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+LOCKING_OFF_NOTE = (
+    "note: this file system refuses HDF5's file locks ({why}); arprobe opens its stores with HDF5 "
+    "locking off (its own writer lock still allows one writer per run). Set HDF5_USE_FILE_LOCKING=FALSE "
+    "to skip HDF5's attempt and this note."
+)
+_said_locking_off = False
+
+
+def lock_unsupported(exc: OSError) -> str:
+    """The reason, when ``exc`` is HDF5 failing to lock a file because the file system has no locks
+    ("unable to lock file, errno = 37, error message = 'No locks available'"); else ""."""
+    text = str(exc)
+    if "unable to lock file" not in text.lower():
+        return ""
+    found = re.search(r"errno\s*=\s*(\d+)", text)
+    code = int(found.group(1)) if found else getattr(exc, "errno", None)
+    if code not in NO_LOCKS:
+        return ""  # e.g. errno 11: another process holds a lock on this very file
+    return f"errno {code}, {os.strerror(code)}"
+
+
+def h5_file(path, mode: str, **kwargs) -> h5py.File:
+    """``h5py.File(path, mode, **kwargs)``; where the file system refuses HDF5's file lock, the same
+    open with ``locking=False`` after one note on stderr (once per process)."""
+    global _said_locking_off
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except OSError as exc:
+        why = lock_unsupported(exc)
+        if not why or kwargs.get("locking") is False:
+            raise
+    if not _said_locking_off:
+        _said_locking_off = True
+        print(LOCKING_OFF_NOTE.format(why=why), file=sys.stderr)
+    return h5py.File(path, mode, **{**kwargs, "locking": False})
 
 
 class WriterLock:

@@ -15,6 +15,7 @@ import numpy as np
 
 from arprobe.errors import MissingDataError, StoreError, UserError
 from arprobe.science.schedule import Schedule
+from arprobe.storage.lock import h5_file
 from arprobe.storage.recordings import kind as recording_kind
 from arprobe.storage.recover import read_superblock
 from arprobe.storage.schema import FORMAT, FORMAT_VERSION, STATUSES
@@ -86,6 +87,22 @@ class RunStore:
                 f"'{self.path}' is damaged: reading {what} failed ({detail}); the file was cut short "
                 "or changed on disk — restore it from a copy, or --resume the run if it was running."
             ) from None
+
+    def __repr__(self) -> str:
+        """``<RunStore runs/x/run.h5: complete, 15 of 15 episodes, T=5 C=32 M=3 E=3>`` (what a
+        notebook shows for ``arprobe.open(path)``); never raises, also for a closed or damaged store."""
+        if not self.h5:
+            return f"<RunStore {self.path} (closed)>"
+        try:
+            cfg = self.config
+            size = (
+                f"T={self.n_docs} C={cfg.get('data', {}).get('context_length', '?')} "
+                f"M={self.steps_per_doc} E={cfg.get('schedule', {}).get('epochs', '?')}"
+            )
+            done = f"{self.completed_episodes} of {len(self.planned_schedule())} episodes"
+            return f"<RunStore {self.path}: {self.status}, {done}, {size}>"
+        except Exception as exc:  # a repr must not raise: say what could not be read
+            return f"<RunStore {self.path}: unreadable ({type(exc).__name__})>"
 
     def __enter__(self) -> RunStore:
         return self
@@ -346,8 +363,8 @@ def open_store_file(path: Path) -> h5py.File:
         )
     try:
         if live:
-            return h5py.File(path, "r", libver="latest", swmr=True)
-        return h5py.File(path, "r")
+            return h5_file(path, "r", libver="latest", swmr=True)
+        return h5_file(path, "r")
     except OSError as exc:
         detail = str(exc).split("(")[0].strip().rstrip(".")
         raise StoreError(

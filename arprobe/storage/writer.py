@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
+from arprobe.storage.lock import h5_file
 from arprobe.storage.recordings import Recording, snapshot_kinds
 from arprobe.storage.recover import clear_write_flags, read_superblock
 from arprobe.storage.resume import read_resume, remove_resume, write_resume
@@ -63,7 +64,7 @@ def _refuse_if_writer_alive(path: Path) -> None:
     """A store whose writer process still runs on this host must not get a second writer."""
     from arprobe.errors import UserError
 
-    with h5py.File(path, "r", libver="latest", swmr=True) as h5:
+    with h5_file(path, "r", libver="latest", swmr=True) as h5:
         host, pid = str(h5.attrs.get("writer_host", "")), int(h5.attrs.get("writer_pid", -1))
     if host == socket.gethostname() and pid > 0 and pid != os.getpid():
         try:
@@ -123,7 +124,7 @@ class RunWriter:
     ) -> RunWriter:
         path = Path(path)
         remove_resume(path)  # a resume point of a run this one replaces (--overwrite)
-        h5 = h5py.File(path, "w", libver="latest")
+        h5 = h5_file(path, "w", libver="latest")
         try:
             cls._create_datasets(h5, layout)
             h5.attrs.update(
@@ -262,11 +263,11 @@ class RunWriter:
         """
         _refuse_if_writer_alive(path)
         try:
-            h5 = h5py.File(path, "r+", libver="latest")
+            h5 = h5_file(path, "r+", libver="latest")
         except OSError:
             # A killed writer leaves the superblock marked "open for SWMR write".
             clear_write_flags(path)
-            h5 = h5py.File(path, "r+", libver="latest")
+            h5 = h5_file(path, "r+", libver="latest")
         try:
             completed = int(h5["progress"][0])
             point = cls._resume_point(path, h5, completed)
