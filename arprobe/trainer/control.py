@@ -41,14 +41,18 @@ def control_config(cfg: RunConfig) -> RunConfig:
     )
 
 
-def run_with_control(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> Controlled:
-    """Train the run, then (``cfg.control``) its control once the run has completed."""
-    result = loop.run(cfg, progress=progress, overwrite=overwrite)
-    return _then_control(cfg, result, progress, fresh=overwrite)  # an overwritten run gets a new control
+def run_with_control(
+    cfg: RunConfig, *, progress: bool = True, overwrite: bool = False, callbacks=None
+) -> Controlled:
+    """Train the run, then (``cfg.control``) its control once the run has completed; ``callbacks``
+    (``loop.run``) hear both."""
+    result = loop.run(cfg, progress=progress, overwrite=overwrite, callbacks=callbacks)
+    # an overwritten run gets a new control
+    return _then_control(cfg, result, progress, fresh=overwrite, callbacks=callbacks)
 
 
 def resume_with_control(
-    run: str | Path, *, progress: bool = True, trust_remote_code: bool = False
+    run: str | Path, *, progress: bool = True, trust_remote_code: bool = False, callbacks=None
 ) -> Controlled:
     """Finish an unfinished run, then its control if the run asks for one and it is unfinished."""
     store_path = resolve_store_path(run)
@@ -62,8 +66,10 @@ def resume_with_control(
             raise UserError(f"'{store_path}' is already complete; nothing to resume.")
         result = _finished_result(store_path)
     else:
-        result = loop.resume(store_path, progress=progress, trust_remote_code=trust_remote_code)
-    return _then_control(cfg, result, progress, trust_remote_code)
+        result = loop.resume(
+            store_path, progress=progress, trust_remote_code=trust_remote_code, callbacks=callbacks
+        )
+    return _then_control(cfg, result, progress, trust_remote_code, callbacks=callbacks)
 
 
 def _then_control(
@@ -72,6 +78,7 @@ def _then_control(
     progress: bool,
     trust_remote_code: bool = False,
     fresh: bool = False,  # train the control anew (the run was overwritten)
+    callbacks=None,
 ):
     if not cfg.control or result.status != "complete":
         return Controlled(result)
@@ -79,13 +86,15 @@ def _then_control(
     path = ctrl_cfg.run_dir / "run.h5"
     status = _status(path)
     if fresh:
-        control = loop.run(ctrl_cfg, progress=progress, overwrite=True)
+        control = loop.run(ctrl_cfg, progress=progress, overwrite=True, callbacks=callbacks)
     elif status == "complete":
         control = _finished_result(path)
     elif status is None:
-        control = loop.run(ctrl_cfg, progress=progress)
+        control = loop.run(ctrl_cfg, progress=progress, callbacks=callbacks)
     else:
-        control = loop.resume(path, progress=progress, trust_remote_code=trust_remote_code)
+        control = loop.resume(
+            path, progress=progress, trust_remote_code=trust_remote_code, callbacks=callbacks
+        )
     finding = ""
     if control.status == "complete":
         finding = control_finding(
