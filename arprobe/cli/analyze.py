@@ -217,6 +217,8 @@ def analyze_command(args, extra) -> int:
         try:
             label = ", ".join(str(p.parent) for p in store_paths) or "no run"
             print(f"analyze {label} -> {report_dir}")
+            if len(stores) == 1:  # the finding first; every number is in the report
+                print_finding(stores[0])
             outcomes = []
             for name, reason in broken:
                 outcome = failed_outcome(name, reason, report_dir)
@@ -244,6 +246,17 @@ def analyze_command(args, extra) -> int:
         print_aggregate(summary)
         print(f"report: {out / 'index.html'}")
     return 1 if printer.bad else 0
+
+
+def print_finding(store) -> None:
+    """The run's finding and key numbers with their intervals (report.summary.console_lines)."""
+    from arprobe.report.summary import console_lines, one_line, run_summary
+
+    try:
+        print("\n".join(console_lines(run_summary(store))))
+    except Exception as exc:  # the headline must not cost the analysis
+        print(f"finding: unavailable ({one_line(exc)})")
+    sys.stdout.flush()
 
 
 def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> dict:
@@ -293,10 +306,12 @@ def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, 
 
 
 def print_aggregate(summary: dict) -> None:
-    """One line per point: seeds, final recovery score and online loss, mean ± std."""
-    from arprobe.report.pages import mean_pm_std
+    """The sweep's finding, then one line per point: seeds, final recovery score and online loss,
+    mean ± std (with a caution under 3 seeds)."""
+    from arprobe.report.pages import MIN_SEEDS, mean_pm_std, small_n_caution, sweep_finding
     from arprobe.sweep.report import table1_markdown
 
+    print(f"finding: {sweep_finding(summary)}")
     for e in summary["points"]:
         line = f"  {e['label']:<36} n={e['n']}"
         if e["n"]:
@@ -304,6 +319,8 @@ def print_aggregate(summary: dict) -> None:
             defined = f" (defined for {final['n']} of {e['n']})" if final["n"] < e["n"] else ""
             line += f"  RS({final['epoch']}) {mean_pm_std(final)}{defined}"
             line += f"  online loss {mean_pm_std(e['online_loss'], 4)}"
+        if 0 < e["n"] < MIN_SEEDS:
+            line += f"  ({small_n_caution(e['n'])})"
         if e["excluded"]:
             line += f"  ({len(e['excluded'])} run(s) not complete, left out)"
         print(line)
@@ -336,8 +353,9 @@ class OutcomePrinter:
         line = f"  {outcome.probe:<28} {tag:<8}"
         if outcome.status == "ok":
             print(f"{line} {outcome.seconds:6.1f} s")
-            for key, value in outcome.headline.items():
-                print(f"      {key}: {format_value(value)}")
+            if outcome.probe in self.explicit:  # asked for by name: its numbers; all: in the report
+                for key, value in outcome.headline.items():
+                    print(f"      {key}: {format_value(value)}")
         else:
             stream = sys.stderr if outcome.status == "failed" else sys.stdout
             print(f"{line} {outcome.reason}", file=stream)

@@ -12,6 +12,7 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "run",
         usage="arprobe run [CONFIG.toml] [--key value ...] [--overwrite] [--dry-run] [--no-progress]\n"
+        "       arprobe run [CONFIG.toml] [--key value ...] --dry-run [--plan-device NAME]\n"
         "       arprobe run --help-config\n"
         "       arprobe run --resume RUN [--trust-remote-code]",
         help="train on T documents in order, record into runs/<name>/run.h5",
@@ -36,6 +37,13 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the run plan and the store-size estimate, train nothing"
+    )
+    p.add_argument(
+        "--plan-device",
+        default="",
+        metavar="NAME",
+        help="with --dry-run: plan memory and time for this GPU from its datasheet (h100, h200, a100-40, "
+        "a100-80, l40s, v100, rtx4090) or cpu, instead of this machine's device (measured)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--help-config", action="store_true", help="list every configuration key and exit")
@@ -75,6 +83,16 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
     return overrides
 
 
+def print_finding(store_path) -> None:
+    """The run's finding and key numbers with intervals, read back from its store, then a blank line."""
+    from arprobe.cli.analyze import print_finding as print_store_finding
+    from arprobe.storage import RunStore
+
+    with RunStore(store_path) as store:
+        print_store_finding(store)
+    print()
+
+
 def run_command(args, extra: list[str]) -> int:
     from arprobe.trainer.config import describe_keys, load_config
 
@@ -83,9 +101,9 @@ def run_command(args, extra: list[str]) -> int:
         print(describe_keys())
         return 0
     from arprobe.probes.registry import probes_enabled
-    from arprobe.science.finding import NO_CONTROL
     from arprobe.trainer.control import resume_with_control, run_with_control
-    from arprobe.trainer.loop import dry_run, format_summary
+    from arprobe.trainer.loop import format_summary
+    from arprobe.trainer.plan import plan
 
     if args.resume:
         if extra:
@@ -102,23 +120,26 @@ def run_command(args, extra: list[str]) -> int:
             overrides["model.trust_remote_code"] = "true"
         cfg = load_config(config_path, overrides)
         if args.dry_run:
-            print(dry_run(cfg, probes_enabled))
+            planned = plan(cfg, probes_enabled, plan_device=args.plan_device)
+            print(planned.text)
             if cfg.control:
                 print("control: the matched shuffled control is trained after the run, into <run>/control/ "
                       "(the same again: twice the time and the store size above)")  # fmt: skip
+            if planned.refusal:  # the plan is printed, and the run it describes refused
+                raise UserError(planned.refusal)
             return 0
+        if args.plan_device:
+            raise UserError("--plan-device plans for another device; use it with --dry-run.")
         both = run_with_control(cfg, progress=not args.no_progress, overwrite=args.overwrite)
     result = both.run
+    if result.status == "complete":  # the finding first (report.summary.console_lines)
+        print_finding(result.path)
     print(format_summary(result))
     if both.control is not None:
         print("\ncontrol (shuffled, same seed, documents and initialisation):")
         print(format_summary(both.control))
         if both.control.status != "complete":
             result = both.control  # its stop is the command's exit below
-    if both.finding:
-        print(f"\nfinding: {both.finding}")
-    elif result.status == "complete" and both.control is None:
-        print(f"\nnote: {NO_CONTROL}")
     if result.status == "diverged":
         print(f"arprobe run: error: the run diverged: {result.stop_reason}.", file=sys.stderr)
     if result.status == "failed":

@@ -21,6 +21,7 @@ from arprobe.probes.base import (
     Probe,
     describe_weights,
     episode_extent,
+    integer_axis,
     mark_epochs,
     new_figure,
     pick_recording,
@@ -184,7 +185,7 @@ class ActivationDrift(Probe):
         )
         for e in range(1, schedule.n_epochs):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)
-        ax.set_xlabel("epoch")
+        integer_axis(ax, "epoch")
         ax.set_ylabel("‖a_k − a_(k−1)‖")
         ax.set_title(f"Activation change of document {doc + 1} per episode (cf. Fig. 22a)")
         ax.legend(fontsize=8)
@@ -194,7 +195,7 @@ class ActivationDrift(Probe):
             ax2.plot(schedule.episodes_in_epochs(w_ep), w_change, "-", color="tab:purple", lw=1.2)
             for e in range(1, schedule.n_epochs):
                 ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
-            ax2.set_xlabel("epoch")
+            integer_axis(ax2, "epoch")
             ax2.set_ylabel("‖w_k − w_(k−1)‖")
             what = "all weights" if weight_name == "all" else weight_name
             ax2.set_title(f"Weight change of {what} per episode (cf. Fig. 22b)")

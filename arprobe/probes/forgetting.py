@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, integer_axis, legend_below, new_figure, save_figure
 from arprobe.probes.nulls import control_value, versus_control
 from arprobe.science import forgetting as cl
 
@@ -97,24 +97,36 @@ class Forgetting(Probe):
 
     @staticmethod
     def _plot(r, n_docs, out):
-        fig, (ax1, ax2) = new_figure(2, width=5.4)
+        """Losses on the left axis of each panel, the anticipation ratio (a fraction) on its own right
+        axis from 0; one legend per panel, under it. Documents are numbered 1..T (the paper's x_1..x_T)."""
+        fig, (ax1, ax2) = new_figure(2, width=5.4, height=4.6)
         x = np.arange(1, n_docs + 1)
-        ax1.bar(x - 0.2, r["forgetting"], 0.4, label="final − best loss (Avalanche)")
-        ax1.bar(x + 0.2, r["max_forgetting"], 0.4, label="largest rise over best")
+        ax1.bar(x - 0.2, r["forgetting"], 0.4, label="forgetting: final − best loss (Avalanche)")
+        ax1.bar(x + 0.2, r["max_forgetting"], 0.4, label="largest rise over best loss")
         ax1b = ax1.twinx()
-        ax1b.plot(x, r["anticipation_ratio"], "o", color="tab:red", label="anticipation ratio")
-        ax1b.set_ylabel("fraction of forgetting undone before the next turn", color="tab:red")
-        ax1.set_xlabel("document")
-        ax1.set_ylabel("forgetting (loss)")
+        ax1b.plot(x, r["anticipation_ratio"], "o", color="tab:red", label="anticipation ratio (right axis)")
+        integer_axis(ax1, "document (1..T)")
+        ax1.set_ylabel("forgetting (loss, nats)")
         ax1.set_title("Per document")
-        ax1.legend(fontsize=7, loc="upper left")
         epochs = np.arange(1, len(r["bwt_per_epoch"]) + 1)
         ax2.plot(epochs, r["bwt_per_epoch"], "o-", label="BWT (loss; < 0: forgetting)")
         ax2.plot(epochs, r["plasticity_per_epoch"], "s-", label="plasticity (loss drop in own episode)")
-        n = np.arange(1, len(r["anticipation_ratio_per_epoch"]) + 1)
-        ax2.plot(n, r["anticipation_ratio_per_epoch"], "^-", label="anticipation ratio (after n-th training)")
         ax2.axhline(0, color="0.7", lw=0.8)
-        ax2.set_xlabel("epoch")
+        ax2b = ax2.twinx()
+        n = np.arange(1, len(r["anticipation_ratio_per_epoch"]) + 1)
+        ax2b.plot(n, r["anticipation_ratio_per_epoch"], "^--", color="tab:red",
+                  label="anticipation ratio after the n-th training (right axis)")  # fmt: skip
+        integer_axis(ax2, "epoch")
+        ax2.set_ylabel("loss (nats)")
         ax2.set_title("Per epoch")
-        ax2.legend(fontsize=7)
+        for twin, values in ((ax1b, r["anticipation_ratio"]), (ax2b, r["anticipation_ratio_per_epoch"])):
+            finite = np.asarray(values, dtype=np.float64)
+            finite = finite[np.isfinite(finite)]
+            low = min(0.0, float(finite.min())) if len(finite) else 0.0
+            high = max(1.0, float(finite.max()) * 1.05) if len(finite) else 1.0
+            twin.set_ylim(low, high)  # a fraction: 0 to 1, wider only where a value lies outside
+            twin.set_ylabel("anticipation ratio (fraction of forgetting undone)", color="tab:red")
+            twin.tick_params(axis="y", colors="tab:red")
+        legend_below(ax1, ax1b, ncol=1)
+        legend_below(ax2, ax2b, ncol=1)
         save_figure(fig, out / "forgetting.png")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
-from arprobe.probes.base import Probe, new_figure, save_figure
+from arprobe.probes.base import Probe, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, last_finite, versus_control
 from arprobe.science.geometry import common_training_offsets, interval_peaks, intervals_between
 
@@ -118,7 +118,7 @@ class LossCurves(Probe):
         )
         for e in range(1, schedule.n_epochs):
             ax.axvline(e, color="0.85", lw=0.8, zorder=0)  # the end of epoch e, as stored
-        ax.set_xlabel("epoch")
+        integer_axis(ax, "epoch")
         ax.set_ylabel("loss (mean cross-entropy per token)")
         ax.set_title(f"Loss of document {doc + 1} through training (cf. paper Fig. 1a)")
         ax.legend(loc="best", fontsize=8)
@@ -144,7 +144,7 @@ class LossCurves(Probe):
         returns = (offsets[1:] - 1) if offsets is not None else np.arange(1, int(x[-1]) + 1) * cycle
         for r in returns:
             ax.axvline(r / cycle, color="0.85", lw=0.8, zorder=0)
-        ax.set_xlabel("epochs since just before each document's first training")
+        integer_axis(ax, "epochs since just before each document's first training")
         ax.set_ylabel("loss")
         ax.set_title("Shift-averaged loss curve (cf. paper Fig. 1b, App. A.4)")
         ax.legend(loc="best", fontsize=8)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, describe_weights, new_figure, pick_recording, save_figure
+from arprobe.probes.base import Probe, describe_weights, integer_axis, new_figure, pick_recording, save_figure
 from arprobe.science.geometry import binned_means
 from arprobe.science.model_clock import clock_at, collapse_errors, interval_curves, model_time
 
@@ -93,7 +93,7 @@ class ModelClock(Probe):
         fig, axes = new_figure(3, width=4.6)
         ax = axes[0]
         ax.plot(schedule.episodes_in_epochs(snap_episodes), clock, "-", color="tab:purple")
-        ax.set_xlabel("epoch")
+        integer_axis(ax, "epoch")
         ax.set_ylabel("model time Σ‖Δθ‖")
         ax.set_title("The update-norm clock")
         n_max = max([c.n for c in curves] + [1])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, bars_from_zero, new_figure, save_figure
+from arprobe.probes.base import Probe, bars_from_zero, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, versus_control
 from arprobe.report.grouping import group_runs
 
@@ -151,12 +151,12 @@ class OnlineLoss(Probe):
                 label=f"{g['label']}: epochs 2..{g['epochs']} mean {g['mean_after_first_epoch']:.3f}"
                 + (f" ± {g['mean_after_first_epoch_std']:.3f}" if n > 1 else ""),
             )
-        ax.set_xlabel("epoch")
+        integer_axis(ax, "epoch")
         ax.set_ylabel("online loss (before the first step of each episode)")
         ax.set_title("Online (prequential) loss per episode (cf. paper Fig. 1c)")
         ax.legend(fontsize=8)
         bars_from_zero(ax2)  # bar heights compare as ratios only from 0
-        ax2.set_xlabel("epoch")
+        integer_axis(ax2, "epoch")
         ax2.set_ylabel("mean online loss")
         ax2.set_title("Mean online loss per epoch (± std over runs)")
         ax2.legend(fontsize=8)

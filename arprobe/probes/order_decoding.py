@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, mark_epochs, new_figure, pick_recording, save_figure
+from arprobe.probes.base import Probe, integer_axis, mark_epochs, new_figure, pick_recording, save_figure
 from arprobe.science.geometry import binned_means
 from arprobe.science.order_decoding import (
     ages_since_training,
@@ -138,7 +138,7 @@ class OrderDecoding(Probe):
         ax1.plot(ages + rng.uniform(-0.2, 0.2, len(ages)), predicted, ".", ms=3, alpha=0.5)
         top = float(np.nanmax(ages)) if len(ages) else 1.0
         ax1.plot([0, top], [0, top], "-", color="0.6", lw=0.8, label="perfect")
-        ax1.set_xlabel("episodes since the document was last trained")
+        integer_axis(ax1, "episodes since the document was last trained")
         ax1.set_ylabel("predicted (held-out documents)")
         ax1.set_title(f"Decoded age, rank correlation {r['rank_correlation']:.2f}")
         ax1.legend(fontsize=7)

@@ -45,7 +45,8 @@ class PairwiseRecovery(Probe):
         "seed": "0: the run's RNG state at the checkpoint; else a seed for the data randomness (shift, mask)",
         "threads": "CPU threads for torch while this probe trains (restored after); 0: torch's default",
         "batch": "replays trained at once as one vmapped model (chunks of this many members); 0 or 1: one "
-        "after another; -1: all T on a GPU, one after another on CPU (where batching measured slower)",
+        "after another; -1: on a GPU as many as its free memory holds (at most T), on CPU one after "
+        "another (where batching measured slower)",
     }
     headline_keys = [
         "checkpoint_episode",
@@ -83,6 +84,7 @@ class PairwiseRecovery(Probe):
         from tqdm.auto import tqdm
 
         from arprobe.trainer.api import Replay, pairwise_rows
+        from arprobe.trainer.memory import replays_that_fit
 
         checkpoints = store.checkpoint_episodes()
         schedule = store.schedule()
@@ -101,8 +103,12 @@ class PairwiseRecovery(Probe):
         steps = replay.rules.steps_per_doc
         before = replay.evaluate().astype(np.float64)  # [T]
         T = len(before)
-        if batch < 0:
-            batch = T if replay.device.type == "cuda" else 1
+        if batch < 0:  # never all T copies blindly: as many as the device's free memory holds
+            batch = (
+                replays_that_fit(replay.model, replay.cfg, T, replay.device)
+                if replay.device.type == "cuda"
+                else 1
+            )
         recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
         chunk = max(batch, 1)
         bar = tqdm(total=T, desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False)

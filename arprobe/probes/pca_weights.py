@@ -30,6 +30,7 @@ from arprobe.probes.base import (
     Probe,
     control_store,
     describe_weights,
+    integer_axis,
     new_figure,
     pick_recording,
     save_figure,
@@ -245,7 +246,7 @@ class PcaWeights(Probe):
             ax2.plot(x, scores[:, k] / (np.abs(scores[:, k]).max() or 1), label=f"PC{k + 1} ({ratio[k]:.1%})")
         for e in range(1, schedule.n_epochs):
             ax2.axvline(e, color="0.85", lw=0.8, zorder=0)
-        ax2.set_xlabel("epoch")
+        integer_axis(ax2, "epoch")
         ax2.set_ylabel("PC score (scaled to ±1)")
         ax2.set_title("Raw PCs over training: which ones rotate once per epoch")
         ax2.legend(fontsize=8)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.probes.base import Probe, mark_epochs, new_figure, save_figure
+from arprobe.probes.base import Probe, integer_axis, mark_epochs, new_figure, save_figure
 from arprobe.probes.nulls import control_value, versus_control
 from arprobe.science.geometry import trend
 from arprobe.science.recovery_map import change_before_turn, loss_changes, onset_lags
@@ -113,13 +113,13 @@ class RecoveryMap(Probe):
     def _plot_onset(per_epoch, profile, out):
         fig, (ax1, ax2) = new_figure(2, width=5.0)
         ax1.plot(np.arange(1, len(per_epoch) + 1), per_epoch, "o-")
-        ax1.set_xlabel("after the document's n-th training (epoch n)")
+        integer_axis(ax1, "after the document's n-th training (epoch n)")
         ax1.set_ylabel("episodes from the last peak to the next turn")
         ax1.set_title("When anticipation starts")
         for n, row in enumerate(profile):
             ax2.plot(-np.arange(1, len(row) + 1), row, "-", label=f"before training {n + 2}")
         ax2.axhline(0, color="0.7", lw=0.8)
-        ax2.set_xlabel("episodes before the document's next turn")
+        integer_axis(ax2, "episodes before the document's next turn")
         ax2.set_ylabel("mean loss change over the episode")
         ax2.set_title("Loss change before a document's turn (Fig. 1b per epoch)")
         if len(profile):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import MissingDataError
-from arprobe.probes.base import Probe, bars_from_zero, new_figure, save_figure
+from arprobe.probes.base import Probe, bars_from_zero, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, last_finite, versus_control
 
 # What RS reads with no anticipation at all (issue 21): l_before lies inside the window where l_max
@@ -71,7 +71,7 @@ class RecoveryScore(Probe):
                 )
         ax.axhline(0, color="0.6", lw=0.8)
         ax.set_xticks(n)
-        ax.set_xlabel("epoch n (between the n-th and (n+1)-th training)")
+        integer_axis(ax, "epoch n (between the n-th and (n+1)-th training)")
         ax.set_ylabel("RS(n) = (l_max − l_before) / (l_max − l_after)")
         ax.set_title(f"Recovery score per epoch ({order} order)")
         width = 0.27
@@ -85,7 +85,7 @@ class RecoveryScore(Probe):
             ax2.bar(n + (i - 1) * width, means[key], width, label=label, color=color)
         ax2.set_xticks(n)
         bars_from_zero(ax2)  # bar heights compare as ratios only from 0
-        ax2.set_xlabel("epoch n")
+        integer_axis(ax2, "epoch n")
         ax2.set_ylabel("loss, mean over documents")
         ax2.set_title("Terms of the recovery score")
         ax2.legend(fontsize=8)

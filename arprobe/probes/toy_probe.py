@@ -31,6 +31,7 @@ from arprobe.probes.base import (
     Probe,
     bars_from_zero,
     describe_weights,
+    integer_axis,
     new_figure,
     pick_recording,
     save_figure,
@@ -132,6 +133,8 @@ class ToyModel(Probe):
             "seed": seed,
             "lr": lrs,
         }
+        if store is not None:  # the run's T and E replace these options: the report shows what was used
+            result["options_from_run"] = {"epochs": schedule.n_epochs, "n_tasks": T}
         toys = {}
         for kind in KINDS:
             toy = simulate_toy_model(
@@ -290,14 +293,14 @@ class ToyModel(Probe):
             loss = toys[kind].loss[:, 0]
             ax.plot(x, loss, lw=1.0)
             _clip_first_epoch(ax, loss, first_end)
-            ax.set_xlabel("epoch")
+            integer_axis(ax, "epoch")
             ax.set_ylabel("loss on task 1")
             ax.set_title(f"Toy model, {TITLES[kind]}: task-1 loss (cf. Fig. 10)", fontsize=10)
         ax = axes[2]
         for kind in KINDS:
             rs = np.asarray(result[kind]["recovery_score"], dtype=float)
             ax.plot(np.arange(1, len(rs) + 1), rs, "o-", ms=3, label=TITLES[kind])
-        ax.set_xlabel("epoch n")
+        integer_axis(ax, "epoch n")
         ax.set_ylabel("recovery score RS(n)")
         ax.set_title("Toy model recovery score per epoch", fontsize=10)
         ax.legend(fontsize=8)
@@ -348,7 +351,7 @@ class ToyModel(Probe):
         for kind, c in curves.items():
             label = f"toy {TITLES[kind]}: r = {c['correlation']:.2f}"
             ax.plot(x, _standardise(c["toy"]), lw=1.0, label=label)
-        ax.set_xlabel("epochs since just before first training")
+        integer_axis(ax, "epochs since just before first training")
         ax.set_ylabel("shift-averaged loss, standardised")
         ax.set_title("Shift-averaged loss: run vs toy model", fontsize=10)
         ax.legend(fontsize=8)
@@ -359,7 +362,7 @@ class ToyModel(Probe):
         for kind, rs in result["toy_rs"].items():
             rs = np.asarray(rs, dtype=float)
             ax.plot(np.arange(1, len(rs) + 1), rs, "s--", ms=4, lw=1, label=f"toy {TITLES[kind]}")
-        ax.set_xlabel("epoch n")
+        integer_axis(ax, "epoch n")
         ax.set_ylabel("RS(n)")
         ax.set_title("Recovery score: run vs toy model (same schedule)", fontsize=10)
         ax.legend(fontsize=8)
@@ -378,7 +381,7 @@ class ToyModel(Probe):
                 label=label,
             )
         ax.axhline(0, color="0.6", lw=0.8)
-        ax.set_xlabel("epoch (complete in the detrending window)")
+        integer_axis(ax, "epoch (complete in the detrending window)")
         ax.set_ylabel("winding (revolutions; sign is arbitrary)")
         ax.set_title("PCA winding per epoch: run weights vs toy w", fontsize=10)
         ax.legend(fontsize=8)

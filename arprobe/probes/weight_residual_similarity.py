@@ -26,6 +26,7 @@ from arprobe.probes.base import (
     Probe,
     describe_weights,
     episode_extent,
+    integer_axis,
     mark_epochs,
     new_figure,
     pick_recording,
@@ -196,7 +197,7 @@ class WeightResidualSimilarity(Probe):
                 label=f"stripe period {period * every} episodes (cycle = {cycle:g})",
             )
             ax2.legend(fontsize=8)
-        ax2.set_xlabel("lag (episodes)")
+        integer_axis(ax2, "lag (episodes)")
         ax2.set_ylabel("mean cosine at that lag")
         ax2.set_title("Similarity along the diagonals")
         data = {

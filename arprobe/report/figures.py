@@ -113,6 +113,30 @@ def _cell(value) -> str:
     return repr(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
+def integer_axis(ax, label: str | None = None, axis: str = "x") -> None:
+    """An axis that counts (epochs, episodes, documents): ticks only at whole numbers, never 1.25 or
+    1.75, and its label. Ticks set by hand before (``mark_epochs``, ``set_xticks``) are kept."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator  # here: `arprobe --help` stays instant
+
+    target = getattr(ax, f"{axis}axis")
+    if not isinstance(target.get_major_locator(), FixedLocator):
+        target.set_major_locator(MaxNLocator(integer=True))
+    if label is not None:
+        getattr(ax, f"set_{axis}label")(label)
+
+
+def legend_below(ax, *more_axes, ncol: int = 2, fontsize: float = 7) -> None:
+    """One legend for ``ax`` and its twin axes, under the panel (outside it, so it never covers what
+    is drawn): every labelled line, bar and dot of all of them."""
+    handles, labels = [], []
+    for a in (ax, *more_axes):
+        h, lab = a.get_legend_handles_labels()
+        handles += h
+        labels += lab
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=ncol,
+              fontsize=fontsize, frameon=False)  # fmt: skip
+
+
 def bars_from_zero(ax) -> None:
     """Keep 0 on a bar chart's value axis (matplotlib may start it at the smallest bar when
     limits are set by hand), so bar heights compare as ratios."""

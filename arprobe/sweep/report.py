@@ -25,9 +25,10 @@ import numpy as np
 from arprobe.errors import UserError
 from arprobe.jsonio import write_json_atomic, write_text_atomic
 from arprobe.probes.runner import write_report
-from arprobe.report.figures import new_figure, save_figure
+from arprobe.report.figures import integer_axis, new_figure, save_figure
 from arprobe.report.grouping import group_runs, training_config
 from arprobe.report.pages import fmt, mean_pm_std, write_sweep_index
+from arprobe.report.summary import run_identity
 from arprobe.science.aggregate import paired_difference, summarize, summarize_columns
 from arprobe.science.recovery import online_loss, recovery_scores, shift_averaged_curve
 from arprobe.storage import RunStore
@@ -284,9 +285,18 @@ def _other_combos(entries: list[dict], factors: list[str], factor: str) -> list[
     return [(dict(zip(others, json.loads(key))), members) for key, members in combos.items()]
 
 
+def is_categorical(values: list) -> bool:
+    """A factor whose values are names (cyclic / shuffle, a model, a dict of options), not numbers:
+    its points are not joined by a line (there is nothing between two of them)."""
+    return not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, values: list, out: Path) -> Path:
+    """Final RS (mean ± std over seeds) against one factor, one series per combination of the others;
+    a categorical factor's points stand alone, a numeric one's are joined in grid order."""
     fig, (ax,) = new_figure(1, width=6.5)
     x = np.arange(len(values))
+    style = "none" if is_categorical(values) else "-"
     others = [k for k in factors if k != factor]
     for i, (options, members) in enumerate(_other_combos(entries, factors, factor)):
         by_value = {json.dumps(e["options"][factor], sort_keys=True, default=str): e for e in members}
@@ -302,6 +312,7 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
             np.asarray(mean, dtype=float),
             yerr=np.nan_to_num(np.asarray(std, dtype=float)),
             marker="o",
+            linestyle=style,
             capsize=4,
             color=f"C{i % 10}",
             label=label_of(options, others) if others else None,
@@ -339,7 +350,7 @@ def draw_curves(entries: list[dict], factors: list[str], factor: str | None, out
             ax.plot(x, mean, color=f"C{i % 10}", lw=1.2, label=f"{name} (n={e['n']})")
             if e["n"] > 1:
                 ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
-        ax.set_xlabel("epochs since just before each document's first training")
+        integer_axis(ax, "epochs since just before each document's first training")
         ax.set_ylabel("loss (mean over documents)")
         ax.set_title(
             label_of(options, others) if others else "shift-averaged loss (± std over seeds)", fontsize=9
@@ -376,7 +387,7 @@ def draw_online_loss(entries: list[dict], out: Path) -> Path | None:
         ax.plot(x, mean, color=f"C{i % 10}", lw=1.2, label=f"{e['label']} (n={e['n']})")
         if e["n"] > 1:
             ax.fill_between(x, mean - std, mean + std, color=f"C{i % 10}", alpha=0.2)
-    ax.set_xlabel("epoch")
+    integer_axis(ax, "epoch")
     ax.set_ylabel("online loss (before each episode's first step)")
     ax.set_title("Online loss per episode (mean ± std over seeds; cf. paper Fig. 1c)")
     ax.legend(fontsize=8)
@@ -399,7 +410,7 @@ def draw_rs_per_epoch(entries: list[dict], out: Path) -> Path:
             color=f"C{i % 10}",
             label=f"{e['label']} (n={e['n']})",
         )
-    ax.set_xlabel("epoch n")
+    integer_axis(ax, "epoch n")
     ax.set_ylabel("recovery score RS(n)")
     ax.axhline(0.0, color="0.7", lw=0.8)
     ax.set_title("Recovery score per epoch (mean ± std over seeds)")
@@ -521,10 +532,13 @@ def write_sweep_report(
         online = draw_online_loss(with_numbers, report_dir)
         if online is not None:
             figures.append(online.name)
+    if run_links is not None:  # every seed's own report page, to link from the points table
+        write_missing_run_reports(entries, groups)
     summary = {
         "title": title,
         "factors": factors,
         "grid": grid,
+        "fixed": fixed_settings(groups),
         "points": entries,
         "table1": table,
         "figures": figures,
@@ -538,6 +552,34 @@ def write_sweep_report(
     # The page is drawn from the file as written (plain JSON values), as a later re-draw would be.
     write_sweep_index(report_dir, json.loads((report_dir / "sweep.json").read_text()), run_links)
     return summary
+
+
+def fixed_settings(groups: list[Group]) -> dict:
+    """What every run of the sweep shares (model, T / C / M / E, order, optimizer, data), as the run
+    report names it; a setting the runs do not share reads "varies (see the grid)"."""
+    seen: dict[str, set] = {}
+    for group in groups:
+        for _, path in group.runs[:1]:  # the seeds of a group share everything but the seed
+            try:
+                with RunStore(path) as store:
+                    identity = run_identity(store)
+            except Exception:  # an unreadable run is listed in the points table; it has no settings
+                continue
+            for key, value in identity.items():
+                if key not in ("run", "seed"):
+                    seen.setdefault(key, set()).add(value)
+    return {k: next(iter(v)) if len(v) == 1 else "varies (see the grid)" for k, v in seen.items()}
+
+
+def write_missing_run_reports(entries: list[dict], groups: list[Group]) -> None:
+    """A run report (summary and finding, no probes: seconds) for every complete run that has none,
+    so that the sweep page can link each seed's own report."""
+    for group, entry in zip(groups, entries):
+        for name, path in group.runs:
+            index = Path(path).parent / "report" / "index.html"
+            if name in entry["runs"] and not index.exists():
+                with RunStore(path) as store:
+                    write_report([store], index.parent, [])
 
 
 # --- where the groups come from ------------------------------------------------------------------
