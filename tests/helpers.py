@@ -18,8 +18,10 @@ from arprobe.errors import UserError
 from arprobe.probes.base import Probe
 from arprobe.probes.registry import Registry
 from arprobe.probes.runner import run_probe
+from arprobe.science.geometry import cyclic_distance
 from arprobe.storage import RunStore
 from tests.conftest import TINY
+from tests.store_factory import cyclic, make_store
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -200,6 +202,63 @@ SHUFFLE_LOSS = np.array(
 )
 
 
+def insert_run(path: Path) -> Path:
+    """A store of the insert order above: its loss, one revolution of the weights per stored epoch."""
+    return make_store(
+        path,
+        loss_eval=insert_loss(),
+        schedule_doc=INSERT_DOC,
+        schedule_epoch=INSERT_EPOCH,
+        weights={"all": (np.arange(15), insert_weights().astype(np.float32))},
+        config={"schedule": {"order": "insert"}},
+    )
+
+
+def shuffle_grads() -> np.ndarray:
+    """[1, T = 3, 6]: random gradients at the end of the shuffled run."""
+    return np.random.default_rng(0).normal(size=(1, 3, 6)).astype(np.float32)
+
+
+def shuffle_run(path: Path) -> Path:
+    """A store of the shuffle order above, with gradients at its last episode."""
+    return make_store(
+        path,
+        loss_eval=SHUFFLE_LOSS,
+        schedule_doc=SHUFFLE_DOC,
+        schedule_epoch=SHUFFLE_EPOCH,
+        grads={"blocks.0.attn": (np.array([9]), shuffle_grads())},
+        config={"schedule": {"order": "shuffle"}},
+    )
+
+
+# Partial shuffle, T = 4, documents 2..3 (positions 1, 2) re-shuffled: 0 1 2 3 | 0 2 1 3. Loss 5 before
+# the first training, 1 right after, +1 per episode; document 1 dips to 3 at row 6 before its return.
+PARTIAL_DOC = [0, 1, 2, 3, 0, 2, 1, 3]
+PARTIAL_LOSS = np.array(
+    [
+        [5.0, 5, 5, 5],
+        [1, 5, 5, 5],
+        [2, 1, 5, 5],
+        [3, 2, 1, 5],
+        [4, 3, 2, 1],
+        [1, 4, 3, 2],
+        [2, 3, 1, 3],
+        [3, 1, 2, 4],
+        [4, 2, 3, 1],
+    ]
+)
+
+
+def partial_shuffle_run(path: Path) -> Path:
+    return make_store(
+        path,
+        loss_eval=PARTIAL_LOSS,
+        schedule_doc=PARTIAL_DOC,
+        schedule_epoch=np.repeat([1, 2], 4),
+        config={"schedule": {"order": "partial-shuffle"}},
+    )
+
+
 # Orders of a few episodes (forgetting, recovery_map, model_clock, order_decoding). T = 3, shuffled:
 # epoch 1 trains 0, 1, 2; epoch 2 trains 2 (again at once), 0, 1.
 SHORT_SHUFFLE_DOC, SHORT_SHUFFLE_EPOCH = np.array([0, 1, 2, 2, 0, 1]), np.array([1, 1, 1, 2, 2, 2])
@@ -256,3 +315,62 @@ class Chatty(Probe):
         for _ in tqdm(range(3), desc="plugin bar"):
             pass
         return {}
+
+
+# The built-in probes of arprobe's own entry points.
+BUILTINS = [
+    "activation_drift",
+    "gradient_similarity",
+    "loss_curves",
+    "online_loss",
+    "pairwise_recovery",
+    "pca_weights",
+    "recovery_score",
+    "toy_model",
+    "weight_residual_similarity",
+]
+
+
+# --- cosine matrices and stores for the nulls ---------------------------------------------------
+
+
+def positional_cosines(T: int, spread: float = 0.04) -> np.ndarray:
+    """A cosine matrix that is purely positional: 0.3 + u_i + u_j off the diagonal, 1 on it, with u
+    highest in the middle of the sequence (Σ u = 0)."""
+    u = -spread * np.abs(np.arange(T) - (T - 1) / 2)
+    u -= u.mean()
+    m = 0.3 + u[:, None] + u[None, :]
+    np.fill_diagonal(m, 1.0)
+    return m
+
+
+def distance_cosines(T: int) -> np.ndarray:
+    """A cosine matrix that depends only on cyclic distance: cos(2π d / T)."""
+    i, j = np.indices((T, T))
+    return np.cos(2 * np.pi * cyclic_distance(i, j, T) / T)
+
+
+def grads_with_cosines(cos: np.ndarray, dim: int = 16) -> np.ndarray:
+    """Unit vectors [T, dim] whose cosine matrix is ``cos`` (positive definite)."""
+    factor = np.linalg.cholesky(cos)
+    out = np.zeros((len(cos), dim))
+    out[:, : len(cos)] = factor
+    return out
+
+
+def random_eval_store(path, T, E, *, order="cyclic", weights=None, grads=None, seed=0):
+    """A store of T documents, E epochs and a random eval matrix, in the cyclic or a shuffled order."""
+    doc, epoch = cyclic(T, E)
+    if order == "shuffle":
+        rng = np.random.default_rng(seed + 1)
+        doc = np.concatenate([rng.permutation(T) for _ in range(E)])
+    rng = np.random.default_rng(seed)
+    return make_store(
+        path,
+        loss_eval=rng.uniform(1, 5, size=(T * E + 1, T)),
+        schedule_doc=doc,
+        schedule_epoch=epoch,
+        weights=weights,
+        grads=grads,
+        config={"schedule": {"order": order}},
+    )
