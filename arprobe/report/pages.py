@@ -599,6 +599,16 @@ def sweep_finding(summary: dict) -> str:
     """The sweep's finding in one sentence: each point against its matched control (paired by seed,
     95% t interval), or why there is no verdict."""
     paired = [e for e in summary["points"] if e.get("versus_control")]
+    table = summary.get("table1") or {}
+    orders = [
+        (row["label"], o, d) for row in table.get("rows", []) for o, d in row["differences"].items() if d
+    ]
+    if not paired and orders:  # the order is a factor: its shuffled points are the controls
+        return "; ".join(
+            f"{'' if label == 'all runs' else label + ': '}online loss {o} − {table['reference']} "
+            f"{difference_text(d, 4)}"
+            for label, o, d in orders
+        ) + (f" (paired by seed, 95% t interval; positive: {table['reference']} has the lower online loss).")
     if not paired:
         return (
             "No verdict: the sweep has no matched shuffled control, and RS on its own is not evidence of "
@@ -645,7 +655,8 @@ def _sweep_probes_html(entries: list[dict]) -> list[str]:
     for e in entries:
         for name, p in e.get("probes", {}).items():
             items = [
-                f"{key}: {mean_pm_std(value, 4) if isinstance(value, dict) and 'n' in value else value}"
+                f"{humanize(key)}: "
+                + (mean_pm_std(value, 4) if isinstance(value, dict) and "n" in value else str(value))
                 for key, value in p["headline"].items()
             ]
             link = f" <a href='{esc(p['report'])}'>report</a>" if p.get("report") else ""

@@ -188,3 +188,17 @@ def test_the_toy_models_options_show_the_run_values_it_used(tmp_path):
     }
     assert options_text(record) == "options: epochs=4 (the run's), n_tasks=10 (the run's), seed=0 · "
     assert options_text({"options": {"epochs": 30}}) == "options: epochs=30 · "  # no run: as given
+
+
+def test_a_sweep_over_the_order_states_the_paired_online_loss_difference():
+    from arprobe.report.pages import sweep_finding
+
+    summary = json.loads((REPO / DEFAULT_SOURCE).read_text())  # the default run's 3-seed sweep
+    (row,) = summary["table1"]["rows"]
+    d = row["differences"]["shuffle"]
+    assert sweep_finding(summary) == (
+        f"online loss shuffle − cyclic {d['mean']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] (n = 3) "
+        "(paired by seed, 95% t interval; positive: cyclic has the lower online loss)."
+    )
+    summary["table1"] = None
+    assert sweep_finding(summary).startswith("No verdict: the sweep has no matched shuffled control")
