@@ -1,7 +1,6 @@
 """The fast paths compute what the plain ones did, and the benchmark's code path runs (not timed)."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -120,43 +119,54 @@ def test_pythia_1b_store_from_shapes():
     assert b["naive_per_episode"] == 4 * 1_011_781_632
 
 
-def test_benchmark_quick_produces_every_number(tmp_path):
-    from benchmarks.__main__ import main
+# The benchmark's pieces (benchmarks/__main__.py runs them in turn) on a tiny model: each returns
+# every number the benchmark reports. `python -m benchmarks --quick` runs them all together.
+BENCH = dict(n_docs=3, context_length=16, steps_per_doc=1, epochs=1, vocab_size=512, d_model=32,
+             n_layers=1, n_heads=2, device="cpu")  # fmt: skip
 
-    out = tmp_path / "quick.json"
-    returned = main(["--quick", "--device", "cpu", "--out", str(out), "--workdir", str(tmp_path / "work")])
-    r = json.loads(out.read_text())
-    assert set(r) >= {
-        "machine",
-        "peak",
-        "peak_end",
-        "mfu",
-        "eval_batch",
-        "per_document_grads",
-        "short_run",
-        "store_from_shapes",
-        "train_eval_split",
-        "load_average_start",
-        "benchmark_seconds",
-    }
-    assert r["quick"] and returned["short_run"]["episodes"] == r["short_run"]["episodes"] == 10
-    assert r["peak"]["gflops"] > 0
-    (m,) = r["mfu"]
-    assert m["width"] == 64 and m["depth"] == 2 and 0 < m["train_mfu"] and 0 < m["eval_mfu"]
-    assert [e["batch"] for e in r["eval_batch"]] == [1, 5]
-    s = r["short_run"]
-    assert set(s["seconds"]) == {"naive", "arprobe", "arprobe_recording_off"}
-    assert s["speedup_vs_naive"] > 0 and np.isfinite(s["recording_overhead"])
+
+def _bench_setup(tmp_path, **overrides):
+    from arprobe.trainer.config import load_config
+    from arprobe.trainer.loop import prepare
+
+    return prepare(load_config(None, {**BENCH, "out": str(tmp_path), **overrides}))
+
+
+def test_benchmark_peak_mfu_and_eval_batches(tmp_path):
+    from benchmarks import throughput
+
+    peak = throughput.measure_peak(torch.device("cpu"), size=64, repeats=1)
+    assert peak["size"] == 64 and peak["gflops"] > 0 and peak["median_gflops"] > 0
+    setup = _bench_setup(tmp_path)
+    m = throughput.mfu_of(setup, peak["gflops"], train_repeats=1, eval_repeats=1)
+    assert (m["width"], m["depth"], m["C"], m["T"], m["vocab"]) == (32, 1, 16, 3, 512)
+    assert m["N"] == throughput.model_flop_params(setup.model) and m["train_mfu"] > 0 and m["eval_mfu"] > 0
+    rows = throughput.eval_batch_sweep(setup, peak["gflops"], [1, 3], repeats=1)
+    assert [e["batch"] for e in rows] == [1, 3]
+
+
+def test_benchmark_per_document_grads_and_train_eval_split(tmp_path):
+    from benchmarks import throughput
+
+    grads = throughput.per_document_grads_methods(_bench_setup(tmp_path / "g"), 3, repeats=1)
+    assert grads["loop_s"] > 0 and grads["vmap_s"] > 0
+    split = throughput.train_eval_split(_bench_setup(tmp_path / "s"), [3, 6], episodes=1)
+    assert [x["T"] for x in split] == [3, 6] and [x["M"] for x in split] == [1, 1]
+    assert all(0 < x["eval_fraction"] < 1 for x in split)
+
+
+def test_benchmark_compares_naive_and_arprobe_runs(tmp_path):
+    from benchmarks import runs
+
+    s = runs.compare_runs(BENCH, tmp_path, repeats={"naive": 1, "arprobe": 1, "arprobe_recording_off": 1})
+    assert s["episodes"] == 3 and set(s["seconds"]) == {"naive", "arprobe", "arprobe_recording_off"}
+    assert s["speedup_vs_naive"] > 0 and s["speedup_vs_naive_min"] > 0
     assert 0 < s["recording_seconds_in_run"] < s["seconds"]["arprobe"] and s["recording_overhead"] > 0
-    assert np.isfinite(s["recording_overhead_run_vs_run"]) and s["speedup_vs_naive_min"] > 0
+    assert np.isfinite(s["recording_overhead_run_vs_run"])
     # the naive loop and arprobe evaluate the same model on the same documents
     assert s["eval_row0_max_abs_diff"] < 1e-4
     assert s["store"]["bytes_per_episode"] > 0 and s["naive_bytes_per_episode"] > 0
-    assert [x["T"] for x in r["train_eval_split"]] == [5, 10]
-    assert all(0 < x["eval_fraction"] < 1 for x in r["train_eval_split"])
-    assert r["per_document_grads"][0]["loop_s"] > 0 and r["per_document_grads"][0]["vmap_s"] > 0
-    assert r["store_from_shapes"]["pythia_1b"]["recordings_per_episode"] <= 10_000_000
-    assert not (tmp_path / "work" / "naive").exists()  # the naive loop's model files are removed
+    assert not (tmp_path / "naive").exists()  # the naive loop's model files are removed
 
 
 def test_activations_from_the_eval_pass_equal_a_separate_forward(setup):
