@@ -4,6 +4,7 @@ the versions involved and the command that reproduces the run (``summary.json``)
 
 from __future__ import annotations
 
+import re
 import shlex
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,7 +17,7 @@ from arprobe.science.recovery import MIN_FORGETTING, online_loss, recovery_compo
 from arprobe.science.reference import paper_reference
 from arprobe.science.stats import mean_interval, paired_difference
 from arprobe.storage import RunStore
-from arprobe.storage.layout import control_store_path
+from arprobe.storage.layout import CONTROL_DIR, control_store_path
 from arprobe.trainer.config import RunConfig
 from arprobe.values import flatten
 
@@ -160,6 +161,21 @@ def headline_numbers(store) -> dict:
     return numbers
 
 
+def matched_control_path(store_path: str | Path) -> Path | None:
+    """The run's matched shuffled control: ``<run>/control/run.h5`` (``arprobe run --control shuffle``),
+    or a sweep's sibling ``<point>_control-shuffle_s<seed>/run.h5`` of a run ``<point>_s<seed>``
+    (``control = "shuffle"`` in a sweep file); None when it has neither."""
+    inside = control_store_path(store_path)
+    if inside is not None:
+        return inside
+    run_dir = Path(store_path).parent
+    match = re.fullmatch(r"(.+)_(s\d+)", run_dir.name)
+    if match is None or match.group(1).endswith("_control-shuffle"):
+        return None
+    sibling = run_dir.parent / f"{match.group(1)}_control-shuffle_{match.group(2)}" / "run.h5"
+    return sibling if sibling.is_file() else None
+
+
 def _last_rs(numbers: dict) -> str:
     """ "RS(3) 0.41" of the last defined recovery score, or "" when none is defined."""
     rs = [(n, v) for n, v in enumerate(numbers.get("recovery_score") or [], start=1) if v is not None]
@@ -176,18 +192,25 @@ def control_summary(store, numbers: dict) -> dict:
     """``finding`` (the run against its matched shuffled control, one sentence) and the control's
     ``control_numbers`` when ``<run>/control/run.h5`` is complete; else ``finding`` says that no
     verdict is possible and ``control_command`` trains the run with its control into a fresh folder."""
-    path = control_store_path(store.path)
+    path = matched_control_path(store.path)
     order = str(store.config.get("schedule", {}).get("order", "cyclic"))
     command = (
         reproduce_command(store.config, store.path.parent, {"control": "shuffle"})
         if order in ("cyclic", "partial-shuffle")  # the orders a shuffled control is defined for
         else ""
     )
+    if path is None and order == "shuffle":  # a shuffled run is the null a cyclic run is read against
+        rs = _last_rs(numbers)
+        return {
+            "finding": f"A shuffled order: this run is itself a control{f' ({rs})' if rs else ''}, what "
+            "forgetting plus noise give without a cyclic order; compare a cyclic run of its seed with it."
+        }
     if path is None:
         return {"finding": no_control_finding(numbers), "control_command": command}
     with RunStore(path) as control:
         if control.status != "complete":
-            finish = f"`arprobe run --resume {path.parent.parent}`"
+            folder = path.parent.parent if path.parent.name == CONTROL_DIR else path.parent  # a sweep's
+            finish = f"`arprobe run --resume {folder}`"
             return {
                 "finding": f"The matched control in {path.parent} is {control.status}; finish it with "
                 f"{finish}. {no_control_finding(numbers)}"
@@ -273,7 +296,7 @@ def key_numbers(store) -> dict:
         return {}
     run = _document_terms(store)
     control = None
-    path = control_store_path(store.path)
+    path = matched_control_path(store.path)
     if path is not None:
         with RunStore(path) as c:
             if c.status == "complete":

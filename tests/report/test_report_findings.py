@@ -202,3 +202,31 @@ def test_a_sweep_over_the_order_states_the_paired_online_loss_difference():
     )
     summary["table1"] = None
     assert sweep_finding(summary).startswith("No verdict: the sweep has no matched shuffled control")
+
+
+def test_a_sweep_run_is_read_against_its_sibling_control_and_the_control_says_what_it_is(tmp_path):
+    doc = np.tile(np.arange(T), E)
+    runs = tmp_path / "sweep" / "runs"
+    make_store(runs / "order-cyclic_s3", loss_eval=losses(0), schedule_doc=doc, seed=3)
+    make_store(
+        runs / "order-cyclic_control-shuffle_s3",
+        loss_eval=losses(1, shift=0.5),
+        schedule_doc=doc,
+        seed=3,
+        config={"schedule": {"order": "shuffle"}},
+    )
+    with RunStore(runs / "order-cyclic_s3" / "run.h5") as store:
+        summary = run_summary(store)
+    expected = []
+    for name in ("order-cyclic_s3", "order-cyclic_control-shuffle_s3"):
+        with RunStore(runs / name / "run.h5") as s:
+            m, sched = s.eval_matrix(), s.schedule()
+            ol = online_loss(m, sched.doc, sched.epoch).mean_after_first_epoch
+            expected += [np.round(recovery_scores(m, sched.doc), 4), ol]
+    assert summary["finding"] == control_finding(*expected, "cyclic")
+    assert " cyclic vs " in summary["finding"] and "control_command" not in summary
+    assert "run − control" in "\n".join(console_lines(summary))
+    with RunStore(runs / "order-cyclic_control-shuffle_s3" / "run.h5") as control:
+        theirs = run_summary(control)
+    assert theirs["finding"].startswith("A shuffled order: this run is itself a control (RS(2) ")
+    assert "control_command" not in theirs
