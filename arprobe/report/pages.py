@@ -471,7 +471,11 @@ def options_text(r: dict) -> str:
     if not opts:
         return ""
     shown = [
-        f"{k}={format_value(from_run[k])} (the run's)" if k in from_run else f"{k}={format_value(v)}"
+        f"{k}={format_value(from_run[k])} (the run's)"
+        if k in from_run
+        else f"{k}=auto"  # an empty option: the probe chooses from what the run recorded
+        if v == ""
+        else f"{k}={format_value(v)}"
         for k, v in opts.items()
     ]
     return "options: " + ", ".join(shown) + " · "

@@ -98,7 +98,7 @@ def paper_reference(config: dict) -> dict:
     model = str(flat.get("model.name", "")).lower()
     size = next((s for s, _ in TABLE1 if model.endswith(f"pythia-{s}") or model == f"pythia-{s}"), None)
     differs = [
-        f"{key.split('.')[-1]} {flat.get(key)!r} (paper {value!r})"
+        f"{'optimizer' if key == 'optim.name' else key.split('.')[-1]} {flat.get(key)!r} (paper {value!r})"
         for key, value in TABLE1_SETTING.items()
         if flat.get(key) != value
     ]

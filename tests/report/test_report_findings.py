@@ -188,6 +188,14 @@ def test_the_toy_models_options_show_the_run_values_it_used(tmp_path):
     }
     assert options_text(record) == "options: epochs=4 (the run's), n_tasks=10 (the run's), seed=0 · "
     assert options_text({"options": {"epochs": 30}}) == "options: epochs=30 · "  # no run: as given
+    assert options_text({"options": {"weights": ""}}) == "options: weights=auto · "  # chosen from the run
+
+
+def test_the_reference_names_the_optimizer_as_such():
+    from arprobe.science.reference import paper_reference
+    from arprobe.trainer.config import RunConfig
+
+    assert "optimizer 'adam' (paper 'sgd')" in paper_reference(RunConfig().to_dict())["differs"]
 
 
 def test_a_sweep_over_the_order_states_the_paired_online_loss_difference():
