@@ -79,13 +79,16 @@ def test_vmap_and_loop_per_document_grads_agree(setup):
     torch.testing.assert_close(loop[3], torch.cat([g.reshape(-1) for g in first]))
 
 
-def test_group_grad_norms_are_the_norms_of_each_group(setup):
-    recorder = _recorder(setup)
+def test_the_loops_grad_norms_are_the_norms_of_each_group(setup):
+    """The per-layer norms train_episode reads after each backward (Single.grad_norms, S = 1)."""
+    from arprobe.trainer.members import Single
+
+    groups = setup.names.parameter_groups(setup.model)
+    norms = Single(setup.model, setup.cfg).grad_norms(groups, setup.device)
     setup.model.zero_grad(set_to_none=True)
     window = setup.task.eval_tokens[:1, :32]
     setup.task.batch_loss(setup.model, {"input_ids": window, "labels": window}).backward()
     params = dict(setup.model.named_parameters())
-    groups = setup.names.parameter_groups(setup.model)
     expected = torch.stack(
         [
             torch.sqrt(sum(params[n].grad.double().square().sum() for n in names)).float()
@@ -95,7 +98,7 @@ def test_group_grad_norms_are_the_norms_of_each_group(setup):
     # float32 sums of squares in another order than this float64 reference: relative error
     # ~sqrt(n)·eps for the largest group's n values (1e-5 fails on some CPUs for n ~ 3e4)
     largest = max(sum(params[n].numel() for n in names) for names in groups.values())
-    torch.testing.assert_close(recorder.group_grad_norms(), expected, rtol=sum_rtol(largest), atol=0.0)
+    torch.testing.assert_close(norms(), expected[None], rtol=sum_rtol(largest), atol=0.0)
     setup.model.zero_grad(set_to_none=True)
 
 
