@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
+from arprobe.storage.config_toml import write_config_toml
 from arprobe.storage.lock import h5_file
 from arprobe.storage.recordings import Recording, snapshot_kinds
 from arprobe.storage.recover import clear_write_flags, read_superblock
@@ -124,6 +125,7 @@ class RunWriter:
     ) -> RunWriter:
         path = Path(path)
         remove_resume(path)  # a resume point of a run this one replaces (--overwrite)
+        write_config_toml(path.parent, json.loads(config_json))  # the resolved config, for people
         h5 = h5_file(path, "w", libver="latest")
         try:
             cls._create_datasets(h5, layout)

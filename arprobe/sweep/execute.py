@@ -14,7 +14,13 @@ from pathlib import Path
 from arprobe.errors import UserError
 from arprobe.jsonio import write_json_atomic
 from arprobe.storage.lock import pid_alive
-from arprobe.sweep.manifest import MANIFEST, is_sweep_dir, open_sweep_dir, refresh_from_stores
+from arprobe.sweep.manifest import (
+    MANIFEST,
+    is_sweep_dir,
+    open_sweep_dir,
+    refresh_entries,
+    refresh_from_stores,
+)
 from arprobe.sweep.spec import SweepSpec
 
 # Statuses a point can end a sweep with that are not success.
@@ -173,8 +179,11 @@ def _execute(
     try:
         backend.run(jobs, on_start, on_done)
     except KeyboardInterrupt:
+        # The backend has stopped its workers by now: their stores say how far each run got.
+        refresh_entries([entries[name] for name in running], sweep_dir)
         for name in running:
-            entries[name]["status"] = "interrupted"
+            if entries[name]["status"] == "pending":  # no store yet: it was only starting
+                entries[name]["status"] = "interrupted"
         raise
     finally:
         bar.close()

@@ -178,7 +178,13 @@ def refuse_unless_extension(old: SweepSpec, new: SweepSpec, sweep_dir: Path) -> 
 
 def refresh_from_stores(manifest: dict, sweep_dir: Path) -> None:
     """Set every point's status and episodes from its store (the truth after a kill)."""
-    for entry in manifest["points"]:
+    refresh_entries(manifest["points"], sweep_dir)
+
+
+def refresh_entries(entries: list[dict], sweep_dir: Path) -> None:
+    """Set these points' status and episodes from their stores: after Ctrl-C, the runs that were
+    going say how far their stores got (their workers' records never arrived)."""
+    for entry in entries:
         state, episodes, reason = inspect_store(Path(sweep_dir) / entry["run"] / "run.h5")
         entry["episodes"] = episodes
         entry["status"] = {
