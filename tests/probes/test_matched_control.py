@@ -7,7 +7,7 @@ import pytest
 from tests.helpers import run_one
 from tests.store_factory import cyclic, make_store
 
-# T = 3, E = 2 (as tests/test_probes.py's EVAL): every document 1 after its training, peak 3, 2 just
+# T = 3, E = 2 (as tests/helpers.py's EVAL): every document 1 after its training, peak 3, 2 just
 # before the next, RS(1) = 0.5, online loss over epoch 2 = 2, its loss falling at every turn. In
 # CONTROL_EVAL the loss rises until the turn (1, 2.5, 3): RS(1) = (3 − 3) / (3 − 1) = 0, online loss 3.
 RUN_EVAL = np.array([[4.0, 4, 4], [1, 5, 5], [3, 1, 5], [2, 3, 1], [0.5, 2, 3], [1, 0.5, 2], [2, 1, 0.5]])
