@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -265,7 +266,8 @@ def _bootstrap_rs(components, n: int, index: np.ndarray) -> np.ndarray:
     is too small to score (as ``recovery_scores``)."""
     l_max, l_before, l_after = (np.asarray(x[n - 1])[index] for x in (
         components.l_max, components.l_before, components.l_after))  # fmt: skip
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample of only untrained documents: NaN
         m_max, m_before, m_after = (np.nanmean(x, axis=1) for x in (l_max, l_before, l_after))
         forgetting = m_max - m_after
         scores = (m_max - m_before) / forgetting
