@@ -171,11 +171,15 @@ def host_available_bytes() -> int:
     return max(available, 0)
 
 
-def members_that_fit(shared: int, per_member: int, free: int, most: int) -> int:
-    """How many members (1..``most``) fit in ``free`` bytes beside ``shared``; 0 when not even one."""
-    if per_member <= 0:
-        return most
-    return max(0, min(most, (free - shared) // per_member))
+def members_that_fit(cfg, shape: ModelShape, free: int, most: int, shared: int = 0) -> int:
+    """The most models (0..``most``) trained as one whose peak memory, with ``shared`` bytes beside
+    them, fits in ``free`` bytes; 0 when not even one does."""
+    fit = 0
+    for n in range(1, most + 1):
+        if shared + peak_bytes(device_memory(cfg, shape, members=n)) > free:
+            break
+        fit = n
+    return fit
 
 
 def check_members_fit(
@@ -185,9 +189,7 @@ def check_members_fit(
     need = peak_bytes(device_memory(cfg, shape, members=members))
     if need <= free:
         return
-    one = peak_bytes(device_memory(cfg, shape, members=1))
-    per = max(1, peak_bytes(device_memory(cfg, shape, members=2)) - one)
-    fit = members_that_fit(one - per, per, free, members)
+    fit = members_that_fit(cfg, shape, free, members)
     advice = f"use {flag} {fit} or fewer" if fit > 1 else f"drop {flag} (one run at a time)"
     if fit < 1:
         advice = "one run alone does not fit either; use a smaller model, context or optim.name sgd"
@@ -203,3 +205,14 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def replays_that_fit(model, cfg, n_docs: int, device) -> int:
+    """Replays (``trainer.api.pairwise_rows``'s ``batch``) that fit on ``device`` at once, 1..``n_docs``:
+    each a stacked member with its weights, gradients, optimizer state, one step's activations and
+    eval logits, beside the replay's own model and its optimizer state."""
+    shape = ModelShape.of(model, cfg)
+    held = state_bytes(shape, cfg)
+    free = free_memory_bytes(device) - (CUDA_RESERVE if str(device).startswith("cuda") else 0)
+    shared = held["weights"] + held["optimizer state"]
+    return max(1, members_that_fit(cfg, shape, free, n_docs, shared))
