@@ -6,19 +6,31 @@ training step (+28% measured on a 4M model), so we boot it once on a weightless 
 model (meta device), read off the name -> module-path map, and then train and record on the
 untouched Hugging Face model with plain forward hooks. Capturing ``X.hook_in``/``X.hook_out`` of
 a component by a forward hook gives the same tensor as the bridge (tested).
+
+Importing TransformerLens and booting the bridge costs seconds at every start, so ``bridge_names``
+boots it once per architecture: the names become a table with the block index as ``{i}``, kept
+under ``<arprobe cache>/tl_names/`` (and shipped in ``tl_tables`` for the GPT-NeoX presets), and
+a later run of the same architecture at any depth reads the table instead. A table is only
+written when expanding it gives back exactly what the bridge gave.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
+import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 
 import torch
 
 from arprobe.errors import UserError
+from arprobe.models.hub import cache_root
 from arprobe.models.text import n_blocks
+from arprobe.models.tl_tables import SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +103,132 @@ class ModelNames:
 
 
 def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNames:
+    """The TransformerLens names of ``model`` as the bridge gives them: from the table of its
+    architecture when one exists (shipped or cached), else by booting the bridge
+    (``boot_bridge_names``), whose answer is then cached."""
+    key = architecture_key(model)
+    table = SHIPPED.get(key) or _read_table(key)
+    if table is not None:
+        return expand_table(table, n_blocks(model))
+    log.info("Booting the TransformerLens bridge once for this architecture (names cached).")
+    names = boot_bridge_names(model, tokenizer, bridge_name)
+    table = names_table(names)
+    if table is not None and names.hook_names:  # the fallback's HF names are not the bridge's: not kept
+        with contextlib.suppress(OSError):  # a read-only cache costs the next run a boot, nothing more
+            _write_table(key, table)
+    return names
+
+
+def architecture_key(model: torch.nn.Module) -> str:
+    """A hash of what decides a model's TransformerLens names: the model class, its config less
+    the sizes and the depth (which do not change a block's names), and the TransformerLens and
+    transformers versions."""
+    config = model.config.to_dict()
+    kept = {k: v for k, v in config.items() if k not in _SIZE_KEYS}
+    fingerprint = {
+        "class": type(model).__name__,
+        "config": kept,
+        "transformer_lens": _version("transformer-lens"),
+        "transformers": _version("transformers"),
+    }
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+# Config keys that set sizes, values or bookkeeping, never which modules or hooks exist.
+_SIZE_KEYS = {
+    "vocab_size", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+    "num_hidden_layers", "n_layer", "num_layers", "n_embd", "n_head", "n_inner", "n_positions",
+    "n_ctx", "max_position_embeddings", "initializer_range", "layer_norm_eps", "layer_norm_epsilon",
+    "bos_token_id", "eos_token_id", "pad_token_id", "_name_or_path", "name_or_path",
+    "transformers_version", "dtype", "torch_dtype", "id2label", "label2id",
+}  # fmt: skip
+
+
+def names_table(names: ModelNames) -> dict | None:
+    """``names`` as a table with block 0's entries as ``blocks.{i}...``; None when the blocks are
+    not all alike (expanding the table must give back exactly ``names``)."""
+    before, block, after = [], [], []
+    hooks, block_hooks = [], []
+    for tl, hf in names.components.items():
+        m = _BLOCK.match(tl)
+        if m is None:
+            (after if block else before).append([tl, hf])
+        elif m.group(1) == "0":
+            parts = hf.split(".")
+            if parts.count("0") != 1:
+                return None
+            block.append([f"blocks.{_I}{tl[m.end() :]}", ".".join(_I if p == "0" else p for p in parts)])
+    for hook in sorted(names.hook_names):
+        m = _BLOCK.match(hook)
+        if m is None:
+            hooks.append(hook)
+        elif m.group(1) == "0":
+            block_hooks.append(f"blocks.{_I}{hook[m.end() :]}")
+    table = {
+        "format": 1,
+        "before": before,
+        "block": block,
+        "after": after,
+        "hooks": hooks,
+        "block_hooks": block_hooks,
+    }
+    expanded = expand_table(table, names.n_blocks)
+    same = list(expanded.components.items()) == list(names.components.items())
+    return table if same and expanded.hook_names == names.hook_names else None
+
+
+def expand_table(table: dict, blocks: int) -> ModelNames:
+    """The names of a model with ``blocks`` blocks from its architecture's table."""
+    components = dict(table["before"])
+    for i in range(blocks):
+        components.update((tl.replace(_I, str(i)), hf.replace(_I, str(i))) for tl, hf in table["block"])
+    components.update(table["after"])
+    hooks = set(table["hooks"])
+    hooks.update(h.replace(_I, str(i)) for i in range(blocks) for h in table["block_hooks"])
+    return ModelNames(components=components, hook_names=hooks, n_blocks=blocks)
+
+
+_BLOCK = re.compile(r"^blocks\.(\d+)(?=\.|$)")
+_I = "{i}"  # the block index in a table: "blocks.{i}.attn" -> "gpt_neox.layers.{i}.attention"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _table_path(key: str):
+    return cache_root() / "tl_names" / f"{key}.json"
+
+
+def _write_table(key: str, table: dict) -> None:
+    """Whole or not at all (os.replace): two runs starting at once may both write it."""
+    path = _table_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(table, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_table(key: str) -> dict | None:
+    try:
+        table = json.loads(_table_path(key).read_text())
+    except (OSError, ValueError):
+        return None
+    fields = {"format", "before", "block", "after", "hooks", "block_hooks"}
+    return table if isinstance(table, dict) and set(table) == fields and table["format"] == 1 else None
+
+
+def boot_bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNames:
     """Boot a TransformerBridge on a weightless copy of ``model`` and read off its names.
 
     Falls back to Hugging Face module paths (with a warning) for architectures the bridge does
     not support, so any AutoModelForCausalLM still trains.
     """
+    # lazy: importing TransformerLens takes seconds; bridge_names boots it once per architecture
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
 
