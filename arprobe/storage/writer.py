@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
-from arprobe.storage.config_toml import write_config_toml
+from arprobe.storage.config_toml import CONFIG_FILE, write_config_toml
 from arprobe.storage.lock import h5_file
 from arprobe.storage.recordings import Recording, snapshot_kinds
 from arprobe.storage.recover import clear_write_flags, read_superblock
@@ -125,7 +125,6 @@ class RunWriter:
     ) -> RunWriter:
         path = Path(path)
         remove_resume(path)  # a resume point of a run this one replaces (--overwrite)
-        write_config_toml(path.parent, json.loads(config_json))  # the resolved config, for people
         h5 = h5_file(path, "w", libver="latest")
         try:
             cls._create_datasets(h5, layout)
@@ -153,9 +152,11 @@ class RunWriter:
             _append(h5["loss/eval"], initial_eval.astype(np.float32))
             h5.flush()
             h5.swmr_mode = True
+            write_config_toml(path.parent, json.loads(config_json))  # the resolved config, for people
         except BaseException:
             h5.close()
             path.unlink(missing_ok=True)
+            (path.parent / CONFIG_FILE).unlink(missing_ok=True)
             raise
         return cls(path, h5, layout)
 
