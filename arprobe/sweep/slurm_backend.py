@@ -28,6 +28,7 @@ and resumes it from the newest resume point (``worker.run_point``), up to ``max_
 from __future__ import annotations
 
 import difflib
+import logging
 import shlex
 import sys
 import time
@@ -37,6 +38,9 @@ from pathlib import Path
 
 from arprobe.errors import UserError
 from arprobe.sweep.backend import BackendOptions, SweepBackend
+from arprobe.sweep.batching import member_jobs
+from arprobe.sweep.manifest import COMPLETE, DIVERGED, UNFINISHED, inspect_store
+from arprobe.sweep.worker import run_point
 
 INSTALL = 'pip install -e ".[slurm]"'
 
@@ -60,10 +64,12 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "executor": (str, '"slurm", or "local" to run the tasks as processes here through submitit'),
 }
 DEFAULT_TIME_MIN = 60
+log = logging.getLogger(__name__)  # --verbose: the submission's parameters and each task's state
 
 
 def import_submitit():
     try:
+        # lazy: optional extra
         import submitit
     except ImportError:
         raise UserError(
@@ -153,11 +159,11 @@ class SweepTask:
     which then resumes from its store's newest resume point (run_point resumes an unfinished store)."""
 
     def __call__(self, job: dict) -> dict:
-        from arprobe.sweep.worker import run_point
 
         return run_point(job)
 
     def checkpoint(self, job: dict):
+        # lazy: optional extra
         from submitit.helpers import DelayedSubmission
 
         print(f"arprobe: {job['name']} requeued; it resumes from its newest resume point.", flush=True)
@@ -224,6 +230,7 @@ class SlurmBackend(SweepBackend):
 
     def submission_text(self, n_tasks: int) -> str:
         """The sbatch script the array would be submitted with (for --dry-run), without submitting."""
+        # lazy: optional extra
         from submitit.slurm.slurm import _make_sbatch_string
 
         command = (
@@ -269,6 +276,7 @@ class SlurmBackend(SweepBackend):
         if not jobs:
             return
         executor = self._executor()
+        log.info("submitit %s executor, parameters: %s", self.executor_kind, self.parameters())
         try:
             submitted = executor.map_array(SweepTask(), jobs)
         except Exception as exc:  # noqa: BLE001 - sbatch refused (bad partition, account): its own words
@@ -283,6 +291,7 @@ class SlurmBackend(SweepBackend):
             while waiting:
                 for task, job in list(waiting.items()):
                     if task.done():
+                        log.info("task %s (%s) ended", task.job_id, job["name"])
                         del waiting[task]
                         on_done(job, task_record(job, task))
                 if waiting:
@@ -300,7 +309,6 @@ class SlurmBackend(SweepBackend):
 def task_record(job: dict, task) -> dict:
     """The record of an ended array task, read from its point's store (the stores are the truth;
     submitit's pickled result is not read back). A group job gets one record per member."""
-    from arprobe.sweep.batching import member_jobs
 
     try:
         state = str(task.state)
@@ -311,7 +319,6 @@ def task_record(job: dict, task) -> dict:
 
 
 def point_record(job: dict, job_id: str, state: str, stderr_tail: str) -> dict:
-    from arprobe.sweep.manifest import COMPLETE, DIVERGED, UNFINISHED, inspect_store
 
     store = Path(job["overrides"]["out"]) / str(job["overrides"]["name"]) / "run.h5"
     found, episodes, reason = inspect_store(store)
