@@ -238,3 +238,14 @@ def test_a_sweep_run_is_read_against_its_sibling_control_and_the_control_says_wh
         theirs = run_summary(control)
     assert theirs["finding"].startswith("A shuffled order: this run is itself a control (RS(2) ")
     assert "control_command" not in theirs
+
+
+def test_analyze_prints_a_status_line_per_probe_and_numbers_only_for_probes_named(capsys):
+    from arprobe.cli.analyze import OutcomePrinter
+    from arprobe.probes.runner import Outcome
+
+    outcome = Outcome("forgetting", "ok", headline={"bwt_mean": -0.03, "plasticity_mean": 1.2}, seconds=1.0)
+    OutcomePrinter(None)(outcome)  # every probe: the numbers are in the report
+    assert capsys.readouterr().out.splitlines() == [f"  {'forgetting':<28} {'ok':<8}    1.0 s"]
+    OutcomePrinter(["forgetting"])(outcome)  # asked for by name: its numbers too
+    assert capsys.readouterr().out.splitlines()[1:] == ["      bwt_mean: -0.03", "      plasticity_mean: 1.2"]
