@@ -23,6 +23,7 @@ VOLUME_COMMANDS = ("run", "analyze", "sweep")  # the commands with --quiet / --v
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # lazy: keeps `arprobe --help` fast
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -91,6 +92,7 @@ def unknown_flags_message(tokens: list[str], flags: list[str]) -> str:
 def check_near_misses(extra: list[str], flags: list[str]) -> None:
     """For a command that takes free ``--key value`` options (run): a token that is no config key
     but is a near miss of the command's own flag is refused with the flag's name."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.trainer.config import resolve_key
 
     for token in extra:
@@ -142,9 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         code, args.exit_at_once = 130, args.command == "run"  # a run's store and lock are closed by now
-    finally:
-        if quiet:
-            print(result_line(shown.getvalue()), end="")
+    if quiet:  # not after an error: its sentence on stderr is all there is to say
+        print(result_line(shown.getvalue()), end="")
     if argv is None and getattr(args, "exit_at_once", False):
         exit_at_once(code)
     return code
@@ -162,7 +163,10 @@ def with_config_file(args, extra: list[str]) -> list[str]:
 
 def warn_existing_target(args, extra: list[str]) -> None:
     """`run --dry-run` into a folder that already holds a run: say what the real run would do."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.cli.run import split_arguments
+
+    # lazy: keeps `arprobe --help` fast
     from arprobe.trainer.config import load_config
 
     config_path, overrides = split_arguments(extra)

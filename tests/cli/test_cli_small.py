@@ -222,3 +222,10 @@ def test_toml_values_read_back_exactly():
         "x": {"y": float("inf"), "z": {"deep": -3}},
     }
     assert tomllib.loads(to_toml(table)) == table
+
+
+def test_quiet_after_an_error_prints_only_the_error(tmp_path, capsys):
+    assert main(["run", "--dry-run", "--quiet", "--out", str(tmp_path), "--epochs", "-1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("arprobe run: error: ") and len(captured.err.strip().splitlines()) == 1
