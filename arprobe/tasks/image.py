@@ -18,7 +18,6 @@ input pixel tokens with ``data.mask_prob`` (replaced by the start token).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 from arprobe.errors import UserError
 from arprobe.tasks.base import Prepared, Task
-from arprobe.tasks.text import eval_batch_size, token_nll
+from arprobe.tasks.text import batched_attention, eval_batch_size, token_nll
 
 # Built-in classifiers see pixels in [-1, 1]; a hub classifier its own processor's mean/std.
 DEFAULT_MEAN, DEFAULT_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -337,8 +336,7 @@ def _per_document_grads(model, params, loss_of, data: tuple, *, chunk: int, meth
     detached = {n: params[n].detach() for n in names}
     per_doc = vmap(grad(one), in_dims=(None,) + (0,) * len(data))
     for lo in range(0, T, chunk):
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet")
+        with torch.no_grad(), batched_attention(data[0].device):  # CUDA: math SDPA, which vmap batches
             grads = per_doc(detached, *(a[lo : lo + chunk] for a in data))
         yield [grads[n] for n in names]
 

@@ -187,16 +187,17 @@ class GroupNorms:
     def __call__(self) -> torch.Tensor:
         S = self.stack.S
         squares = torch.stack(
-            [_member_squares(self.stack.params[n].grad, S) for n in self.names], 1
+            [_member_squares(self.stack.params[n].grad, S, self.owner.device) for n in self.names], 1
         )  # [S, P]
         out = squares.new_zeros(S, self.L)
         return out.index_add_(1, self.owner, squares).sqrt_()
 
 
-def _member_squares(grad: torch.Tensor | None, S: int) -> torch.Tensor:
-    """[S] sum of squares of each member's slice of ``grad``."""
+def _member_squares(grad: torch.Tensor | None, S: int, device: torch.device) -> torch.Tensor:
+    """[S] sum of squares of each member's slice of ``grad``, on ``device`` (the run's, also for a
+    parameter without a gradient: a CPU zero would not stack with a GPU run's squares)."""
     if grad is None:
-        return torch.zeros(S)
+        return torch.zeros(S, device=device)
     flat = grad.reshape(S, -1).float()
     if flat.device.type == "cpu":
         # BLAS dot products, one per member, as Recorder.group_grad_norms takes them: 8x faster on
@@ -212,7 +213,7 @@ def clip_per_member(stack: StackedModels, max_norm: float) -> None:
     if not grads:
         return
     S = stack.S
-    total = torch.stack([_member_squares(g, S) for g in grads]).sum(0).sqrt()  # [S]
+    total = torch.stack([_member_squares(g, S, g.device) for g in grads]).sum(0).sqrt()  # [S]
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.to(g.dtype).view(S, *([1] * (g.dim() - 1))))

@@ -58,6 +58,7 @@ class Recorder:
         self.n_values = sum(p.numel() for p in model.parameters())  # a checkpoint's model values
         self.table: list[Recording] = []
         self.capture: dict[str, Callable[[int], np.ndarray]] = {}
+        self._sketches: dict[tuple[int, int], CountSketch] = {}  # (D, k) -> the one sketch of that size
 
         # per-layer gradient norm: one flat list of parameters and the group of each
         groups = names.parameter_groups(model)
@@ -147,7 +148,7 @@ class Recorder:
     ) -> None:
         full = sum(p.numel() for p in params.values())
         dim = min(sketch_dim, full) if force_sketch else stored_dim(full, sketch_dim)
-        sketch = CountSketch(full_dim=full, dim=dim, seed=SKETCH_SEED) if dim < full or force_sketch else None
+        sketch = self._sketch(full, dim) if dim < full or force_sketch else None
         row = recordings.kind(kind).row_shape((dim,), self.task.n_docs)
         snapshot = self._snapshot if kind == "weights" else self._per_document_grads
         self.add(
@@ -162,6 +163,14 @@ class Recorder:
             ),
             lambda episode: snapshot(params, sketch),
         )
+
+    def _sketch(self, full: int, dim: int) -> CountSketch:
+        """One sketch instance per (D, k): a layer's weights and gradients share its kept hash map
+        (``CountSketch`` keeps it per parameter on the parameter's device: 4 bytes a coordinate)."""
+        key = (full, dim)
+        if key not in self._sketches:
+            self._sketches[key] = CountSketch(full_dim=full, dim=dim, seed=SKETCH_SEED)
+        return self._sketches[key]
 
     def _add_checkpoints(self, schedule: Schedule) -> None:
         policy, K = self.record.checkpoints, len(schedule)
@@ -219,18 +228,34 @@ class Recorder:
         return (flat[0] if len(flat) == 1 else torch.cat(flat)).cpu().numpy()
 
     def _per_document_grads(self, params: dict[str, torch.Tensor], sketch: CountSketch | None) -> np.ndarray:
-        """[T, D] (or [T, k] sketched): gradient of each document's loss w.r.t. ``params`` now."""
-        try:
-            return self._document_grads_by(self._grad_method, params, sketch)
-        except (RuntimeError, NotImplementedError) as exc:
-            if self._grad_method == "loop":
-                raise
-            # vmap cannot batch every architecture (data-dependent control flow, missing batching rules).
-            log.warning(
-                "per-document gradients: vmap failed (%s); using one backward pass per document.", exc
-            )
-            self._grad_method = "loop"
-            return self._document_grads_by("loop", params, sketch)
+        """[T, D] (or [T, k] sketched): gradient of each document's loss w.r.t. ``params`` now.
+
+        Out of memory: the chunk of documents per pass is halved (down to one), then vmap gives way
+        to one backward pass per document. Any other failure of vmap (it cannot batch every
+        architecture: data-dependent control flow, missing batching rules): one backward pass per
+        document. The choice sticks for the rest of the run. Each retry runs after the ``except``
+        block has ended, so the failed attempt's tensors (held by its traceback) are freed first.
+        """
+        while True:
+            try:
+                return self._document_grads_by(self._grad_method, params, sketch)
+            except (RuntimeError, NotImplementedError) as exc:
+                out_of_memory = isinstance(exc, torch.OutOfMemoryError)
+                if self._grad_method == "loop" and not (out_of_memory and self._grad_chunk > 1):
+                    raise
+                failure = f"{type(exc).__name__}: {exc}".splitlines()[0]  # text only: frees the frames
+            if out_of_memory and self._grad_chunk > 1:
+                self._grad_chunk //= 2
+                log.warning(
+                    "per-document gradients: out of memory (%s); retrying %d documents per pass.",
+                    failure, self._grad_chunk,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "per-document gradients: vmap failed (%s); using one backward pass per document.",
+                    failure,
+                )
+                self._grad_method = "loop"
 
     def _document_grads_by(self, method: str, params, sketch: CountSketch | None) -> np.ndarray:
         rows = []
