@@ -217,3 +217,31 @@ def test_a_callback_that_raises_fails_the_run_and_keeps_the_episodes_before(tmp_
     with RunStore(tmp_path / "tiny") as store:
         assert store.status == "failed" and store.completed_episodes == 3
         assert "logger down" in store.stop_reason
+
+
+def test_a_run_failed_by_its_logger_resumes_and_logs_each_step_once(logged, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from arprobe.trainer.loop import resume
+
+    class Breaks:
+        def on_episode(self, m):
+            if m["episode"] == 3:
+                raise RuntimeError("logger down")
+
+    cfg = tiny_config(tmp_path, report_to="tensorboard", **SMALL)
+    with pytest.raises(RuntimeError, match="logger down"):
+        run(cfg, progress=False, callbacks=[Breaks()])
+    rec = Recorder()
+    result = resume(tmp_path / "tiny", progress=False, callbacks=[rec])
+    assert result.status == "complete"
+    assert [(s["start"], s["episodes"]) for s in rec.starts] == [(3, 6)]
+    assert [e["episode"] for e in rec.episodes] == [4, 5, 6]
+    with RunStore(tmp_path / "tiny") as a, RunStore(logged["plain"]) as b:
+        assert np.array_equal(a.eval_matrix(), b.eval_matrix())
+        train = a.train_loss()
+    acc = EventAccumulator(str(tmp_path / "tiny" / "tensorboard"))
+    acc.Reload()
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, 13))  # each step once, across the two processes
+    assert [e.value for e in loss] == pytest.approx(train.ravel().tolist())
