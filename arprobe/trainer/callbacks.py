@@ -34,6 +34,7 @@ import numpy as np
 
 from arprobe.errors import UserError
 from arprobe.storage.layout import CONTROL_DIR
+from arprobe.trainer.loggers import make_loggers
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,6 @@ class Callbacks:
     @classmethod
     def for_run(cls, cfg, layer_names: list[str], extra: list | None = None) -> Callbacks:
         """The loggers ``cfg.report_to`` names, then ``extra``; ``layer_names``: the store's L groups."""
-        from arprobe.trainer.loggers import make_loggers
-
         check_callbacks(extra or [])  # before a logger opens a run of its own
         label = run_label(cfg.run_dir)
         return cls([*make_loggers(cfg, label), *(extra or [])], label, layer_names)

@@ -178,6 +178,8 @@ class MlflowLogger:
     def on_start(self, info: dict) -> None:
         # Here, not at the top: mlflow is an optional extra and slow to import.
         from mlflow.entities import Param
+
+        # lazy: optional extra
         from mlflow.tracking import MlflowClient
 
         try:
@@ -193,6 +195,7 @@ class MlflowLogger:
             raise _could_not("mlflow", exc) from exc
 
     def _metrics(self, scalars: dict[str, float], step: int) -> list:
+        # lazy: optional extra
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
