@@ -81,7 +81,10 @@ def test_resume_trains_a_missing_control(controlled, tmp_path):
 def test_without_a_control_the_run_says_rs_alone_is_not_evidence(tmp_path):
     result = cli("run", "--out", tmp_path, "--no-progress", *FLAGS, "--epochs", 2, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"note: {NO_CONTROL}" in result.stdout and "finding:" not in result.stdout
+    first = result.stdout.splitlines()[0]  # the finding comes first, then how to train the control
+    assert first.startswith("finding: No verdict without the matched control") and first.endswith(NO_CONTROL)
+    command = result.stdout.split("(a fresh folder):\n")[1].splitlines()[0].strip()
+    assert command.startswith("arprobe run ") and "--control shuffle" in command
     assert "not evidence" in NO_CONTROL and "--control shuffle" in NO_CONTROL
 
 
