@@ -30,7 +30,9 @@ import io
 import json
 import math
 import re
+import sys
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +66,7 @@ def make_config(config=None, **overrides):
     ``model={"name": "pythia-14m"}``). An unknown key raises ``UserError`` with the CLI's
     did-you-mean sentence.
     """
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.trainer.config import RunConfig, load_config, set_key, validate
 
     flat = flatten(overrides)
@@ -174,6 +177,7 @@ def run(config=None, *, callbacks=None, progress: bool = True, overwrite: bool =
     logger. ``overwrite``: replace an existing store of the same name. A run stopped by Ctrl-C
     (the first one finishes the episode) comes back with status ``stopped``; ``resume`` continues it.
     """
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.trainer.callbacks import check_callbacks
     from arprobe.trainer.control import run_with_control
 
@@ -184,6 +188,7 @@ def run(config=None, *, callbacks=None, progress: bool = True, overwrite: bool =
 
 def resume(path, *, callbacks=None, progress: bool = True, trust_remote_code: bool = False) -> Run:
     """Continue an unfinished run (its folder or run.h5) as ``arprobe run --resume`` does."""
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.trainer.callbacks import check_callbacks
     from arprobe.trainer.control import resume_with_control
 
@@ -196,6 +201,7 @@ def resume(path, *, callbacks=None, progress: bool = True, trust_remote_code: bo
 def open(path):  # noqa: A001 - arprobe.open(path), as the API names it
     """The ``RunStore`` of a run folder (or its run.h5), read-only; its repr shows the path, status
     and T/C/M/E. Close it (``store.close()``) or use it as a context manager."""
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.storage import RunStore
 
     return RunStore(_store_path(path))
@@ -319,7 +325,12 @@ class Analysis:
 
     @property
     def finding(self) -> str:
-        """The first run's finding: one sentence (with the matched control, when the run has one)."""
+        """The finding in one sentence: a sweep's (each point against its matched control), else the
+        first run's (with its matched control, when it has one)."""
+        if self.sweep and self.sweep.get("points") is not None:
+            from arprobe.report.pages import sweep_finding  # the API loads report code on use
+
+            return sweep_finding(self.sweep)
         runs = self.summary.get("runs") or []
         return runs[0].get("finding", "") if runs else ""
 
@@ -360,7 +371,7 @@ class Analysis:
             parts.append(f"<p><b>Finding:</b> {html.escape(self.finding)}</p>")
         if self.key_numbers:
             rows = [
-                (k, f"{v['value']:.4g} [{v['low']:.4g}, {v['high']:.4g}]")
+                (k, f"{_number(v['value'])} [{_number(v['low'])}, {_number(v['high'])}]")
                 for k, v in self.key_numbers.items()
                 if isinstance(v, dict) and {"value", "low", "high"} <= set(v)
             ]
@@ -430,6 +441,7 @@ def sweep(spec, *, out=None, backend: str = "local", dry_run: bool = False, prog
     ``out``: the folder of sweep folders. Running it again finishes what is unfinished.
     ``dry_run``: print the plan and the estimates, run nothing (returns None).
     """
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.sweep.spec import load_sweep as load_sweep_file
 
     with tempfile.TemporaryDirectory(prefix="arprobe-sweep-") as tmp:
@@ -458,7 +470,8 @@ def sweep(spec, *, out=None, backend: str = "local", dry_run: bool = False, prog
                 argv.append(flag)
             elif value not in (False, None):
                 argv += [flag, str(value)]
-        _command(argv)
+        with _main_hidden():
+            _command(argv)
         if dry_run:
             return None
         loaded = load_sweep_file(path)
@@ -470,6 +483,7 @@ def load_sweep(folder):
     wall seconds, RS(n) of every epoch as ``rs_1 .. rs_<E-1>``, ``online_loss`` (epochs 2..E) and
     ``path``; numbers only for complete runs (NaN otherwise). A pandas DataFrame when pandas is
     installed, else a list of dicts."""
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.sweep.manifest import read_manifest
     from arprobe.sweep.report import read_run
     from arprobe.sweep.spec import show
@@ -509,6 +523,7 @@ def load_sweep(folder):
 def _command(argv: list[str]) -> int:
     """Parse ``argv`` with the CLI's own parser and run the command; a parse error raises
     ``UserError`` with argparse's sentence instead of exiting."""
+    # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.cli.main import build_parser
 
     parser = build_parser()
@@ -520,6 +535,23 @@ def _command(argv: list[str]) -> int:
         message = errors.getvalue().strip().splitlines()
         raise UserError(message[-1] if message else f"could not parse {argv}") from None
     return int(args.func(args, []) or 0)
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """While a sweep's worker processes start, hide the caller's script from multiprocessing, which
+    would run it again in every worker (spawn) to find what it defines: a script without an
+    ``if __name__ == "__main__":`` guard would start its sweep again there. The workers need nothing
+    from it. A notebook's ``__main__`` has no file and is left alone."""
+    main = sys.modules.get("__main__")
+    if main is None or not getattr(main, "__file__", None):
+        yield
+        return
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def to_toml(table: dict) -> str:
@@ -567,6 +599,10 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
 
 
 def _short(value) -> str:

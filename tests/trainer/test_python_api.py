@@ -151,6 +151,11 @@ def test_sweep_from_a_dict_and_its_rows(tmp_path, monkeypatch):
             matrix, schedule = store.eval_matrix(), store.schedule()
         assert row["online_loss"] == online_loss(matrix, schedule.doc, schedule.epoch).mean_after_first_epoch
         assert np.array_equal([row["rs_1"]], recovery_scores(matrix, schedule.doc), equal_nan=True)
+    aggregate = arprobe.analyze(folder)
+    assert [p["n"] for p in aggregate.sweep["points"]] == [2]
+    assert aggregate.figures and all(f.png[:4] == b"\x89PNG" for f in aggregate.figures.values())
+    assert f"finding: {aggregate.finding}\n" in aggregate.log  # the sentence the command printed
+    assert not (folder / "report").exists()  # in memory
     monkeypatch.setitem(sys.modules, "pandas", None)  # without pandas: a list of dicts
     plain = arprobe.load_sweep(folder)
     assert [r["name"] for r in plain] == list(rows["name"])
