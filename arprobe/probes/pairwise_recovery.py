@@ -14,6 +14,7 @@ import numpy as np
 from arprobe.errors import MissingDataError
 from arprobe.probes.base import Probe, new_figure, save_figure
 from arprobe.science.geometry import binned_means, mean_by_cyclic_distance, symmetry
+from arprobe.trainer.memory import replays_that_fit
 
 
 def default_checkpoint(checkpoints: np.ndarray, last_episode: int) -> int:
@@ -67,6 +68,7 @@ class PairwiseRecovery(Probe):
         threads: int = 1,
         batch: int = -1,
     ) -> dict:
+        # lazy: torch takes seconds to import; only this path needs it
         import torch
 
         # Batch-size-1 steps gain little from intra-op threads, and when the cores are shared
@@ -81,10 +83,11 @@ class PairwiseRecovery(Probe):
             torch.set_num_threads(previous)
 
     def _run(self, store, out: Path, episode: int, steps: int, device: str, seed: int, batch: int) -> dict:
+        # lazy: tqdm takes seconds to import; only this path needs it
         from tqdm.auto import tqdm
 
+        # lazy: pulls in torch, which importing this module does not need
         from arprobe.trainer.api import Replay, pairwise_rows
-        from arprobe.trainer.memory import replays_that_fit
 
         checkpoints = store.checkpoint_episodes()
         schedule = store.schedule()

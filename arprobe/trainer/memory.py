@@ -89,10 +89,14 @@ def state_bytes(shape: ModelShape, cfg) -> dict[str, int]:
     }
 
 
+def eval_batch(cfg) -> int:
+    """Documents per eval forward as configured: ``tasks.text.eval_batch_size`` (about 16k tokens)."""
+    return cfg.eval_batch_size or max(1, 16384 // cfg.data.context_length)
+
+
 def eval_chunk(cfg) -> int:
-    """Documents per eval forward, as ``tasks.text.eval_batch_size`` chooses (at most T)."""
-    C = cfg.data.context_length
-    return min(cfg.eval_batch_size or max(1, 16384 // C), cfg.data.n_docs)
+    """Documents in one eval forward: the eval batch, at most T."""
+    return min(eval_batch(cfg), cfg.data.n_docs)
 
 
 def device_memory(
@@ -122,10 +126,10 @@ def device_memory(
         f"{B} of T={T} docs x C={C} x vocab {shape.vocab:,} x 2 float32 copies{times}",
     )
     if grad_values:
-        chunk = min(max(1, B // 4), T)  # recorders.Recorder._grad_chunk
+        chunk = min(max(1, eval_batch(cfg) // 4), T)  # recorders.Recorder._grad_chunk, at most T
         parts["per-document gradients"] = (
             chunk * (4 * grad_values + step_activation_bytes(shape, C)),
-            f"{chunk} docs at once x ({grad_values:,} gradient values + one step's activations)",
+            f"{chunk} doc(s) at once x ({grad_values:,} gradient values + one step's activations)",
         )
     return parts
 

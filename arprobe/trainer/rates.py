@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from arprobe.errors import UserError
+from arprobe.models.hub import cache_root
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,6 @@ def cpu_matmul_rate(threads: int) -> float:
 def cuda_matmul_rate(device: torch.device, precision: str) -> float:
     """FLOP/s of a 4096² matmul on ``device`` in ``precision`` (best of 10, about a second), kept
     per GPU model and precision in ``<arprobe cache>/device_rates.json``."""
-    from arprobe.models.hub import cache_root
-
     path = cache_root() / "device_rates.json"
     key = f"{torch.cuda.get_device_name(device)}|{precision}|torch {torch.__version__}"
     try:
