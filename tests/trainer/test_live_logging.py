@@ -232,6 +232,13 @@ def test_a_run_failed_by_its_logger_resumes_and_logs_each_step_once(logged, tmp_
     cfg = tiny_config(tmp_path, report_to="tensorboard", **SMALL)
     with pytest.raises(RuntimeError, match="logger down"):
         run(cfg, progress=False, callbacks=[Breaks()])
+    real = loggers.importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as mp:  # its logger's extra missing: one sentence, still resumable
+        mp.setattr(loggers.importlib.util, "find_spec", lambda n: None if n == "tensorboard" else real(n))
+        with pytest.raises(UserError, match=r"pip install 'arprobe\[tensorboard\]'"):
+            resume(tmp_path / "tiny", progress=False)
+    with RunStore(tmp_path / "tiny") as store:
+        assert store.completed_episodes == 3 and store.status == "stopped"
     rec = Recorder()
     result = resume(tmp_path / "tiny", progress=False, callbacks=[rec])
     assert result.status == "complete"
