@@ -25,6 +25,7 @@ def check_hub_model(name: str, revision: str = "") -> None:
     if Path(name).expanduser().exists():
         local_revision(name, revision)  # a missing revision is named here, before anything loads
         return
+    # lazy: huggingface_hub takes seconds to import; only this path needs it
     from huggingface_hub import try_to_load_from_cache
 
     try:

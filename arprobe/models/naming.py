@@ -230,6 +230,8 @@ def boot_bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> Mo
     """
     # lazy: importing TransformerLens takes seconds; bridge_names boots it once per architecture
     from transformer_lens.model_bridge import TransformerBridge
+
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoModelForCausalLM
 
     # Weightless first (instant even at 1B); some adapters (GPT-2's fused QKV split) need real

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import math
 import types
 import warnings
@@ -106,6 +107,7 @@ def weightless_model(
 ):
     """The model ``cfg`` describes on the meta device, from its config alone (a hub model's config
     from the local cache). ``vocab_size``: a random model's embedding rows, as ``build_model``."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoModelForCausalLM
 
     dtype = _DTYPES.get(cfg.dtype, torch.float32)
@@ -336,6 +338,7 @@ def _load_pretrained(
     cfg: ModelConfig, vocab_size: int, max_positions: int, dtype: torch.dtype, resize_embeddings: bool = False
 ):
     """``from_pretrained`` on a hub id or a local folder; dropout is zeroed in the config first."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoModelForCausalLM
 
     if cfg.name in PYTHIA_PRESETS:
@@ -388,6 +391,7 @@ def _load_pretrained(
 @contextlib.contextmanager
 def no_transformers_bars():
     """No transformers progress bar ("Loading weights", "Writing model shards") under our own."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
@@ -403,8 +407,6 @@ PRETRAIN_PROVENANCE_FILE = "arprobe_pretrain.json"  # written by arprobe pretrai
 
 
 def _read_pretrain_provenance(folder: Path) -> dict | None:
-    import json
-
     try:
         data = json.loads((folder / PRETRAIN_PROVENANCE_FILE).read_text())
     except (OSError, ValueError):
@@ -414,6 +416,7 @@ def _read_pretrain_provenance(folder: Path) -> dict | None:
 
 def _load_hf_config(cfg: ModelConfig):
     """``AutoConfig.from_pretrained`` with the user-facing errors a bad name deserves."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoConfig
 
     path = Path(cfg.name).expanduser()
@@ -474,6 +477,7 @@ def build_config(cfg: ModelConfig, vocab_size: int, max_positions: int):
     Returns ``(config, overrides)`` where ``overrides`` lists the changes applied to the
     base architecture (for provenance). Dropout is zeroed.
     """
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import GPTNeoXConfig
 
     if cfg.name in PYTHIA_PRESETS:
@@ -521,6 +525,7 @@ def _build_random(cfg: ModelConfig, vocab_size: int, seed: int, max_positions: i
     Initialising in float32 on CPU makes the weights the same on every device and dtype
     (up to the final rounding), and leaves the caller's global RNG untouched.
     """
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoModelForCausalLM
 
     config, overrides = build_config(cfg, vocab_size, max_positions)

@@ -17,16 +17,20 @@ fine-tune stably with dropout).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from arprobe.errors import UserError
+from arprobe.models.hub import check_hub_model, looks_like_path
 from arprobe.models.naming import ModelNames
+from arprobe.models.text import _DTYPES, _zero_dropout_config, disable_dropout, init_normal_, resolve_device
 
 # Random-init architectures. d_model / n_layers / n_heads override them (0: keep).
 VIT_PRESETS = {"vit-tiny": dict(d_model=64, n_layers=4, n_heads=4)}
@@ -282,8 +286,6 @@ class LoadedVision:
 def load_classifier(m, *, seed: int, image_size: int, patch_size: int, n_classes: int) -> LoadedVision:
     """A built-in classifier (vit-tiny, vgg-small; "tiny" is vit-tiny) or a Hugging Face
     ``AutoModelForImageClassification`` by hub id or path (pretrained, or random init of its config)."""
-    from arprobe.models.text import init_normal_
-
     name = "vit-tiny" if m.name == "tiny" else m.name
     if name in VIT_PRESETS or name in VGG_PRESETS:
         if m.init == "pretrained":
@@ -319,9 +321,8 @@ def load_classifier(m, *, seed: int, image_size: int, patch_size: int, n_classes
 def load_image_lm(m, *, seed: int, n_colors: int, n_positions: int) -> LoadedVision:
     """GPT-2 from a preset (random init, vocabulary = palette + a start token) or Image GPT /
     any GPT-2-layout causal model by hub id or path (pretrained or random init of its config)."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if m.name in IMAGE_LM_PRESETS:
         if m.init == "pretrained":
@@ -367,14 +368,10 @@ def load_image_lm(m, *, seed: int, n_colors: int, n_positions: int) -> LoadedVis
 
 
 def _named(m, name: str):
-    import dataclasses
-
     return dataclasses.replace(m, name=name)
 
 
 def _finish(model: nn.Module, m, names: VisionNames, info: dict, name: str) -> nn.Module:
-    from arprobe.models.text import _DTYPES, disable_dropout, resolve_device
-
     model.to(device=resolve_device(m.device), dtype=_DTYPES[m.dtype])
     model.train()
     disable_dropout(model)
@@ -408,9 +405,8 @@ def freeze_vision_blocks(model: nn.Module, names: ModelNames, n: int) -> None:
 
 
 def _hub_classifier(m, name: str, seed: int):
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoConfig, AutoModelForImageClassification
-
-    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if name in IMAGE_LM_PRESETS:
         raise UserError(
@@ -436,9 +432,8 @@ def _hub_classifier(m, name: str, seed: int):
 
 
 def _hub_image_lm(m, seed: int):
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoConfig
-
-    from arprobe.models.text import _zero_dropout_config, init_normal_
 
     if m.name in VIT_PRESETS or m.name in VGG_PRESETS:
         raise UserError(
@@ -462,6 +457,7 @@ def _hub_image_lm(m, seed: int):
 
 def causal_image_class(model_type: str, name: str):
     """The model class of a causal image model: Image GPT or GPT-2 (nothing from a model's own code)."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import GPT2LMHeadModel, ImageGPTForCausalImageModeling
 
     classes = {"imagegpt": ImageGPTForCausalImageModeling, "gpt2": GPT2LMHeadModel}
@@ -476,10 +472,6 @@ def causal_image_class(model_type: str, name: str):
 def _source(name: str, revision: str = "") -> str:
     """A local folder's path, or the hub id once it is known to be cached or reachable (fails in one
     sentence within seconds offline, instead of the hub client's retries)."""
-    from pathlib import Path
-
-    from arprobe.models.hub import check_hub_model, looks_like_path
-
     path = Path(name).expanduser()
     if looks_like_path(name) and not path.exists():
         raise UserError(f"Model path '{name}' does not exist.")
@@ -501,7 +493,6 @@ class _loading_errors:
     def __exit__(self, kind, exc, tb):
         if exc is None or not isinstance(exc, (OSError, ValueError)):
             return False
-        from pathlib import Path
 
         if isinstance(exc, OSError) and not Path(self.name).expanduser().exists():
             at = f" at revision '{self.revision}'" if self.revision else ""
@@ -517,9 +508,8 @@ def vision_model_from_info(info: dict, cfg, *, causal: bool) -> nn.Module:
     config with a fixed class (never a model's own code): a causal image model when ``causal``
     (image-lm), else a classifier — frozen and dropout-free as the run's was. Its weights come from
     a checkpoint after."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoConfig, AutoModelForImageClassification
-
-    from arprobe.models.text import disable_dropout
 
     if info.get("kind") == "builtin":
         model = build_from_spec(info["spec"])
