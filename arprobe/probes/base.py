@@ -165,6 +165,7 @@ def control_store(store):
     """The matched shuffled control of a run (``arprobe run --control shuffle`` writes it to
     ``<run folder>/control/run.h5``), opened read-only as a ``RunStore``; None if the run has none.
     The caller closes it (``with`` works)."""
+    # lazy: pulls in h5py, which importing this module does not need
     from arprobe.storage import RunStore
 
     path = Path(store.path).parent / "control" / "run.h5"

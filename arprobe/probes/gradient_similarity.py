@@ -259,6 +259,7 @@ def _control_effects(store, layer: str, episode: int) -> dict | None:
 
 def _shade(i: int, n: int):
     """Colour of the i-th of n ordered curves: light (early) to dark (late)."""
+    # lazy: matplotlib takes seconds to import; only this path needs it
     from matplotlib import colormaps
 
     return colormaps["viridis"](0.15 + 0.75 * (i / max(n - 1, 1)))

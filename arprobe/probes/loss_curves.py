@@ -16,6 +16,7 @@ from arprobe.errors import UserError
 from arprobe.probes.base import Probe, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, last_finite, versus_control
 from arprobe.science.geometry import common_training_offsets, interval_peaks, intervals_between
+from arprobe.science.recovery import shift_averaged_curve
 
 
 class LossCurves(Probe):
@@ -35,8 +36,6 @@ class LossCurves(Probe):
     ]
 
     def run(self, store, out: Path, doc: int = 0) -> dict:
-        from arprobe.science.recovery import shift_averaged_curve
-
         loss_eval = store.eval_matrix()  # [K+1, T]
         schedule = store.schedule()
         T = store.n_docs

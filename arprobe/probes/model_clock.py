@@ -88,6 +88,7 @@ class ModelClock(Probe):
 
     @staticmethod
     def _plot(snap_episodes, clock, curves, schedule, r, out):
+        # lazy: matplotlib takes seconds to import; only this path needs it
         from matplotlib import colormaps
 
         fig, axes = new_figure(3, width=4.6)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from arprobe.errors import MissingDataError
 from arprobe.probes.base import control_store
 
 NO_CONTROL = (
@@ -25,8 +26,6 @@ def control_value(store, compute: Callable[[Any], Any]) -> Any:
     """``compute(control)`` on the run's matched shuffled control, or None if it has none.
 
     A control that lacks what ``compute`` reads (an older or stopped control) counts as none."""
-    from arprobe.errors import MissingDataError
-
     control = control_store(store)
     if control is None:
         return None

@@ -14,12 +14,11 @@ import numpy as np
 from arprobe.probes.base import Probe, bars_from_zero, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, versus_control
 from arprobe.report.grouping import group_runs
+from arprobe.science.recovery import online_loss
 
 
 def _mean_online_loss(store) -> float:
     """A run's mean online loss over epochs 2..E (the headline), read from its store."""
-    from arprobe.science.recovery import online_loss
-
     schedule = store.schedule()
     return online_loss(store.eval_matrix(), schedule.doc, schedule.epoch).mean_after_first_epoch
 
@@ -43,8 +42,6 @@ class OnlineLoss(Probe):
     multi_run = True
 
     def run(self, store, out: Path) -> dict:
-        from arprobe.science.recovery import online_loss
-
         stores = store if isinstance(store, (list, tuple)) else [store]
         configs = [s.config for s in stores]
         groups, labels = group_runs(configs)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arprobe.errors import MissingDataError
+from arprobe.errors import MissingDataError, UserError
 from arprobe.probes.base import Probe, integer_axis, mark_epochs, new_figure, pick_recording, save_figure
 from arprobe.science.geometry import binned_means
 from arprobe.science.order_decoding import (
@@ -62,8 +62,6 @@ class OrderDecoding(Probe):
     ]
 
     def run(self, store, out: Path, hook: str = "", folds: int = 5) -> dict:
-        from arprobe.errors import UserError
-
         if folds < 2:
             raise UserError(f"Option order_decoding.folds must be at least 2, got {folds}.")
         require_sklearn()

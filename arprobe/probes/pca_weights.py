@@ -45,6 +45,7 @@ from arprobe.science.geometry import (
     pca_from_gram,
     random_walk_null,
     residual_lag_cosine,
+    residual_operator,
     snapshot_epochs,
     step_permutation_null,
     trajectory_winding,
@@ -166,10 +167,9 @@ class PcaWeights(Probe):
         """The helix in 3-D, as a figure and as an interactive page. Detrended (the default), the
         drift that dominates the raw top PCs is gone: PC1-PC2 of the residuals against training
         time, one turn per epoch. Raw: the top-3 PCs, as the paper draws Fig. 9."""
+        # lazy: matplotlib takes seconds to import; only this path needs it
         from matplotlib import colormaps
         from matplotlib.colors import to_hex
-
-        from arprobe.science.geometry import residual_operator
 
         if detrend == "window":
             _, rows = residual_operator(len(epoch_of), "window", window)
@@ -212,6 +212,7 @@ class PcaWeights(Probe):
 
     @staticmethod
     def _plot_plane(helix, scores, ratio, episodes, schedule, detrend, out):
+        # lazy: matplotlib takes seconds to import; only this path needs it
         from matplotlib import colormaps
 
         plane, plane_ratio, plane_epochs = (

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arprobe.errors import UserError
 from arprobe.probes.base import Probe, integer_axis, mark_epochs, new_figure, save_figure
 from arprobe.probes.nulls import control_value, versus_control
 from arprobe.science.geometry import trend
@@ -39,8 +40,6 @@ class RecoveryMap(Probe):
     headline_keys = ["onset_lag_per_epoch", "onset_lag_mean", "onset_lag_trend", "anticipating_fraction"]
 
     def run(self, store, out: Path, order: str = "first") -> dict:
-        from arprobe.errors import UserError
-
         if order not in ("first", "index"):
             raise UserError(f"Option recovery_map.order must be 'first' or 'index', got '{order}'.")
         loss_eval = store.eval_matrix()  # [K+1, T]

@@ -9,6 +9,7 @@ import numpy as np
 from arprobe.errors import MissingDataError
 from arprobe.probes.base import Probe, bars_from_zero, integer_axis, new_figure, save_figure
 from arprobe.probes.nulls import control_value, last_finite, versus_control
+from arprobe.science.recovery import recovery_components, recovery_score_notes, recovery_scores
 
 # What RS reads with no anticipation at all (issue 21): l_before lies inside the window where l_max
 # is taken, so RS >= 0 by construction, and noise alone lifts it. Pure monotone forgetting plus
@@ -37,8 +38,6 @@ class RecoveryScore(Probe):
         return head
 
     def run(self, store, out: Path) -> dict:
-        from arprobe.science.recovery import recovery_components, recovery_score_notes, recovery_scores
-
         loss_eval = store.eval_matrix()
         schedule = store.schedule()
         schedule_doc = schedule.doc

@@ -36,7 +36,9 @@ from arprobe.probes.base import (
     pick_recording,
     save_figure,
 )
-from arprobe.science.comparison import ring_order
+from arprobe.probes.pca_weights import control_helix_cosine
+from arprobe.probes.weight_residual_similarity import snapshot_spacing
+from arprobe.science.comparison import curve_correlation, revolutions_per_epoch, ring_order
 from arprobe.science.geometry import (
     factor_from_gram,
     gram_matrix,
@@ -44,6 +46,7 @@ from arprobe.science.geometry import (
     residual_lag_cosine,
     step_permutation_null,
 )
+from arprobe.science.recovery import recovery_score_notes, recovery_scores
 from arprobe.science.schedule import Schedule
 from arprobe.science.toy import (
     DEFAULT_EPOCHS,
@@ -110,8 +113,6 @@ class ToyModel(Probe):
         lr_target: float = DEFAULT_LR["target"],
         weights: str = "",
     ) -> dict:
-        from arprobe.science.recovery import recovery_score_notes, recovery_scores
-
         if store is None:
             doc = np.tile(np.arange(n_tasks), epochs)
             schedule = Schedule(doc, np.repeat(np.arange(1, epochs + 1), n_tasks), n_tasks)
@@ -173,9 +174,6 @@ class ToyModel(Probe):
     @staticmethod
     def _compare(store, schedule, toys, weights) -> dict:
         """The run's numbers next to each toy's, all on the run's schedule."""
-        from arprobe.science.comparison import curve_correlation, revolutions_per_epoch
-        from arprobe.science.recovery import recovery_score_notes, recovery_scores
-
         loss_eval = store.eval_matrix()
         out: dict = {
             "run": str(store.path.parent),
@@ -201,8 +199,6 @@ class ToyModel(Probe):
         out["run_winding_revolutions"] = None
         out["run_winding_of"] = "no weights recorded (record.weights)"
         if store.recorded("weights"):
-            from arprobe.probes.weight_residual_similarity import snapshot_spacing
-
             name = pick_recording(store, "weights", weights, ("all", "unembed"))
             episodes, values = store.weights(name)
             snapshot_spacing(episodes)  # one sentence if uneven
@@ -221,9 +217,6 @@ class ToyModel(Probe):
         """helix_cosine of the run's weights and of each toy's w (lag and window one cycle), beside
         random walks of their shapes, the toy on the run's documents shuffled within epochs, and the
         run's matched shuffled control."""
-        from arprobe.probes.pca_weights import control_helix_cosine
-        from arprobe.science.recovery import recovery_scores
-
         cycle = max(int(round(schedule.cycle_length)), 2)
         toy_helix, toy_null, toy_steps, toy_shuffled = {}, {}, {}, {}
         shuffled = shuffle_within_epochs(schedule.doc, schedule.epoch, seed=seed)
@@ -313,6 +306,7 @@ class ToyModel(Probe):
 
     @staticmethod
     def _plot_circles(toys, ring_docs, out):
+        # lazy: matplotlib takes seconds to import; only this path needs it
         from matplotlib import colormaps
 
         if len(ring_docs) < 3:
