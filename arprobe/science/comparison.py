@@ -17,6 +17,7 @@ from arprobe.science.geometry import (
 )
 from arprobe.science.recovery import shift_averaged_curve
 from arprobe.science.schedule import Schedule
+from arprobe.science.toy import circularity, pca_2d
 
 
 def curve_correlation(run_loss: np.ndarray, toy_loss: np.ndarray, schedule: Schedule) -> dict:
@@ -66,7 +67,5 @@ def ring_order(embeddings: np.ndarray, order: np.ndarray) -> dict:
     """How well task embeddings [T, M], taken in ``order`` (e.g. the run's repeating documents in
     the order they are trained), lie on a ring in that order (``toy.circularity`` of their top-2
     PCA plane: order_agreement, winding in revolutions, radius_cv)."""
-    from arprobe.science.toy import circularity, pca_2d
-
     coords, _ = pca_2d(np.asarray(embeddings)[np.asarray(order, dtype=int)])
     return circularity(coords)

@@ -38,6 +38,7 @@ def decode_ages(features: np.ndarray, ages: np.ndarray, groups: np.ndarray, n_sp
     """Held-out predicted ages [N] of samples ``features`` [N, d] with true ``ages`` [N]: a ridge
     regression on standardised features, fitted with ``groups`` [N] (the document) split into
     ``n_splits`` folds, each sample predicted by the model fitted without its group."""
+    # lazy: optional extra
     from sklearn.linear_model import RidgeCV
     from sklearn.model_selection import GroupKFold
     from sklearn.pipeline import make_pipeline
