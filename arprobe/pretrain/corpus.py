@@ -28,6 +28,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arprobe.tasks.text_data import load_texts
+from arprobe.trainer.config import DataConfig
+
 NGRAM = 8  # words in a shared run that marks a paragraph as overlapping the fine-tuning set
 MIN_WORDS = 3  # shorter paragraphs ("Returns", "Args:") carry no prose
 _WORD = re.compile(r"\w+")
@@ -190,9 +193,6 @@ def load_corpus(source: str, finetune_texts: list[str], max_chars: int = 0) -> C
     if source == "python-docs":
         pairs, description = python_doc_texts()
     else:
-        from arprobe.tasks.text_data import load_texts
-        from arprobe.trainer.config import DataConfig
-
         texts, description = load_texts(DataConfig(source=source))
         pairs = ((source, text) for text in texts)
     return build_corpus(pairs, description, finetune_texts, max_chars)

@@ -12,6 +12,7 @@ continues bit for bit as if it had never stopped.
 from __future__ import annotations
 
 import math
+import platform
 import shutil
 import signal
 import time
@@ -21,17 +22,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arprobe import __version__
 from arprobe.errors import UserError
-from arprobe.models.text import no_transformers_bars
+from arprobe.models.text import build_model, no_transformers_bars
+from arprobe.pretrain.corpus import load_corpus
 from arprobe.pretrain.ladder import (
     FORMAT,
     PROVENANCE_FILE,
+    SIZES,
     Settings,
     checkpoint_steps,
     read_json,
     size_shape,
     write_json,
 )
+from arprobe.sweep.estimate import format_seconds
+from arprobe.tasks.text_data import load_texts
+from arprobe.tasks.tokenizer import default_cache_dir, train_bpe_tokenizer
+from arprobe.trainer.config import DataConfig, ModelConfig
 
 RESUME_DIR = "_resume"
 RESUME_SECONDS = 120.0  # a resume state at least this often (and at every revision)
@@ -51,10 +59,6 @@ class Corpus:
 
 def load_tokenizer_and_finetune_texts(settings: Settings):
     """The BPE the fine-tuning run trains on its documents (the same cached one), and those documents."""
-    from arprobe.tasks.text_data import load_texts
-    from arprobe.tasks.tokenizer import default_cache_dir, train_bpe_tokenizer
-    from arprobe.trainer.config import DataConfig
-
     texts, description = load_texts(DataConfig(source=settings.finetune_source))
     tokenizer = train_bpe_tokenizer(texts, settings.vocab_size, cache_dir=default_cache_dir())
     return tokenizer, texts, description
@@ -64,8 +68,6 @@ def prepare_corpus(
     ladder_dir: Path, settings: Settings, tokenizer, finetune_texts, finetune_description
 ) -> Corpus:
     """The ladder's tokenized corpus: read from ``<ladder>/corpus/`` or built there once."""
-    from arprobe.pretrain.corpus import load_corpus
-
     folder = ladder_dir / "corpus"
     info = read_json(folder / "corpus.json")
     if info is not None and (folder / "tokens.npy").is_file():
@@ -150,9 +152,6 @@ def lr_at(step: int, settings: Settings) -> float:
 
 def build_size(size: str, vocab_size: int, settings: Settings, device: str = "cpu"):
     """A randomly initialised ladder size (Pythia init, seeded): arprobe's own model builder."""
-    from arprobe.models.text import build_model
-    from arprobe.trainer.config import ModelConfig
-
     cfg = ModelConfig(name="tiny", init="pythia", device=device, **size_shape(size))
     return build_model(cfg, vocab_size=vocab_size, seed=settings.seed, max_positions=settings.seq_len)
 
@@ -189,6 +188,7 @@ def held_out_loss(model, batches: Batches) -> float:
 
 
 def save_resume(folder: Path, model, optimizer, step: int) -> None:
+    # lazy: safetensors takes seconds to import; only this path needs it
     from safetensors.torch import save_file
 
     tensors = {f"model/{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters()}
@@ -207,6 +207,7 @@ def save_resume(folder: Path, model, optimizer, step: int) -> None:
 @torch.no_grad()
 def load_resume(folder: Path, model, optimizer) -> int:
     """Restore weights and AdamW state; the step to continue from (0 when there is no state)."""
+    # lazy: safetensors takes seconds to import; only this path needs it
     from safetensors import safe_open
 
     path = folder / "state.safetensors"
@@ -301,6 +302,7 @@ def train_size(
 
     ``stop_after``: stop (with a resume state) once this many steps are done — for tests of resume.
     """
+    # lazy: tqdm takes seconds to import; only this path needs it
     from tqdm.auto import tqdm
 
     size_dir = ladder_dir / size
@@ -397,11 +399,8 @@ def free_bytes(path: Path) -> int:
 
 
 def environment() -> dict:
-    import platform
-
+    # lazy: transformers takes seconds to import; only this path needs it
     import transformers
-
-    from arprobe import __version__
 
     return dict(
         arprobe_version=__version__,
@@ -443,8 +442,6 @@ def open_ladder(ladder_dir: Path, name: str, settings: Settings, overwrite: bool
 
 
 def _size_order(size: str) -> int:
-    from arprobe.pretrain.ladder import SIZES
-
     return list(SIZES).index(size) if size in SIZES else len(SIZES)
 
 
@@ -496,8 +493,6 @@ def pretrain_ladder(
 
 def dry_run(ladder_dir: Path, settings: Settings, *, device: str = "cpu", threads: int = 1) -> str:
     """The plan: steps, revisions, and per size its parameters, measured tokens/s, time and disk."""
-    from arprobe.sweep.estimate import format_seconds
-
     settings.check()
     vocab = settings.vocab_size
     revisions = checkpoint_steps(settings.steps, settings.checkpoint_every)
