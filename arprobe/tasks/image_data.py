@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from arprobe.errors import UserError
+from arprobe.models.hub import looks_like_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -56,7 +57,6 @@ def load_images(cfg, n: int) -> Images:
     path = Path(source).expanduser()
     if path.is_dir() and not _is_saved_dataset(path):
         return _folder(path, n, rng, im)
-    from arprobe.models.hub import looks_like_path
 
     if not path.exists() and looks_like_path(source):
         raise UserError(f"Data source '{source}' does not exist.")
@@ -79,6 +79,7 @@ def _order(indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _digits(n: int, rng: np.random.Generator, im) -> Images:
     require_sklearn()
+    # lazy: optional extra
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -124,6 +125,7 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    # lazy: optional extra
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -138,6 +140,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _dataset(source: str, path: Path, n: int, rng: np.random.Generator, cfg) -> Images:
+    # lazy: datasets takes seconds to import; only this path needs it
     import datasets
 
     d, im = cfg.data, cfg.image
@@ -205,6 +208,7 @@ def _dataset(source: str, path: Path, n: int, rng: np.random.Generator, cfg) -> 
 def to_size(rgb: np.ndarray, size: int, resize: int = 0) -> np.ndarray:
     """uint8 [H, W, 3] -> [size, size, 3]: bilinear resize straight to ``size``, or the shorter side
     to ``resize`` then a centre crop of ``size``."""
+    # lazy: optional extra
     from PIL import Image
 
     img = Image.fromarray(rgb.astype(np.uint8))
@@ -225,6 +229,7 @@ def kmeans_palette(pixels: np.ndarray, n_colors: int, seed: int, max_points: int
     """float32 [K, 3] in [0, 1]: k-means colour clusters of ``pixels`` (uint8 [..., 3]), sorted by
     brightness — Image GPT's colour palette, computed on the run's own images."""
     require_sklearn()
+    # lazy: optional extra
     from sklearn.cluster import KMeans
 
     points = pixels.reshape(-1, 3).astype(np.float32) / 255.0

@@ -21,10 +21,12 @@ samples row numbers, so every row must keep its place.
 from __future__ import annotations
 
 import json
+import platform
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from pydoc_data.topics import topics
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,9 +75,6 @@ def _keep_rows(texts: list[str | None], keep_blank: bool) -> list[str]:
 
 
 def _load_pydoc() -> tuple[list[str], str]:
-    import platform
-    from pydoc_data.topics import topics
-
     texts = _keep_nonblank([topics[key].strip() for key in sorted(topics)])
     return texts, f"pydoc_data.topics (Python {platform.python_version()}, {len(texts)} topics)"
 
@@ -162,6 +161,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 
 def _load_saved_dataset(path: Path, cfg: DataConfig, keep_blank: bool) -> tuple[list[str], str]:
+    # lazy: datasets takes seconds to import; only this path needs it
     import datasets
 
     loaded = datasets.load_from_disk(str(path))
@@ -182,6 +182,7 @@ def _load_saved_dataset(path: Path, cfg: DataConfig, keep_blank: bool) -> tuple[
 
 
 def _load_hub(cfg: DataConfig, keep_blank: bool) -> tuple[list[str], str]:
+    # lazy: datasets takes seconds to import; only this path needs it
     import datasets
 
     source = cfg.source

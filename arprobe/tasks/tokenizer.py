@@ -84,6 +84,7 @@ def _save_trained(texts: list[str], vocab_size: int, folder: Path) -> None:
 
 
 def _train(texts: list[str], vocab_size: int):
+    # lazy: tokenizers takes seconds to import; only this path needs it
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -101,6 +102,7 @@ def _train(texts: list[str], vocab_size: int):
 
 
 def _wrap(tokenizer) -> PreTrainedTokenizerFast:
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast(
@@ -109,6 +111,7 @@ def _wrap(tokenizer) -> PreTrainedTokenizerFast:
 
 
 def _load_folder(folder: Path) -> PreTrainedTokenizerFast:
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import PreTrainedTokenizerFast
 
     return PreTrainedTokenizerFast.from_pretrained(str(folder))
@@ -119,6 +122,7 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerBase:
     """A pretrained tokenizer (``PreTrainedTokenizerBase``) from a local folder or a hub id, via
     ``AutoTokenizer``."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoTokenizer
 
     local = Path(name_or_path).expanduser()
