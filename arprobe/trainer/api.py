@@ -20,6 +20,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from arprobe.models.text import resolve_device
 from arprobe.tasks.registry import task_class
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, model_from_info, restore_state
 from arprobe.trainer.config import config_from_dict
@@ -38,8 +39,6 @@ class Replay:
         steps_per_doc: int | None = None,
         seed: int | None = None,
     ):
-        from arprobe.models.text import resolve_device
-
         self.cfg = cfg = config_from_dict(store.config)
         self.episode = episode
         state = store.checkpoint(episode)  # raises a clear error if it was not recorded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from arprobe.errors import UserError
+from arprobe.science.schedule import Schedule
 
 
 def cyclic(n_docs: int, epochs: int) -> list[np.ndarray]:
@@ -90,8 +91,6 @@ def make_schedule(
 
 def schedule_from_config(cfg, n_docs: int):
     """The run's whole schedule (``arprobe.science.schedule.Schedule``) from its config."""
-    from arprobe.science.schedule import Schedule
-
     sched = cfg.schedule
     doc, epoch = make_schedule(
         sched.order,
