@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from arprobe.sweep.backend import BackendOptions, SweepBackend
+from arprobe.sweep.worker import limit_threads, lost_record, run_point
 
 
 def available_cores() -> int:
@@ -39,8 +40,6 @@ def split_cores(cores: int, n_jobs: int, workers: int = 0, threads: int = 0) -> 
 
 
 def _init_worker(threads: int) -> None:
-    from arprobe.sweep.worker import limit_threads
-
     limit_threads(threads)
 
 
@@ -70,8 +69,6 @@ class LocalBackend(SweepBackend):
     ) -> None:
         """Run every job; ``on_start(job)`` when it is handed to a worker, ``on_done(job, record)``
         when it returns. At most ``workers`` jobs are in flight, so "started" means running."""
-        from arprobe.sweep.worker import lost_record, run_point
-
         if not jobs:
             return
         # spawn, not fork: a forked child of a process that already ran torch can deadlock in OpenMP.

@@ -58,6 +58,7 @@ def read_manifest(sweep_dir: str | Path) -> dict:
 
 def inspect_store(store_path: Path) -> tuple[str, int, str]:
     """(state, completed episodes, stop reason) of a point's store, without changing it."""
+    # lazy: pulls in h5py, which importing this module does not need
     from arprobe.storage import RunStore
 
     if not Path(store_path).exists():

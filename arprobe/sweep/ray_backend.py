@@ -9,12 +9,14 @@ from collections.abc import Callable
 from arprobe.errors import UserError
 from arprobe.sweep.backend import BackendOptions, SweepBackend
 from arprobe.sweep.local import available_cores
+from arprobe.sweep.worker import lost_record, run_point
 
 INSTALL = 'pip install -e ".[ray]"'
 
 
 def import_ray():
     try:
+        # lazy: optional extra
         import ray
     except ImportError:
         raise UserError(
@@ -76,8 +78,6 @@ class RayBackend(SweepBackend):
     def run(
         self, jobs: list[dict], on_start: Callable[[dict], None], on_done: Callable[[dict, dict], None]
     ) -> None:
-        from arprobe.sweep.worker import lost_record, run_point
-
         if not jobs:
             return
         ray = self.ray

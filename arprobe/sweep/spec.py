@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.trainer.config import all_keys, load_config, resolve_key
 from arprobe.values import flatten
 
 # Keys of the sweep file that are not run options.
@@ -133,8 +134,6 @@ class SweepSpec:
 def resolve_linked(factor: str, table: dict, resolve_key, where: str) -> dict:
     """One value of a linked factor (options that change together, e.g. optimizer and its lr):
     its keys as dotted paths, looked up inside the section the factor names when it names one."""
-    from arprobe.trainer.config import all_keys
-
     if not table:
         raise UserError(f"{where}: grid.{factor} has an empty table; give the options it sets.")
     resolved = {}
@@ -189,8 +188,6 @@ def read_sweep_text(path: Path) -> tuple[str, dict]:
 def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
     """Read and check a sweep file: every key known, every grid value a list, every point a valid
     run config (checked here, before anything runs)."""
-    from arprobe.trainer.config import load_config, resolve_key
-
     path = Path(path)
     _, table = read_sweep_text(path)
     where = f"Sweep file '{path}'"
