@@ -27,7 +27,7 @@ from arprobe.jsonio import write_json_atomic, write_text_atomic
 from arprobe.probes.runner import write_report
 from arprobe.report.figures import integer_axis, new_figure, save_figure
 from arprobe.report.grouping import group_runs, training_config
-from arprobe.report.pages import fmt, mean_pm_std, write_sweep_index
+from arprobe.report.pages import MIN_SEEDS, fmt, mean_pm_std, small_n_caution, write_sweep_index
 from arprobe.report.summary import run_identity
 from arprobe.science.aggregate import paired_difference, summarize, summarize_columns
 from arprobe.science.recovery import online_loss, recovery_scores, shift_averaged_curve
@@ -322,7 +322,11 @@ def draw_rs_vs_factor(entries: list[dict], factors: list[str], factor: str, valu
     ax.set_xlabel(factor)
     ax.set_ylabel(f"recovery score RS({epoch})")
     ax.axhline(0.0, color="0.7", lw=0.8)
-    ax.set_title(f"Recovery score vs {short(factor, factors)} (mean ± std over seeds)")
+    title = f"Recovery score vs {short(factor, factors)} (mean ± std over seeds)"
+    fewest = min((e["n"] for e in entries), default=0)
+    if fewest < MIN_SEEDS:  # a std over 1 or 2 seeds says almost nothing: the figure says so
+        title += f"\n{small_n_caution(fewest)}"
+    ax.set_title(title)
     if others:
         ax.legend(fontsize=8)
     data: dict = {factor: [show(v) for v in values]}

@@ -148,6 +148,12 @@ def test_a_categorical_factor_is_drawn_as_points_and_a_numeric_one_as_a_line(mon
     (curve,) = [line for line in figures[1].axes[0].lines if line.get_marker() == "o"]
     assert curve.get_linestyle() == "-"
     assert [t.get_text() for t in figures[0].axes[0].get_xticklabels()] == ["cyclic", "shuffle"]
+    assert "\n" not in figures[0].axes[0].get_title()  # 3 seeds: no caution
+    few = [entry("order=cyclic", {"schedule.order": "cyclic"}, 0.36, 0.36, n=2)]
+    sweep_report.draw_rs_vs_factor(few, ["schedule.order"], "schedule.order", ["cyclic"], tmp_path)
+    assert (
+        figures[2].axes[0].get_title().endswith("\nn = 2: too few seeds for a meaningful spread or interval")
+    )
 
 
 # --- the sweep's page -------------------------------------------------------------------------------
