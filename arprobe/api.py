@@ -438,8 +438,9 @@ def sweep(spec, *, out=None, backend: str = "local", dry_run: bool = False, prog
     ``spec``: a sweep file (TOML) or the same as a dict (``{"name": "lr", "seeds": [0, 1],
     "epochs": 3, "grid": {"lr": [1e-3, 1e-4]}}``). ``options``: the command's flags by name
     (``workers=2``, ``threads=1``, ``batch_seeds=8``, ``extend=True``, a backend's own flags);
-    ``out``: the folder of sweep folders. Running it again finishes what is unfinished.
-    ``dry_run``: print the plan and the estimates, run nothing (returns None).
+    a list repeats a flag: ``slurm=["partition=gpu", "time=60"]``; ``out``: the folder of sweep
+    folders. Running it again finishes what is unfinished. ``dry_run``: print the plan and the
+    estimates, run nothing (returns None).
     """
     # lazy: `import arprobe` loads no torch, numpy or trainer (tests/trainer/test_python_api.py)
     from arprobe.sweep.spec import load_sweep as load_sweep_file
@@ -468,6 +469,9 @@ def sweep(spec, *, out=None, backend: str = "local", dry_run: bool = False, prog
             flag = "--" + key.replace("_", "-")
             if value is True:
                 argv.append(flag)
+            elif isinstance(value, list | tuple):  # a repeatable flag: --slurm a=1 --slurm b=2
+                for item in value:
+                    argv += [flag, str(item)]
             elif value not in (False, None):
                 argv += [flag, str(value)]
         with _main_hidden():

@@ -180,3 +180,15 @@ def test_run_accepts_a_config_from_the_trainer(tmp_path):
     run = arprobe.run(cfg, name="from-object", progress=False)
     assert run.path == tmp_path / "from-object" and run.episodes == 6
     assert cfg.name == "tiny"  # the caller's config is not changed
+
+
+def test_sweep_dry_run_passes_repeated_backend_flags(tmp_path, capsys):
+    spec = {"name": "dry", "seeds": [0, 1], **SMALL}
+    assert (
+        arprobe.sweep(spec, out=tmp_path, backend="slurm", slurm=["partition=gpu", "time=60"], dry_run=True)
+        is None
+    )
+    printed = capsys.readouterr().out
+    assert "#SBATCH --partition=gpu\n" in printed and "#SBATCH --time=60\n" in printed
+    assert "#SBATCH --array=0-1" in printed
+    assert not (tmp_path / "dry").exists()
