@@ -75,6 +75,18 @@ class RayBackend(SweepBackend):
             ) from None
         self.started_here = True
 
+    def _check_gpus(self, jobs: list[dict]) -> None:
+        """Refuse runs that would train on CPU by accident: device auto, no GPU reserved, GPUs there."""
+        if self.gpus or not any(device_of(job) == "auto" for job in jobs):
+            return
+        gpus = int(self.ray.cluster_resources().get("GPU", 0))
+        if gpus:
+            raise UserError(
+                f"The Ray cluster has {gpus} GPU(s), but runs with model.device auto reserve none and "
+                "would train on CPU: pass --gpus-per-run 1 (a fraction shares a GPU), or set "
+                'model.device = "cpu" to train on CPU on purpose.'
+            )
+
     def run(
         self, jobs: list[dict], on_start: Callable[[dict], None], on_done: Callable[[dict, dict], None]
     ) -> None:
@@ -83,6 +95,7 @@ class RayBackend(SweepBackend):
         ray = self.ray
         self._connect()
         try:
+            self._check_gpus(jobs)
             task = ray.remote(num_cpus=self.threads, num_gpus=self.gpus or 0, max_retries=0)(run_point)
             cpus = int(ray.cluster_resources().get("CPU", 1))
             limit = self.max_in_flight or max(1, cpus // max(self.threads, 1))
@@ -103,3 +116,10 @@ class RayBackend(SweepBackend):
         finally:
             if self.started_here:
                 ray.shutdown()
+
+
+def device_of(job: dict) -> str:
+    """The model.device a job's runs ask for ("auto" unless set); a batched group: its first member."""
+    job = job["members"][0] if job.get("members") else job
+    overrides = job.get("overrides", {})
+    return str(overrides.get("model.device", overrides.get("device", "auto")))
