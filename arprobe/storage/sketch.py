@@ -20,7 +20,7 @@ the map, and it depends only on the flat vector, not on how it is split into par
 
 The cost. Hashing costs far more than summing (about 30 ns a coordinate on one CPU core, int64
 arithmetic), so the map of each parameter is computed once and kept on that parameter's device as
-one int32 per coordinate (the bucket, bit-complemented where the sign is -1): 4 bytes a coordinate,
+one int32 per coordinate (the bucket, and the sign in bit 31): 4 bytes a coordinate,
 21 MB for the 5.3M parameters of the default CPU model, 4.0 GB for Pythia-1B, 10.2 GB for
 Pythia-2.8B. What is kept per device is bounded by ``cache_budget`` (1/8 of the device's memory);
 coordinates past the budget are hashed block by block on every call, as all were before. A dense
@@ -52,8 +52,12 @@ MASK64 = (1 << 64) - 1
 BLOCK = {"cpu": 1 << 18, "other": 1 << 22}
 CODE_BYTES = 4  # kept map: one int32 a coordinate
 SIGN_BIT = -(1 << 31)  # int32 with only bit 31 set: the sign bit of a code and of a float32
+BUCKET_BITS = (1 << 31) - 1  # the other 31 bits of a code: its bucket
 CACHE_SHARE = 8  # the kept maps of one device use at most 1/CACHE_SHARE of its memory
 _kept_bytes: dict[str, int] = {}  # device -> bytes of kept maps alive now (released with their sketch)
+# (k, seed, device, first coordinate, count) -> kept map, while a sketch keeps it: the runs of
+# several seeds trained together (one recorder each) share one map per parameter
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 MIN_SAVING = 2  # sketch only when it at least halves the stored values (see stored_dim)
 
 
@@ -132,8 +136,9 @@ class CountSketch:
     """The count-sketch of D-vectors into ``dim`` buckets drawn from ``seed`` (any D > 0).
 
     An instance keeps the maps of the coordinate ranges it was applied to (one per parameter),
-    on their device, within ``cache_budget``; they are freed with the instance. Equal instances
-    compute equal sketches whether or not their maps are kept.
+    on their device, within ``cache_budget``, shared with equal instances alive at the same time
+    (one per seed when seeds train together); a map is freed with the last instance that keeps
+    it. Sketches are the same bit for bit whether or not their maps are kept.
     """
 
     full_dim: int  # D
@@ -185,14 +190,14 @@ class CountSketch:
         return torch.cat([b for b, _ in pieces]), torch.cat([s for _, s in pieces])
 
     def codes(self, start: int, stop: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """int32 [n] the compact map of coordinates start..stop-1: the bucket where the sign is +1,
-        its bitwise complement (-1 - bucket, negative) where it is -1."""
+        """int32 [n] the compact map of coordinates start..stop-1: the bucket in bits 0-30, bit 31
+        (the sign bit: the code is bucket - 2^31) set where the sign is -1."""
         codes = torch.empty(stop - start, dtype=torch.int32, device=device)
         step = BLOCK["cpu" if torch.device(device).type == "cpu" else "other"]
         for lo in range(0, stop - start, step):
             n = min(step, stop - start - lo)
             bucket, bit = self._hash_range(start + lo, start + lo + n, device)
-            codes[lo : lo + n] = bucket.bitwise_xor_(bit.neg_())  # x ^ -1 = ~x where the sign is -1
+            codes[lo : lo + n] = bucket.sub_(bit.mul_(1 << 31))  # bit 31 set where the sign is -1
         return codes
 
     def _kept_codes(self, start: int, n: int, device: torch.device) -> torch.Tensor | None:
@@ -200,12 +205,15 @@ class CountSketch:
         key = (str(device), start, n)
         codes = self._kept.get(key)
         if codes is None:
-            budget, nbytes = cache_budget(device), CODE_BYTES * n
-            if _kept_bytes.get(str(device), 0) + nbytes > budget:
+            codes = _shared.get((self.dim, self.seed, *key))  # an equal sketch's (another seed's run)
+        if codes is None:
+            nbytes = CODE_BYTES * n
+            if _kept_bytes.get(str(device), 0) + nbytes > cache_budget(device):
                 return None
-            codes = self._kept[key] = self.codes(start, start + n, device)
+            codes = _shared[(self.dim, self.seed, *key)] = self.codes(start, start + n, device)
             _kept_bytes[str(device)] = _kept_bytes.get(str(device), 0) + nbytes
             weakref.finalize(codes, _release, str(device), nbytes)
+        self._kept[key] = codes
         return codes
 
     def apply(self, parts: Sequence[torch.Tensor] | torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
@@ -233,11 +241,10 @@ class CountSketch:
                 block = f[..., lo : lo + step].float()
                 if kept is not None:
                     code = kept[lo : lo + block.shape[-1]]
-                    bucket = code.bitwise_xor(code >> 31)  # ~code where negative: the bucket
                     # x * s(i): flip the float's sign bit where the code's is set (exactly -x; no
                     # float multiply, no sign tensor)
                     signed = block.view(torch.int32).bitwise_xor(code & SIGN_BIT).view(torch.float32)
-                    out.index_add_(last, bucket, signed)
+                    out.index_add_(last, code & BUCKET_BITS, signed)
                 else:
                     bucket, sign = self.buckets(offset + lo, offset + lo + block.shape[-1], block.device)
                     out.index_add_(last, bucket, block * sign)

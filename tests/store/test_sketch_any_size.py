@@ -37,10 +37,10 @@ def test_coordinates_past_2_31_hash_at_their_segment_offset(start):
     expected = [_reference(0, 65536, i) for i in range(start, start + 6)]
     assert bucket.tolist() == [b for b, _ in expected]
     assert sign.tolist() == [g for _, g in expected]
-    # the compact map says the same: bucket, bit-complemented where the sign is -1
+    # the compact map says the same: the bucket, with bit 31 (the int32's sign) set where s = -1
     codes = s.codes(start, start + 6)
     assert codes.dtype == torch.int32
-    assert codes.tolist() == [b if g > 0 else -1 - b for b, g in expected]
+    assert codes.tolist() == [b if g > 0 else b - (1 << 31) for b, g in expected]
 
 
 def test_the_first_segment_is_the_map_stores_always_had():
@@ -137,25 +137,35 @@ def test_the_kept_map_is_hashed_once_and_gives_the_same_sketch(monkeypatch):
     real = sketch_module._hash
     monkeypatch.setattr(sketch_module, "_hash", lambda *a: calls.append(a[2:4]) or real(*a))
     before = sketch_module._kept_bytes.get("cpu", 0)
-
-    kept = CountSketch(full_dim=D, dim=512, seed=0)
-    first = kept.apply(parts)
-    assert sorted(calls) == [(0, 21000), (21000, 30000), (30000, 30005)]  # each parameter once
-    assert sketch_module._kept_bytes["cpu"] - before == 4 * D
-    calls.clear()
-    assert torch.equal(kept.apply(parts), first) and calls == []  # every later episode: no hashing
-    kept_rows = kept.apply(rows, batch_dims=1)  # per-document gradients of the same parameters
-    assert calls == []
+    budget = sketch_module.cache_budget
 
     monkeypatch.setattr(sketch_module, "cache_budget", lambda device: 0)  # nothing may be kept
     hashed = CountSketch(full_dim=D, dim=512, seed=0)
-    assert torch.equal(hashed.apply(parts), first) and len(calls) == 3  # bit for bit, hashed anew
-    assert torch.equal(hashed.apply(rows, batch_dims=1), kept_rows)
-    assert torch.equal(kept_rows[1], hashed.apply([r[1] for r in rows]))
-    assert not hashed._kept
+    expected, expected_rows = hashed.apply(parts), hashed.apply(rows, batch_dims=1)
+    assert len(calls) == 6 and not hashed._kept  # every call hashes every parameter
+    assert torch.equal(expected_rows[1], hashed.apply([r[1] for r in rows]))
 
-    # what a sketch keeps is freed with it
+    monkeypatch.setattr(sketch_module, "cache_budget", budget)
+    calls.clear()
+    kept = CountSketch(full_dim=D, dim=512, seed=0)
+    assert torch.equal(kept.apply(parts), expected)  # bit for bit the hashed sketch
+    assert sorted(calls) == [(0, 21000), (21000, 30000), (30000, 30005)]  # each parameter once
+    assert sketch_module._kept_bytes["cpu"] - before == 4 * D
+    calls.clear()
+    assert torch.equal(kept.apply(parts), expected) and calls == []  # every later episode: no hashing
+    # per-document gradients of the same parameters use the same map
+    assert torch.equal(kept.apply(rows, batch_dims=1), expected_rows) and calls == []
+
+    # an equal sketch alive at the same time (another seed's recorder) shares the kept map
+    twin = CountSketch(full_dim=D, dim=512, seed=0)
+    assert torch.equal(twin.apply(parts), expected) and calls == []
+    assert all(twin._kept[key] is kept._kept[key] for key in kept._kept) and len(twin._kept) == 3
+    assert sketch_module._kept_bytes["cpu"] - before == 4 * D  # counted once
+    # what sketches keep is freed with the last of them
     del kept
+    gc.collect()
+    assert sketch_module._kept_bytes["cpu"] - before == 4 * D
+    del twin
     gc.collect()
     assert sketch_module._kept_bytes["cpu"] == before
 
@@ -163,10 +173,10 @@ def test_the_kept_map_is_hashed_once_and_gives_the_same_sketch(monkeypatch):
 def test_a_budget_that_fits_some_parameters_keeps_those(monkeypatch):
     g = torch.Generator().manual_seed(3)
     parts = [torch.randn(1000, generator=g), torch.randn(5000, generator=g), torch.randn(1000, generator=g)]
-    whole = CountSketch(full_dim=7000, dim=256, seed=1).apply(parts)
-    monkeypatch.setattr(sketch_module, "cache_budget", lambda device: 4 * 1000 + 4 * 1000)
-    monkeypatch.setattr(sketch_module, "_kept_bytes", {})
+    whole = CountSketch(full_dim=7000, dim=256, seed=1).apply(parts)  # its maps freed with it
+    before = sketch_module._kept_bytes.get("cpu", 0)
+    monkeypatch.setattr(sketch_module, "cache_budget", lambda device: before + 4 * 1000 + 4 * 1000)
     s = CountSketch(full_dim=7000, dim=256, seed=1)
     assert torch.equal(s.apply(parts), whole)
     assert sorted(key[1:] for key in s._kept) == [(0, 1000), (6000, 1000)]  # 5000 did not fit: hashed
-    assert sketch_module._kept_bytes == {"cpu": 8000}
+    assert sketch_module._kept_bytes["cpu"] - before == 8000
