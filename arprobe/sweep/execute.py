@@ -4,6 +4,7 @@ unfinished points to a backend, keep the manifest and a progress bar current, li
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from arprobe.errors import UserError
 from arprobe.jsonio import write_json_atomic
 from arprobe.storage.lock import pid_alive
+from arprobe.sweep.batching import group_jobs, member_jobs, member_records
 from arprobe.sweep.manifest import (
     MANIFEST,
     is_sweep_dir,
@@ -21,7 +23,10 @@ from arprobe.sweep.manifest import (
     refresh_entries,
     refresh_from_stores,
 )
-from arprobe.sweep.spec import SweepSpec
+from arprobe.sweep.spec import Point, SweepSpec
+from arprobe.trainer.config import all_keys
+
+log = logging.getLogger(__name__)  # --verbose: a line per finished run
 
 # Statuses a point can end a sweep with that are not success.
 BAD = ("failed", "diverged", "stopped", "interrupted")
@@ -39,14 +44,10 @@ class SweepOutcome:
 
 def run_threads_option() -> bool:
     """Whether RunConfig has the ``threads`` field (the loop then applies it itself)."""
-    from arprobe.trainer.config import all_keys
-
     return "threads" in all_keys()
 
 
 def make_jobs(spec: SweepSpec, sweep_dir: Path, entries: list[dict], threads: int) -> list[dict]:
-    from arprobe.sweep.spec import Point
-
     jobs = []
     with_threads = run_threads_option()
     for entry in entries:
@@ -117,8 +118,6 @@ def _execute(
     progress: bool,
     batch_seeds: int = 0,  # > 0: batchable points go as groups of up to this many (sweep.batching)
 ) -> SweepOutcome:
-    from arprobe.sweep.batching import group_jobs, member_jobs, member_records
-
     refresh_from_stores(manifest, sweep_dir)
     wanted = {p.name for p in points}
     entries = {e["name"]: e for e in manifest["points"] if e["name"] in wanted}
@@ -132,6 +131,7 @@ def _execute(
     print(f"folder: {sweep_dir}")
     write_json_atomic(sweep_dir / MANIFEST, manifest)
 
+    # lazy: tqdm takes seconds to import; only this path needs it
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -168,6 +168,14 @@ def _execute(
             entry["attempts"].append({k: v for k, v in point_record.items() if k != "name"})
             running.remove(point["name"])
             bar.update(1)
+            log.info(
+                "%s: %s after %s episodes, %.1f s%s",
+                point["name"],
+                point_record["status"],
+                point_record.get("episodes", "?"),
+                point_record.get("seconds", 0.0),
+                f" on {point_record['host']}" if point_record.get("host") else "",
+            )
             if point_record["status"] != "complete":
                 bar.write(f"  {point['name']}: {point_record['status']}: {entry['error']}", file=sys.stderr)
         show_running()
