@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from arprobe import __version__
+from arprobe.errors import UserError
 from arprobe.storage.config_toml import CONFIG_FILE, write_config_toml
 from arprobe.storage.lock import h5_file
 from arprobe.storage.recordings import Recording, snapshot_kinds
@@ -63,8 +64,6 @@ def _writer_identity() -> dict:
 
 def _refuse_if_writer_alive(path: Path) -> None:
     """A store whose writer process still runs on this host must not get a second writer."""
-    from arprobe.errors import UserError
-
     with h5_file(path, "r", libver="latest", swmr=True) as h5:
         host, pid = str(h5.attrs.get("writer_host", "")), int(h5.attrs.get("writer_pid", -1))
     if host == socket.gethostname() and pid > 0 and pid != os.getpid():

@@ -23,9 +23,19 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 
 from arprobe.errors import UserError
+from arprobe.models.text import resolve_device
+from arprobe.models.vision import (
+    _loading_errors,
+    _source,
+    load_classifier,
+    load_image_lm,
+    vision_model_from_info,
+)
 from arprobe.tasks.base import Prepared, Task
+from arprobe.tasks.image_data import kmeans_palette, load_images, quantise
 from arprobe.tasks.text import batched_attention, eval_batch_size, token_nll
 
 # Built-in classifiers see pixels in [-1, 1]; a hub classifier its own processor's mean/std.
@@ -72,8 +82,6 @@ class ImageLM(Task):
 
     @classmethod
     def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
-        from arprobe.models.vision import vision_model_from_info  # loads transformers
-
         return vision_model_from_info(info, cfg, causal=True)
 
     @classmethod
@@ -201,8 +209,6 @@ class ImageClassification(Task):
 
     @classmethod
     def model_from_info(cls, info: dict, cfg) -> torch.nn.Module:
-        from arprobe.models.vision import vision_model_from_info  # loads transformers
-
         return vision_model_from_info(info, cfg, causal=False)
 
     @classmethod
@@ -328,7 +334,6 @@ def _per_document_grads(model, params, loss_of, data: tuple, *, chunk: int, meth
             yield [torch.stack(column) for column in zip(*rows)]
         return
     assert method == "vmap", f"unknown per-document gradient method {method!r}"
-    from torch.func import functional_call, grad, vmap
 
     def one(p: dict[str, torch.Tensor], *doc) -> torch.Tensor:
         return loss_of(lambda **kw: functional_call(model, p, args=(), kwargs=kw), *doc)
@@ -352,8 +357,6 @@ def images_per_doc(cfg) -> int:
 def prepare_image(cfg) -> Prepared:
     """The image tasks' setup: images, palette (image-lm), model, names and the task."""
     # Here: the image sources and model builders load datasets and transformers.
-    from arprobe.models.text import resolve_device
-    from arprobe.tasks.image_data import kmeans_palette, load_images, quantise
 
     d, im = cfg.data, cfg.image
     T, n = d.n_docs, images_per_doc(cfg)
@@ -362,8 +365,6 @@ def prepare_image(cfg) -> Prepared:
     grid = images.pixels.reshape(T, n, *images.pixels.shape[1:])  # [T, n, H, W, 3]
     kept_labels = images.labels.reshape(T, n) if images.labels is not None else None
     if cfg.task == "image-lm":
-        from arprobe.models.vision import load_image_lm
-
         side = im.image_size
         if cfg.model.init == "pretrained":
             palette = pretrained_palette(cfg.model)
@@ -388,8 +389,6 @@ def prepare_image(cfg) -> Prepared:
         )
         loaded.info.update(mask_id=K, palette=f"{K} colours, {origin}")
     else:
-        from arprobe.models.vision import load_classifier
-
         if kept_labels is None:
             raise UserError(
                 f"Data source '{d.source}' has no labels; image-classification needs labelled images "
@@ -462,9 +461,8 @@ def describe_documents(
 
 def pretrained_palette(m) -> np.ndarray:
     """float32 [K, 3] in [0, 1]: the colour clusters of a pretrained Image GPT's image processor."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoImageProcessor
-
-    from arprobe.models.vision import _loading_errors, _source
 
     with _loading_errors(m.name, m.revision):
         processor = AutoImageProcessor.from_pretrained(_source(m.name), revision=m.revision or None)
@@ -479,9 +477,8 @@ def pretrained_palette(m) -> np.ndarray:
 
 def processor_mean_std(m) -> tuple[tuple, tuple]:
     """A hub classifier's normalisation from its image processor (defaults where it has none)."""
+    # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoImageProcessor
-
-    from arprobe.models.vision import _source
 
     try:
         processor = AutoImageProcessor.from_pretrained(_source(m.name), revision=m.revision or None)

@@ -20,10 +20,29 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from arprobe.errors import UserError
+from arprobe.models.hub import check_hub_model, looks_like_path, resolve_ladder_name
+from arprobe.models.naming import bridge_names
+from arprobe.models.text import (
+    PYTHIA_PRESETS,
+    build_model,
+    disable_dropout,
+    freeze_first_blocks,
+    resolve_device,
+    use_autocast,
+)
 from arprobe.tasks.base import Prepared, Task
+from arprobe.tasks.text_data import load_texts, select_documents
+from arprobe.tasks.tokenizer import (
+    default_cache_dir,
+    ensure_pad_token,
+    load_tokenizer,
+    pad_token_as_released,
+    train_bpe_tokenizer,
+)
 
 IGNORE = -100
 # vmap's warning where an op has no batching rule and runs once per batch element
@@ -97,14 +116,6 @@ class TextLM(Task):
     @classmethod
     def prepare(cls, cfg) -> Prepared:
         """Documents, tokenizer (trained BPE or the model's own), model and names."""
-        # Here, not at the top: models, tokenizers and the hub pull in transformers, which the loss
-        # functions below (imported by probes and the batched trainer) do not need.
-        from arprobe.models.hub import check_hub_model, looks_like_path, resolve_ladder_name
-        from arprobe.models.naming import bridge_names
-        from arprobe.models.text import PYTHIA_PRESETS, build_model, resolve_device
-        from arprobe.tasks.text_data import load_texts, select_documents
-        from arprobe.tasks.tokenizer import ensure_pad_token, pad_token_as_released
-
         d, m = cfg.data, cfg.model
         authors = (
             cfg.compat == "authors"
@@ -181,8 +192,6 @@ class TextLM(Task):
         """A GPT-NeoX-like Hugging Face model of the stored config, with a fixed class."""
         # Here: transformers is only needed to rebuild a model (replays), not for the losses.
         from transformers import AutoConfig, AutoModelForCausalLM
-
-        from arprobe.models.text import disable_dropout, freeze_first_blocks, use_autocast
 
         hf_config = dict(info["hf_config"])
         model_type = hf_config.pop("model_type")
@@ -270,9 +279,6 @@ def _text_tokenizer(cfg, texts: list[str]):
     """(tokenizer, its name): ``data.tokenizer``, where "auto" means the model's own for a hub id
     or path (also for random init of its architecture) and a BPE trained on the documents for a
     size preset, which has none."""
-    from arprobe.models.text import PYTHIA_PRESETS
-    from arprobe.tasks.tokenizer import default_cache_dir, load_tokenizer, train_bpe_tokenizer
-
     d, m = cfg.data, cfg.model
     name = d.tokenizer
     if name == "auto":
@@ -421,7 +427,6 @@ def per_document_grads(
             yield [torch.stack(column) for column in zip(*rows)]
         return
     assert method == "vmap", f"unknown per-document gradient method {method!r}"
-    from torch.func import functional_call, grad, vmap
 
     def loss_of(p: dict[str, torch.Tensor], doc: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         logits = functional_call(model, p, args=(), kwargs={"input_ids": doc[None]}).logits
