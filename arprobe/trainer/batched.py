@@ -175,7 +175,7 @@ def _repeated(stack: StackedModels, name: str, value) -> torch.Tensor:
 
 class GroupNorms:
     """Per-member, per-layer gradient norms [S, L] from the stacked gradients: what
-    ``Recorder.group_grad_norms`` reads from one model, for every member at once."""
+    ``members.Single.grad_norms`` reads from one model, for every member at once."""
 
     def __init__(self, stack: StackedModels, groups: dict[str, list[str]], device: torch.device):
         self.stack = stack
@@ -200,7 +200,7 @@ def _member_squares(grad: torch.Tensor | None, S: int, device: torch.device) -> 
         return torch.zeros(S, device=device)
     flat = grad.reshape(S, -1).float()
     if flat.device.type == "cpu":
-        # BLAS dot products, one per member, as Recorder.group_grad_norms takes them: 8x faster on
+        # BLAS dot products, one per member, as Single.grad_norms takes them: 8x faster on
         # CPU than einsum or a batched matmul (which spent a quarter of a batched step here)
         return torch.stack([torch.dot(row, row) for row in flat])
     return torch.linalg.vector_norm(flat, dim=1).square()
