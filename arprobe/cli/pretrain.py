@@ -73,7 +73,11 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (default: every core this process may use)"
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda or cuda:N (default: auto: cuda if available, as run)",
+    )
     p.add_argument("--overwrite", action="store_true", help="delete a ladder of the same name and start over")
     p.add_argument(
         "--dry-run", action="store_true", help="measure each size's speed; print time and disk estimates"

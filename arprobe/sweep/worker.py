@@ -14,11 +14,17 @@ import socket
 import time
 from pathlib import Path
 
+from arprobe.errors import UserError
+from arprobe.sweep.batching import run_group
+from arprobe.sweep.manifest import COMPLETE, DIVERGED, MISSING, UNFINISHED, inspect_store
+from arprobe.trainer.config import load_config
+
 
 def limit_threads(threads: int) -> None:
     """Torch (and BLAS/OpenMP, when called before they load) use ``threads`` threads."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
+    # lazy: after the variables above are set (OpenMP reads them when torch loads)
     import torch
 
     torch.set_num_threads(threads)
@@ -29,8 +35,6 @@ def run_point(job: dict) -> dict:
     {"name", "status", "action", "from_episode", "episodes", "seconds", "error", "host", "pid"}.
     A group job (``sweep.batching``, ``--batch-seeds``) returns {"name", "members": [records]}."""
     if "members" in job:
-        from arprobe.sweep.batching import run_group
-
         return run_group(job)
     started = time.perf_counter()
     record = {
@@ -51,8 +55,6 @@ def run_point(job: dict) -> dict:
         record["status"], record["error"] = "failed", "interrupted"
         raise
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the sweep
-        from arprobe.errors import UserError
-
         message = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         record["status"], record["error"] = "failed", (message.splitlines() or [type(exc).__name__])[0]
     record["seconds"] = round(time.perf_counter() - started, 3)
@@ -60,8 +62,8 @@ def run_point(job: dict) -> dict:
 
 
 def _run(job: dict, record: dict) -> None:
-    from arprobe.sweep.manifest import COMPLETE, DIVERGED, MISSING, UNFINISHED, inspect_store
-    from arprobe.trainer.config import load_config
+    # lazy: the training loop pulls in torch and h5py; the sweep's driver imports this module too
+    from arprobe.storage.resume import resumes
     from arprobe.trainer.loop import resume, run
 
     cfg = load_config(None, job["overrides"])
@@ -71,7 +73,7 @@ def _run(job: dict, record: dict) -> None:
     if state in (COMPLETE, DIVERGED):
         record.update(action="skip", status=state, episodes=episodes, error=reason)
         return
-    if state == UNFINISHED and cfg.record.resume_every > 0:
+    if state == UNFINISHED and resumes(cfg.record.resume_every):
         record["action"] = "resume"
         result = resume(store_path, progress=False)
     else:  # nothing to resume from: a store killed while being created, or recorded without resume points

@@ -34,7 +34,22 @@ def capture_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator, keep_optimizer: bool
 ) -> dict:
     """The state to store, as numpy arrays."""
-    params = {n: p.detach().float().cpu().numpy() for n, p in model.named_parameters()}
+    params, optim = state_tensors(model, optimizer, keep_optimizer)
+    as_numpy = {n: v.float().cpu().numpy() if isinstance(v, torch.Tensor) else v for n, v in optim.items()}
+    return {
+        "model": {n: p.float().cpu().numpy() for n, p in params.items()},
+        "optim": as_numpy,
+        "rng": generator.get_state().numpy(),
+    }
+
+
+def state_tensors(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, keep_optimizer: bool
+) -> tuple[dict, dict]:
+    """(parameters, kept optimizer state) as the live tensors, on their device and in their dtype
+    (no copy: the caller copies them, e.g. the background resume writer); zeros and step counts
+    as numpy."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
     optim = {}
     if keep_optimizer:
         for name, p in model.named_parameters():
@@ -42,10 +57,10 @@ def capture_state(
                 continue
             state = optimizer.state.get(p, {})
             zeros = np.zeros(p.shape, np.float32)
-            optim[f"{name}/exp_avg"] = state["exp_avg"].float().cpu().numpy() if state else zeros
-            optim[f"{name}/exp_avg_sq"] = state["exp_avg_sq"].float().cpu().numpy() if state else zeros
+            optim[f"{name}/exp_avg"] = state["exp_avg"].detach() if state else zeros
+            optim[f"{name}/exp_avg_sq"] = state["exp_avg_sq"].detach() if state else zeros
             optim[f"{name}/step"] = np.float32(float(state["step"])) if state else np.float32(0)
-    return {"model": params, "optim": optim, "rng": generator.get_state().numpy()}
+    return params, optim
 
 
 @torch.no_grad()

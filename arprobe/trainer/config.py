@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.trainer.loggers import parse_report_to
 from arprobe.values import flatten, parse_bool
 
 
@@ -55,6 +56,7 @@ class ModelConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     autocast: str = "off"  # "bfloat16": forwards under bf16 autocast, float32 weights and optimizer (GPU)
     compile: bool = False  # torch.compile the training forward: faster steps after a 1-2 min compile
+    tf32: bool = True  # CUDA: float32 matmuls and convolutions on TF32 tensor cores (CPU runs: no effect)
 
 
 @dataclass
@@ -101,9 +103,7 @@ class RecordConfig:
     checkpoints: str = (
         "probes"  # full checkpoints: "probes" (end of epoch E-1, pairwise_recovery's), "epoch", "none", N
     )
-    resume_every: int = (
-        1  # write the rolling resume checkpoint every N episodes (0: off, the run cannot be resumed)
-    )
+    resume_every: str = "auto"  # auto (every episode < 200 MB, else every epoch), episode, epoch, N (0: off)
     all_weights_dim: int = (
         65536  # weights/all: every parameter as one count-sketch of this size, every episode (0: off)
     )
@@ -142,6 +142,7 @@ class RunConfig:
     eval_batch_size: int = 0  # documents per forward pass of the eval matrix (0: about 16k tokens per batch)
     compat: str = "arprobe"  # "authors": sample, tokenise, resize and decay as the released code (README)
     control: str = ""  # "shuffle": also train the matched shuffled control (same seed) into <run>/control/
+    report_to: str = ""  # live loggers, comma-separated: tensorboard, wandb, mlflow (each an optional extra)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -194,6 +195,7 @@ _SHORT = {
 _NOT_IN_NAME = {
     "name",
     "out",
+    "report_to",
     "seed",
     "threads",
     "eval_batch_size",
@@ -243,7 +245,7 @@ def training_differences(a: dict, b: dict) -> list[str]:
     """``key: a vs b`` for every option two stored configs train differently with."""
     # Through the config class: a store written before a key existed has that key's default.
     fa, fb = flatten(config_from_dict(a).to_dict()), flatten(config_from_dict(b).to_dict())
-    skip = {"name", "out", "threads", "eval_batch_size", "model.device"}
+    skip = {"name", "out", "threads", "eval_batch_size", "model.device", "report_to"}
     return [
         f"{k}: {fa.get(k)!r} vs {fb.get(k)!r}"
         for k in sorted(set(fa) | set(fb))
@@ -377,6 +379,9 @@ MAX_INT32 = 2**31 - 1
 
 def validate(cfg: RunConfig) -> None:
     """Range checks a user can trip; one sentence each."""
+    # Here, not at the top: the resume module imports torch and h5py, which `--help` need not pay for.
+    from arprobe.storage.resume import check_resume_every
+
     d, m, o, s, r = cfg.data, cfg.model, cfg.optim, cfg.schedule, cfg.record
     checks = [
         (cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed}."),
@@ -452,9 +457,10 @@ def validate(cfg: RunConfig) -> None:
         (cfg.eval_batch_size >= 0, f"eval_batch_size must be non-negative, got {cfg.eval_batch_size}."),
         (cfg.compat in ("arprobe", "authors"), f"compat must be 'arprobe' or 'authors', got '{cfg.compat}'."),
         (
-            min(r.weights_every, r.activations_every, r.sketch_dim, r.resume_every, r.all_weights_dim) >= 0,
+            min(r.weights_every, r.activations_every, r.sketch_dim, r.all_weights_dim) >= 0,
             "record.*_every and record.sketch_dim must be non-negative.",
         ),
+        (check_resume_every(r.resume_every) is None, check_resume_every(r.resume_every) or ""),
         (
             0 <= s.insert_min <= s.insert_max,
             f"schedule.insert_min must be in [0, insert_max], got {s.insert_min}.",
@@ -469,6 +475,7 @@ def validate(cfg: RunConfig) -> None:
             raise UserError(message)
     validate_image(cfg)
     validate_scale(cfg)
+    parse_report_to(cfg.report_to)  # a known logger whose extra is installed
 
 
 def validate_scale(cfg: RunConfig) -> None:

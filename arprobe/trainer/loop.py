@@ -33,13 +33,16 @@ from arprobe.models.naming import ModelNames
 from arprobe.science.schedule import Schedule
 from arprobe.storage import RunWriter, StoreLayout
 from arprobe.storage.lock import WriterLock
+from arprobe.storage.resume import ResumeWriter, resume_points, resumes
 from arprobe.tasks.base import Task
 from arprobe.tasks.registry import task_class
-from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, restore_state
+from arprobe.trainer.callbacks import Callbacks
+from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, restore_state, state_tensors
 from arprobe.trainer.config import RunConfig
 from arprobe.trainer.episode import TrainingRules, train_episode
 from arprobe.trainer.members import Single, Stacked, check_batchable, check_schedule_lengths, make_members
 from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes, store_layout
+from arprobe.trainer.precision import LostUpdates, use_tf32
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config
 
@@ -91,6 +94,7 @@ def prepare(cfg: RunConfig) -> Setup:
     (``arprobe.tasks`` entry points) builds its own; the loop adds the schedule and threads."""
     threads = set_threads(cfg.threads)
     prepared = task_class(cfg.task).prepare(cfg)
+    use_tf32(cfg, prepared.device)
     return Setup(
         cfg=cfg,
         model=prepared.model,
@@ -107,15 +111,19 @@ def prepare(cfg: RunConfig) -> Setup:
     )
 
 
-def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False) -> RunResult:
-    """Train, record and write ``<out>/<name>/run.h5``; returns the headline numbers."""
-    return run_many([cfg], progress=progress, overwrite=overwrite)[0]
+def run(cfg: RunConfig, *, progress: bool = True, overwrite: bool = False, callbacks=None) -> RunResult:
+    """Train, record and write ``<out>/<name>/run.h5``; returns the headline numbers. ``callbacks``:
+    objects told of every step and episode (``trainer.callbacks``), after ``cfg.report_to``'s loggers."""
+    return run_many([cfg], progress=progress, overwrite=overwrite, callbacks=callbacks)[0]
 
 
-def run_many(cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool = False) -> list[RunResult]:
+def run_many(
+    cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool = False, callbacks=None
+) -> list[RunResult]:
     """Train every config of ``cfgs`` into its own ordinary store; one ``RunResult`` per config, in
-    order. Several configs must be batchable (``members.check_batchable``): they train as members of
-    one stacked model, and their stores equal separate runs' to float tolerance (tests/test_batched.py)."""
+    order (``callbacks``: see ``run``; each run tells them its own name). Several configs must be
+    batchable (``members.check_batchable``): they train as members of one stacked model, and their
+    stores equal separate runs' to float tolerance (tests/test_batched.py)."""
     if len(cfgs) > 1:
         check_batchable(cfgs)
     for cfg in cfgs:
@@ -130,7 +138,7 @@ def run_many(cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool = 
     runs: list[_Run] = []
     try:
         for s, setup in enumerate(setups):
-            runs.append(_open_run(setup, members, s))
+            runs.append(_open_run(setup, members, s, callbacks))
     except BaseException:
         for opened in runs:
             opened.outcome = ("failed", "the run could not start")
@@ -139,8 +147,8 @@ def run_many(cfgs: list[RunConfig], *, progress: bool = True, overwrite: bool = 
     return _drive(runs, members, start=0, progress=progress)
 
 
-def _open_run(setup: Setup, members: Single | Stacked, s: int) -> _Run:
-    """Member ``s``'s recorder, folder, lock and new store, and its first resume point."""
+def _open_run(setup: Setup, members: Single | Stacked, s: int, callbacks=None) -> _Run:
+    """Member ``s``'s recorder, folder, lock and new store, its first resume point and its callbacks."""
     recorder = _recorder(setup)
     layout = _layout(setup, recorder)
     run_dir = setup.cfg.run_dir
@@ -156,9 +164,12 @@ def _open_run(setup: Setup, members: Single | Stacked, s: int) -> _Run:
         raise
     generator = torch.Generator().manual_seed(setup.cfg.seed)
     state = _State(members.member_optimizer(s), generator, [writer.h5["loss/eval"][0]], lock=lock)
+    _plan_resume(setup, recorder, writer, state)
     opened = _Run(setup, recorder, writer, state)
     try:
         _write_resume_if_due(setup, writer, state, 0)
+        opened.callbacks = Callbacks.for_run(setup.cfg, layout.layer_names, callbacks)
+        opened.callbacks.start(setup.cfg, writer.path, len(setup.schedule), 0)
     except BaseException:
         opened.outcome = ("failed", "the run could not start")
         _close(opened)
@@ -215,13 +226,16 @@ def dry_run(cfg: RunConfig, readers=None) -> str:
     return plan(cfg, readers).text
 
 
-def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = False) -> RunResult:
+def resume(
+    run: str | Path, *, progress: bool = True, trust_remote_code: bool = False, callbacks=None
+) -> RunResult:
     """Continue an unfinished run from its newest resume checkpoint, with its stored config.
 
     The finished store is the one an uninterrupted run would have written (bit for bit on CPU):
     the schedule is redrawn from the seed, and model, optimizer and RNG state come from the store
     (or, for a run stopped before its first resume checkpoint, from the seed, as at the start).
-    ``model.trust_remote_code`` is never taken from a store: it is the caller's flag.
+    ``model.trust_remote_code`` is never taken from a store: it is the caller's flag. ``callbacks``:
+    see ``run``.
     """
     from arprobe.storage import RunStore, resolve_store_path
     from arprobe.trainer.config import config_from_dict
@@ -236,9 +250,10 @@ def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = 
     setup = prepare(cfg)
     members = make_members([setup.model], cfg)
     recorder = _recorder(setup)
+    layout = _layout(setup, recorder)
     lock = WriterLock(store_path.parent).acquire()
     try:
-        writer, episode, saved = RunWriter.reopen_for_resume(store_path, _layout(setup, recorder))
+        writer, episode, saved = RunWriter.reopen_for_resume(store_path, layout)
     except BaseException:
         lock.release()
         raise
@@ -246,9 +261,18 @@ def resume(run: str | Path, *, progress: bool = True, trust_remote_code: bool = 
     if saved is not None:
         restore_state(saved, setup.model, members.optimizer, generator)
     state = _State(members.optimizer, generator, list(writer.h5["loss/eval"][: episode + 1]), lock=lock)
+    _plan_resume(setup, recorder, writer, state)
     if saved is None:
         _write_resume_if_due(setup, writer, state, 0)
-    return _drive([_Run(setup, recorder, writer, state)], members, start=episode, progress=progress)[0]
+    resumed = _Run(setup, recorder, writer, state)
+    try:
+        resumed.callbacks = Callbacks.for_run(cfg, layout.layer_names, callbacks)
+        resumed.callbacks.start(cfg, writer.path, len(setup.schedule), episode)
+    except BaseException:
+        resumed.outcome = ("stopped", _resume_hint(writer, "not continued", " (its loggers could not start)"))
+        _close(resumed)
+        raise
+    return _drive([resumed], members, start=episode, progress=progress)[0]
 
 
 @dataclass
@@ -262,8 +286,11 @@ class _State:
     stop_signal: int | None = None  # SIGTERM / SIGHUP / SIGINT received: stop after this episode
     signal_at: float | None = None  # when it arrived (time.monotonic())
     lock: WriterLock | None = None  # the run folder's writer lock, touched after every episode
-    resume_episode: int | None = None  # the episode of the newest resume point
+    resume_episode: int | None = None  # the episode of the newest resume point on disk
     resume_seconds: float = 0.0  # how long writing it took: whether another fits a stop's grace
+    resume_due: np.ndarray | None = None  # [K + 1] whether a resume point is written after episode k
+    resume_bytes: int = 0  # bytes of one resume point
+    resume: ResumeWriter | None = None  # the background writer (None: a store with resume slots inside)
 
 
 @dataclass
@@ -275,6 +302,7 @@ class _Run:
     writer: RunWriter
     state: _State
     outcome: tuple[str, str] | None = None  # (status, reason)
+    callbacks: Callbacks | None = None  # report_to's loggers and the caller's callbacks
 
 
 @dataclass
@@ -329,10 +357,14 @@ def _end(runs: list[_Run], outcome) -> list[_Run]:
 
 def _close(run: _Run) -> None:
     status, reason = run.outcome or ("failed", "the run ended early")
+    if run.state.resume is not None:  # a write under way ends before the store closes (and may delete it)
+        run.state.resume.wait(raise_error=False)
     try:
         run.writer.close(status, reason)
     finally:
         run.state.lock.release()
+        if run.callbacks is not None:
+            run.callbacks.end(run.writer.path, status, run.writer.completed, reason)  # never raises
 
 
 def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reason: str, seconds: float):
@@ -416,13 +448,12 @@ def _disk_full_reason(setup: Setup, writer: RunWriter, recorder: Recorder, short
 _SLACK_BYTES = 1 << 20
 
 
-def _room_missing(writer: RunWriter, recorder: Recorder, episode: int) -> int:
+def _room_missing(writer: RunWriter, recorder: Recorder, episode: int, resume_due: np.ndarray | None) -> int:
     """Bytes missing to write ``episode`` (0 when there is room): its recordings, checkpoint and
     losses, and the new resume point beside the store (written before the old one goes), against
     the free disk space; the store's part also against the file-size limit (RLIMIT_FSIZE)."""
     store = _SLACK_BYTES + sum(r.nbytes // max(len(r.episodes), 1) for r in recorder.table if r.due(episode))
-    every = recorder.cfg.record.resume_every
-    beside = 2 * recorder.state_bytes if every and episode % every == 0 else 0
+    beside = 2 * recorder.state_bytes if resume_due is not None and resume_due[episode] else 0
     missing = store + beside - shutil.disk_usage(writer.path.parent).free
     try:
         import resource  # POSIX only
@@ -462,32 +493,63 @@ def _record(writer: RunWriter, recorder: Recorder, episode: int) -> None:
         )
 
 
+def _plan_resume(setup: Setup, recorder: Recorder, writer: RunWriter, state: _State) -> None:
+    """When this run writes its resume point (``storage.resume.resume_points``: record.resume_every
+    against the bytes of one write), and the background writer that writes it."""
+    state.resume_bytes = recorder.state_bytes
+    state.resume_due = resume_points(setup.cfg.record.resume_every, state.resume_bytes, setup.schedule.epoch)
+    if "resume" not in writer.h5:  # a store written before the file beside it: slots inside, written here
+        state.resume = ResumeWriter(writer.path, str(writer.h5.attrs["run_id"]))
+
+
 def _write_resume_if_due(setup: Setup, writer: RunWriter, state: _State, episode: int) -> None:
     """The rolling resume checkpoint, written only for committed episodes."""
-    every = setup.cfg.record.resume_every
-    if every and (episode % every == 0 or episode == len(setup.schedule)):
+    if state.resume_due is not None and state.resume_due[episode]:
         _write_resume(setup, writer, state, episode)
 
 
 def _write_resume(setup: Setup, writer: RunWriter, state: _State, episode: int) -> None:
+    """Start writing the resume point after ``episode`` (copied now, written in the background); a
+    store with resume slots inside it is written here and now."""
+    keep = keeps_optimizer_state(setup.cfg)
+    if state.resume is not None:
+        _wait_resume(state)  # the one before: its buffers are reused, its error raised here
+        params, optim = state_tensors(setup.model, state.optimizer, keep)
+        state.resume.submit(episode, params, optim, state.generator.get_state().numpy())
+        return
     started = time.monotonic()
-    saved = capture_state(setup.model, state.optimizer, state.generator, keeps_optimizer_state(setup.cfg))
+    saved = capture_state(setup.model, state.optimizer, state.generator, keep)
     writer.write_resume(episode, saved["model"], saved["optim"], saved["rng"])
     state.resume_episode, state.resume_seconds = episode, time.monotonic() - started
+
+
+def _wait_resume(state: _State) -> None:
+    """Wait for the resume write under way; one sentence if it failed."""
+    if state.resume is not None:
+        state.resume.wait()
+        state.resume_episode, state.resume_seconds = state.resume.episode, state.resume.seconds
 
 
 # Of the 30 s SLURM gives by default between SIGTERM and SIGKILL, what a stop may spend on an extra
 # resume point; closing the store and exiting take well under a second after it.
 STOP_GRACE_S = 20.0
+# The write rate a stop assumes before the run has timed a resume write of its own.
+_ASSUMED_WRITE_BYTES_PER_S = 200e6
 
 
 def _resume_on_stop(setup: Setup, writer: RunWriter, state: _State) -> None:
-    """After a signal, the resume point of the last committed episode when the rolling one is older
-    (record.resume_every > 1) and writing it, judged by how long the last one took, fits the grace."""
-    if not setup.cfg.record.resume_every or state.resume_episode == writer.completed:
+    """After a signal: wait for the resume write under way, then write the resume point of the last
+    committed episode when the newest one is older (record.resume_every other than every episode) and
+    writing it, judged by how long the last one took, fits the grace."""
+    if not resumes(setup.cfg.record.resume_every):
         return
-    if time.monotonic() - state.signal_at + state.resume_seconds <= STOP_GRACE_S:
+    _wait_resume(state)
+    if state.resume_episode == writer.completed:
+        return
+    took = state.resume_seconds or state.resume_bytes / _ASSUMED_WRITE_BYTES_PER_S
+    if time.monotonic() - state.signal_at + took <= STOP_GRACE_S:
         _write_resume(setup, writer, state, writer.completed)
+        _wait_resume(state)
 
 
 def _train(runs: list[_Run], members: Single | Stacked, stop: _Stop, *, start: int, progress: bool) -> None:
@@ -501,6 +563,7 @@ def _train(runs: list[_Run], members: Single | Stacked, stop: _Stop, *, start: i
     tasks = [r.setup.task for r in runs]
     for model in members.modules:
         model.train()
+    LostUpdates(members.optimizer, first.cfg.optim.lr, first.cfg.model.dtype)  # warns once, then detaches
     desc = "episodes" if len(runs) == 1 else f"episodes ×{len(runs)}"
     bar = tqdm(total=K, initial=start, desc=desc, unit="ep", disable=not progress, dynamic_ncols=True)
     try:
@@ -520,7 +583,11 @@ def _train(runs: list[_Run], members: Single | Stacked, stop: _Stop, *, start: i
             for s, r in enumerate(runs):
                 if r.outcome is None:  # a member that diverged or ran out of disk trains on, unwritten
                     losses = train_loss[s], grad_norm[s], log.lrs, eval_rows[s]
+                    before = r.state.loss_eval[-1]  # the eval row before this episode
                     r.outcome = finish_episode(r.setup, r.writer, r.recorder, r.state, k, *losses)
+                    if r.outcome is None and r.callbacks:  # what the store got, once it is committed
+                        where = int(r.setup.schedule.doc[k - 1]), int(r.setup.schedule.epoch[k - 1])
+                        r.callbacks.episode(k, *where, *losses, before)
             if all(r.outcome is not None for r in runs):
                 return
             bar.update(1)
@@ -573,7 +640,7 @@ def finish_episode(
     doc, epoch = int(setup.schedule.doc[k - 1]), int(setup.schedule.epoch[k - 1])
     if not (np.isfinite(train_loss).all() and np.isfinite(eval_row).all()):
         return "diverged", _divergence(setup.cfg, k, epoch, state.last_checkpoint)
-    short = _room_missing(writer, recorder, k)
+    short = _room_missing(writer, recorder, k, state.resume_due)
     if short:  # stop before writing: a write that fails half-way can leave HDF5 unreadable
         return "failed", _disk_full_reason(setup, writer, recorder, short)
     # record, then commit: readers and crashes only ever see whole episodes
