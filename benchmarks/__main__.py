@@ -196,7 +196,7 @@ def _measure(results: dict, sizes: Sizes, device, workdir: Path, *, run_repeats:
 
     results["store_from_shapes"] = {
         "this_run": runs.store_from_shapes(load_config(None, run_base), sizes.vocab),
-        # the paper's 1B setting: T=25, C=256, M=10, E=5, with the tokenizer's 50304 rows
+        # the paper's 1B setting: T=25, C=256, M=10, E=5, a BPE of up to 50304 tokens (Pythia's rows)
         "pythia_1b": runs.store_from_shapes(
             load_config(
                 None,

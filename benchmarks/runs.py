@@ -12,10 +12,8 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 from arprobe.trainer.plan import human_bytes
 
@@ -171,114 +169,59 @@ def store_parts(path: Path, episodes: int) -> dict:
     return {"file_bytes": file_bytes, "bytes_per_episode": file_bytes // max(episodes, 1), "parts": parts}
 
 
-def store_from_shapes(cfg, vocab_size: int) -> dict:
-    """The store of a run with ``cfg``'s default recording, computed from the model's shapes alone.
-
-    For models too large to build here (``arprobe.trainer.plan.plan`` builds the model): the model
-    is built on the meta device (no memory, instant even at 1B), the recording table follows the
-    recorder's rules (``stored_dim`` for sketches, ``weights/all`` a sketch of ``all_weights_dim``,
-    gradients at epoch ends, checkpoints) with each kind's row shape from the recording table, and
-    ``store_layout`` and ``estimate_store_bytes`` size it, as ``plan`` does. A test checks it
-    against ``plan`` on a model that can be built. Handles the default recording (``unembed`` and
-    ``all`` weights, ``blocks.mid.attn`` gradients, ``ln_final`` activations) of a GPT-NeoX model
-    with a cyclic schedule.
+def store_from_shapes(cfg, vocab_size: int, plan_device: str = "h200") -> dict:
+    """The store, device memory and time of a run of ``cfg`` from the public plan
+    (``arprobe.trainer.plan.plan``): the model is built on the meta device (shapes only, no weights:
+    seconds even at 2.8B), the recording table is the recorder's, and memory and time are planned
+    for ``plan_device``'s datasheet. ``vocab_size``: the BPE tokenizer's target size
+    (``data.vocab_size``); the tokenizer trained on the run's documents may hold fewer (``vocab``).
     """
-    from transformers import AutoModelForCausalLM
+    import dataclasses
 
-    from arprobe.models.text import build_config
-    from arprobe.science.schedule import Schedule
-    from arprobe.storage.recordings import Recording, every, kind
-    from arprobe.storage.sketch import stored_dim
-    from arprobe.trainer.plan import estimate_store_bytes, store_layout
-    from arprobe.trainer.recorders import checkpoint_episodes
+    from arprobe.trainer.plan import plan
 
-    rec, d = cfg.record, cfg.data
-    assert (rec.weights, rec.grads, rec.activations) == (
-        ["unembed"],
-        ["blocks.mid.attn"],
-        ["ln_final.hook_normalized"],
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, vocab_size=vocab_size))
+    planned = plan(cfg, plan_device=plan_device)
+    shape, parts, K = planned.shape, planned.sizes, planned.episodes
+    by_key = {r.key: r for r in planned.recordings}
+    unembed, grads = (
+        by_key.get("weights/unembed"),
+        next((r for r in planned.recordings if r.kind == "grads"), None),
     )
-    assert cfg.schedule.order == "cyclic" and cfg.optim.reset_per_doc
-    config, _ = build_config(cfg.model, vocab_size, d.context_length)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    width, depth = config.hidden_size, config.num_hidden_layers
-    T, C, M, E = d.n_docs, d.context_length, cfg.schedule.steps_per_doc, cfg.schedule.epochs
-    schedule = Schedule(np.tile(np.arange(T), E), np.repeat(np.arange(1, E + 1), T), T)
-    K = len(schedule)
-    epoch_ends = tuple(int(k) for k in schedule.epoch_ends)
-    unembed = model.get_output_embeddings().weight.numel()
-    attn = sum(p.numel() for p in model.gpt_neox.layers[depth // 2].attention.parameters())
-    n_params = sum(p.numel() for p in model.parameters())
-
-    def recording(name: str, row_shape: tuple, episodes: tuple, **extra) -> Recording:
-        group, _, name = name.partition("/")
-        row = kind(group).row_shape(row_shape, T)  # the table's rule (grads: one row per document)
-        return Recording(kind=group, name=name, what="", when="", row_shape=row, episodes=episodes, **extra)
-
-    table = []
-    if rec.weights_every:
-        table.append(
-            recording("weights/unembed", (stored_dim(unembed, rec.sketch_dim),), every(rec.weights_every, K))
-        )
-    if rec.all_weights_dim:
-        table.append(recording("weights/all", (min(rec.all_weights_dim, n_params),), every(1, K)))
-    grad_episodes = {"epoch": epoch_ends, "end": (K,), "never": ()}[rec.grads_at]
-    if grad_episodes:
-        table.append(recording("grads/blocks.mid.attn", (stored_dim(attn, rec.sketch_dim),), grad_episodes))
-    if rec.activations_every:
-        shape = (len(rec.activation_docs), C, width)
-        table.append(
-            recording("activations/ln_final.hook_normalized", shape, every(rec.activations_every, K))
-        )
-    if rec.checkpoints != "none":
-        # optim.reset_per_doc (asserted above): no Adam state to keep, 4 bytes per parameter
-        episodes, _ = checkpoint_episodes(rec.checkpoints, list(epoch_ends), K)
-        table.append(recording("checkpoints/model", (n_params,), episodes, bytes_per_snapshot=4 * n_params))
-    by_key = {r.key: r for r in table}
-    # embed, ln1/ln2/attn/mlp of every block, ln_final, unembed: the layer groups of grad_norm
-    recorder = SimpleNamespace(layer_names=[""] * (4 * depth + 3), table=table)
-    W = C + 2 * d.max_shift  # a document row: the C-token window and S tokens either side
-    docs = {
-        "tokens": np.zeros((T, W), np.int32),
-        "lengths": np.zeros(T, np.int32),
-        "window_start": np.zeros(T, np.int32),
-    }
-    setup = SimpleNamespace(
-        cfg=cfg,
-        schedule=schedule,
-        model=model,
-        task=SimpleNamespace(store_arrays=lambda: docs),
-        texts=["x" * 4 * C] * T,  # a stand-in for the documents' text: about 4 bytes a token
+    recordings = sum(
+        parts[k] for k in ("losses and stats", "docs", "weights", "activations", "grads") if k in parts
     )
-    parts = estimate_store_bytes(store_layout(setup, recorder), setup)
-    recordings = sum(parts[k] for k in ("losses and stats", "docs", "weights", "activations", "grads"))
+    size, writes = planned.resume_write
     return {
         "model": cfg.model.name,
-        "n_params": n_params,
-        "width": width,
-        "depth": depth,
-        "vocab": vocab_size,
-        "T": T,
-        "C": C,
-        "M": M,
-        "E": E,
+        "n_params": planned.n_params,
+        "width": shape.d_model,
+        "depth": shape.n_layers,
+        "vocab": shape.vocab,
+        "T": cfg.data.n_docs,
+        "C": cfg.data.context_length,
+        "M": cfg.schedule.steps_per_doc,
+        "E": cfg.schedule.epochs,
         "episodes": K,
-        "sketch_dim": rec.sketch_dim,
-        "all_weights_dim": rec.all_weights_dim,
-        "unembed_values": unembed,
-        "unembed_stored": by_key["weights/unembed"].row_shape[0] if "weights/unembed" in by_key else None,
-        "attn_values": attn,
-        "attn_stored": by_key["grads/blocks.mid.attn"].row_shape[1]
-        if "grads/blocks.mid.attn" in by_key
-        else None,
+        "sketch_dim": cfg.record.sketch_dim,
+        "all_weights_dim": cfg.record.all_weights_dim,
+        "unembed_values": unembed.sketch["full_dim"] if unembed and unembed.sketch else None,
+        "unembed_stored": unembed.row_shape[0] if unembed else None,
+        "attn_values": grads.sketch["full_dim"] if grads and grads.sketch else None,
+        "attn_stored": grads.row_shape[1] if grads else None,
         "parts": parts,
         # what grows with every episode: losses, weights, activations, gradients (amortised over epochs)
         "recordings_per_episode": recordings // K,
-        "checkpoints_per_episode": parts["checkpoints"] // K,  # full model at every epoch end
-        "resume_bytes": parts["resume"],  # two rolling full-model slots, overwritten, not growing
+        "checkpoints_per_episode": parts["checkpoints"] // K,
+        "resume_bytes": parts["resume"],  # the resume point beside the store while the run goes
+        "resume_write_bytes": size,
+        "resume_writes": writes,
         "total_per_episode": parts["per_episode"],
-        "naive_per_episode": 4 * n_params,  # full float32 state_dict every episode
+        "naive_per_episode": 4 * planned.n_params,  # full float32 state_dict every episode
+        "plan_device": planned.device,
+        "device_memory": {part: size for part, (size, _) in planned.device_memory.items()},
+        "peak_device_bytes": planned.peak_device_bytes,
+        "seconds": planned.times,
     }
 
 

@@ -69,17 +69,25 @@ def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="list the runs, the store-size and time estimates; run nothing"
     )
     p.add_argument(
+        "--plan-device",
+        default="",
+        metavar="NAME",
+        help="with --dry-run: time and memory for this GPU from its datasheet (h100, h200, a100-40, a100-80, "
+        "l40s, v100, rtx4090) or cpu, instead of the device each run would use here (measured)",
+    )
+    p.add_argument(
         "--extend", action="store_true", help="the sweep file gained grid values or seeds: add those runs"
     )
     p.add_argument(
         "--batch-seeds",
         type=int,
         nargs="?",
-        const=8,
+        const=-1,  # sweep.batching.AUTO: as many as the device's free memory holds, up to 8
         default=0,
         metavar="N",
         help="train points that differ only in seed, order or data randomness as one vmapped model, "
-        "up to N at once (default N: 8); each still writes its own store",
+        "up to N at once (without N: as many as the device's free memory holds, up to 8; an N that does "
+        "not fit is refused before anything runs); each still writes its own store",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=sweep_command)
@@ -95,7 +103,7 @@ def check_counts(args) -> None:
         ("--threads", args.threads),
         ("--batch-seeds", args.batch_seeds),
     ):
-        if value < 0:
+        if value < (-1 if flag == "--batch-seeds" else 0):  # --batch-seeds without N is -1 (auto)
             raise UserError(f"{flag} must be a positive number, got {value}.")
     if args.gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be zero or positive, got {args.gpus_per_run:g}.")
@@ -235,6 +243,7 @@ def dry_run(spec, sweep_dir: Path, args) -> int:
             threads=threads,
             statuses=dry_run_statuses(sweep_dir),
             note=note,
+            plan_device=args.plan_device,
         )
     )
     if args.backend == "slurm":  # the job array it would submit: its size and sbatch script

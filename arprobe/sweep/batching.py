@@ -6,15 +6,42 @@ trains the points that have no store yet as one stacked model (``loop.run_many``
 point (to resume, or when the group turns out not to be batchable, e.g. ``insert`` schedules of
 different lengths) as an ordinary run. A group job carries its points' jobs under ``members``;
 the sweep's manifest keeps one entry per point as always.
+
+How many points a group takes is checked against the free memory of the runs' device before any
+job starts (``members_for``): an asked-for N that does not fit is refused in one sentence naming
+the N that does; ``--batch-seeds`` without N (``AUTO``) takes as many as fit, up to 8.
 """
 
 from __future__ import annotations
 
 import time
 
+AUTO = -1  # --batch-seeds without N: as many points a group as the device holds, up to AUTO_MOST
+AUTO_MOST = 8
+
+
+def members_for(cfg, asked: int, points: int) -> int:
+    """Points per group job for runs of ``cfg`` (``points`` of them batchable together): ``asked``
+    when it fits the runs' device (else UserError naming what fits), or for ``AUTO`` the most that
+    fit, up to ``AUTO_MOST``. A model whose shapes cannot be read here is not checked."""
+    from arprobe.models.text import resolve_device
+    from arprobe.trainer.memory import check_members_fit, members_that_fit
+    from arprobe.trainer.plan import config_shape, planned_free_memory
+
+    most = min(AUTO_MOST if asked == AUTO else asked, max(points, 1))
+    shape = config_shape(cfg)
+    if shape is None or most <= 1:
+        return max(most, 1)
+    device, free = planned_free_memory(resolve_device(cfg.model.device))
+    if asked != AUTO:
+        check_members_fit(cfg, shape, most, device, free)
+        return most
+    return max(1, members_that_fit(cfg, shape, free, most))
+
 
 def group_jobs(jobs: list[dict], max_members: int) -> list[dict]:
-    """Jobs with the batchable points gathered into group jobs of at most ``max_members``."""
+    """Jobs with the batchable points gathered into group jobs of at most ``max_members`` (``AUTO``:
+    as many as the device holds), each size checked against the device's free memory."""
     from arprobe.trainer.config import load_config
     from arprobe.trainer.members import batch_key  # torch: not at `arprobe sweep --help`
 
@@ -24,8 +51,9 @@ def group_jobs(jobs: list[dict], max_members: int) -> list[dict]:
         groups.setdefault(key, []).append(job)
     out = []
     for members in groups.values():
-        for lo in range(0, len(members), max(max_members, 1)):
-            chunk = members[lo : lo + max(max_members, 1)]
+        size = members_for(load_config(None, members[0]["overrides"]), max_members, len(members))
+        for lo in range(0, len(members), size):
+            chunk = members[lo : lo + size]
             if len(chunk) == 1:
                 out.append(chunk[0])
             else:

@@ -1,26 +1,27 @@
 """``arprobe sweep --dry-run``: the points, the store-size estimate and a time estimate.
 
-Sizes come from the trainer's public plan (``arprobe.trainer.plan.plan``, what ``arprobe run
---dry-run`` prints), once per point-without-seed: the data, tokenizer and model are built to
-count parameters and shapes, so a hub model or dataset must be reachable (or cached), as for the
-run itself.
+Sizes and times come from the trainer's public plan (``arprobe.trainer.plan.plan``, what
+``arprobe run --dry-run`` prints), once per point-without-seed: the data and tokenizer are built
+and the model on the meta device (shapes only), so a hub model's config or dataset must be
+reachable (or cached), as for the run itself.
 
-Time is a rough model: the floating-point work of a run (6·N per trained token, 2·N per
-evaluated token, N parameters) at 30% of this machine's measured matmul rate with the run's
-threads, plus a few seconds of setup per run. Completed runs of the same sweep calibrate it.
+Time is the plan's (``arprobe.trainer.rates``): the floating-point work of a run (6·N per trained
+token, 2·N per evaluated token, N parameters) at a stated share (MFU) of the matmul rate of the
+device the run will use — measured there (a GPU of this machine, or this CPU with each run's
+threads), or a datasheet's with ``--plan-device`` — plus recordings, resume writes and a few
+seconds of setup per run. Completed runs of the same sweep calibrate it.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from arprobe.errors import UserError
 from arprobe.sweep.spec import Point, SweepSpec
+from arprobe.trainer.rates import format_seconds  # also arprobe.pretrain's
 
-EFFICIENCY = 0.3  # fraction of the measured matmul rate a training step reaches (benchmarks: 0.35-0.47)
 SETUP_SECONDS = 5.0  # imports, tokenizer from cache, model build, store creation
 
 
@@ -29,49 +30,35 @@ class PointPlan:
     store_bytes: int | None
     flops: float | None
     note: str = ""  # why the estimate is missing
+    seconds: float | None = None  # the plan's time of one run (rates.time_estimate), setup not included
+    basis: str = ""  # the rate the time assumes, in words (rates.Rate.describe)
+    refusal: str = ""  # the plan's sentence when the run does not fit its device
 
 
-def plan_point(overrides: dict) -> PointPlan:
-    """Store size and floating-point work of one run, from the trainer's plan of it."""
+def plan_point(overrides: dict, *, plan_device: str = "", threads: int = 0) -> PointPlan:
+    """Store size, floating-point work and time of one run, from the trainer's plan of it; on a CPU
+    the time at ``threads`` torch threads (the sweep's per run; 0: the run's own)."""
+    from arprobe.trainer import rates
     from arprobe.trainer.config import load_config
-    from arprobe.trainer.plan import plan
+    from arprobe.trainer.plan import plan, run_work
 
     cfg = load_config(None, overrides)
     try:
-        planned = plan(cfg)
+        planned = plan(cfg, plan_device=plan_device) if plan_device else plan(cfg)
     except UserError as exc:
         return PointPlan(None, None, str(exc))
     N, K = float(planned.n_params), planned.episodes
     C, M, T = cfg.data.context_length, cfg.schedule.steps_per_doc, cfg.data.n_docs
     flops = 6 * N * C * M * K + 2 * N * C * T * (K + 1)
-    return PointPlan(planned.store_bytes, flops)
-
-
-def matmul_rate(threads: int) -> float:
-    """float32 FLOP/s of a 1024² matmul with ``threads`` torch threads (best of a few)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-        a @ b
-        best = float("inf")
-        for _ in range(5):
-            started = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(before)
-    return 2 * 1024**3 / best
-
-
-def format_seconds(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    point = PointPlan(planned.store_bytes, flops, refusal=planned.refusal)
+    if planned.times is not None:
+        rate = planned.rate
+        if rate.kind == "cpu" and threads:  # each run of the sweep gets its share of the cores
+            rate = rates.Rate(rates.cpu_matmul_rate(threads), "fp32", "cpu",
+                              f"measured on this CPU, {threads} thread(s)", rate.bandwidth)  # fmt: skip
+        point.seconds = rates.time_estimate(run_work(cfg, planned), rate)["total"]
+        point.basis = f"{rate.describe()} on {planned.device}"
+    return point
 
 
 def dry_run_text(
@@ -83,18 +70,20 @@ def dry_run_text(
     threads: int,
     statuses: dict[str, str],
     note: str = "",
+    plan_device: str = "",
 ) -> str:
-    """The table --dry-run prints: every point, what would happen to it, sizes, time."""
-    from arprobe.trainer.plan import human_bytes
+    """The table --dry-run prints: every point, what would happen to it, sizes, time (on
+    ``plan_device``'s datasheet when given, else on the device each run would use here)."""
+    from arprobe.trainer.memory import human_bytes
 
     plans: dict[str, PointPlan] = {}
     for point in points:
         if point.group_key not in plans:
-            plans[point.group_key] = plan_point(spec.overrides(point, sweep_dir / "runs"))
-    rate = matmul_rate(threads) * EFFICIENCY
+            overrides = spec.overrides(point, sweep_dir / "runs")
+            plans[point.group_key] = plan_point(overrides, plan_device=plan_device, threads=threads)
 
     def estimate(plan: PointPlan) -> float | None:
-        return None if plan.flops is None else plan.flops / rate + SETUP_SECONDS
+        return None if plan.seconds is None else plan.seconds + SETUP_SECONDS
 
     # Calibrate on this sweep's finished runs: measured wall time over the model's estimate.
     ratios = [
@@ -136,6 +125,7 @@ def dry_run_text(
             todo_seconds += seconds * factor
             longest = max(longest, seconds * factor)
     known = sum(plans[p.group_key].store_bytes is not None for p in points)
+    bases = sorted({plan.basis for plan in plans.values() if plan.basis})
     if known == 0:
         lines.append("total store estimate: unknown")
     else:
@@ -146,11 +136,9 @@ def dry_run_text(
     basis = (
         f"calibrated on {len(ratios)} finished run(s) of this sweep"
         if ratios
-        else f"{EFFICIENCY:.0%} of this machine's measured matmul rate "
-        f"({rate / EFFICIENCY / 1e9:.0f} GFLOP/s "
-        f"with {threads} thread(s)) + {SETUP_SECONDS:.0f} s setup per run; a rough guide"
+        else f"{'; '.join(bases) or 'no rate'} + {SETUP_SECONDS:.0f} s setup per run; a rough guide"
     )
-    if known:
+    if known and any(plan.seconds is not None for plan in plans.values()):
         lines.append(
             f"time estimate: {format_seconds(todo_seconds)} of run time for the runs still to do, about "
             f"{format_seconds(wall)} of wall time with {workers} worker(s) ({basis})"
@@ -159,4 +147,6 @@ def dry_run_text(
         lines.append("time estimate: unknown")
     for reason in sorted(unknown):
         lines.append(f"no estimate for some runs: {reason}")
+    for refusal in sorted({plan.refusal for plan in plans.values() if plan.refusal}):
+        lines.append(f"does not fit: {refusal}")
     return "\n".join(lines)

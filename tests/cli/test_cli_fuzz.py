@@ -170,7 +170,7 @@ def test_a_sweep_file_that_is_not_text(tmp_path, capsys):
 # tokens 12 x 10 x 64, logits 4 x 64 x 4096, activations 4 x 64 x 256 x 5: 1.4 MB. Total 19.8 GB.
 HUGE_EPOCHS = (
     "The run needs at least 19.8 GB of memory (15.2 GB for the eval matrix, 100,000,000 episodes x T=10) "
-    "but this machine has 1.0 GB; lower schedule.epochs or data.n_docs."
+    "but this machine has 1.0 GB free; lower schedule.epochs or data.n_docs."
 )
 
 
@@ -179,9 +179,9 @@ def test_a_run_this_machine_cannot_hold_is_refused_before_allocating(tmp_path, c
     import time
 
     import arprobe.trainer.loop  # noqa: F401  (imported before the clock starts: only the check is timed)
-    from arprobe.trainer import plan
+    from arprobe.trainer import memory
 
-    monkeypatch.setattr(plan, "machine_memory_bytes", lambda: 10**9)
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 10**9)
     started = time.monotonic()
     code = main(["run", "--out", str(tmp_path / "runs"), "--epochs", str(10**7), *(["--dry-run"] * dry_run)])
     err = capsys.readouterr().err.strip().splitlines()
