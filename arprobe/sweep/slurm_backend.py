@@ -17,7 +17,8 @@ command line (see ``OPTIONS``)::
 
 ``arprobe sweep`` submits the array, then waits for its tasks, filling the manifest from each run's
 store as tasks end (the stores are the truth: submitit's result files are never read). Ctrl-C stops
-the waiting, not the jobs (``scancel`` does that).
+the waiting, not the jobs (``scancel`` does that); running the command again while ``squeue`` still
+lists the sweep's last array is refused (the two would race for the same run folders).
 
 Preemption and time limits: a run killed by SIGTERM (preemption) stops after its episode with a
 resume point; at the time limit SLURM sends USR2 ``signal_delay_s`` seconds early and submitit calls
@@ -28,8 +29,10 @@ and resumes it from the newest resume point (``worker.run_point``), up to ``max_
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import shlex
+import subprocess
 import sys
 import time
 import tomllib
@@ -37,6 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.jsonio import write_json_atomic
 from arprobe.sweep.backend import BackendOptions, SweepBackend
 from arprobe.sweep.batching import member_jobs
 from arprobe.sweep.manifest import COMPLETE, DIVERGED, UNFINISHED, inspect_store
@@ -64,6 +68,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "executor": (str, '"slurm", or "local" to run the tasks as processes here through submitit'),
 }
 DEFAULT_TIME_MIN = 60
+LAST_ARRAY = "last_array.json"  # in the job-files folder: the array last submitted for this sweep
 log = logging.getLogger(__name__)  # --verbose: the submission's parameters and each task's state
 
 
@@ -268,6 +273,27 @@ class SlurmBackend(SweepBackend):
         executor.update_parameters(**self.parameters())
         return executor
 
+    def _refuse_if_still_queued(self) -> None:
+        """The sweep's previous array, while SLURM still lists it, would race the new one for the same
+        run folders: say so instead of submitting again."""
+        try:
+            array_id = str(json.loads((self.logs / LAST_ARRAY).read_text())["array"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if self.executor_kind != "slurm" or not array_id.isdigit():
+            return
+        try:
+            listed = subprocess.run(
+                ["squeue", "-h", "-j", array_id, "-o", "%i"], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError):
+            return  # no squeue here: the runs' writer locks still keep one writer per run
+        if listed.returncode == 0 and listed.stdout.strip():
+            raise UserError(
+                f"Job array {array_id} of this sweep is still queued or running (squeue -j {array_id}); "
+                f"wait for it to end, or stop it with scancel {array_id}, then run the same command again."
+            )
+
     def run(
         self, jobs: list[dict], on_start: Callable[[dict], None], on_done: Callable[[dict, dict], None]
     ) -> None:
@@ -275,6 +301,7 @@ class SlurmBackend(SweepBackend):
         from its point's store. Ctrl-C stops the waiting and leaves the tasks running."""
         if not jobs:
             return
+        self._refuse_if_still_queued()
         executor = self._executor()
         log.info("submitit %s executor, parameters: %s", self.executor_kind, self.parameters())
         try:
@@ -283,6 +310,7 @@ class SlurmBackend(SweepBackend):
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
             raise UserError(f"sbatch refused the job array: {detail}") from None
         array_id = submitted[0].job_id.split("_")[0]
+        write_json_atomic(self.logs / LAST_ARRAY, {"array": array_id, "points": [j["name"] for j in jobs]})
         print(f"submitted job array {array_id} ({len(jobs)} task(s)); job files in {self.logs}", flush=True)
         for job in jobs:
             on_start(job)

@@ -150,7 +150,8 @@ def test_a_requeued_task_resumes_from_the_resume_point(tmp_path, monkeypatch):
     assert isinstance(again, DelayedSubmission) and isinstance(again.function, SweepTask)
     record = again.result()
     assert record["action"] == "resume" and record["from_episode"] >= 1
-    assert record["status"] == "complete" and record["episodes"] == TINY["n_docs"] * TINY["epochs"]
+    assert record["status"] == "complete", record
+    assert record["episodes"] == TINY["n_docs"] * TINY["epochs"]
     whole = eval_matrix(tmp_path / "runs" / "whole" / "run.h5")
     np.testing.assert_array_equal(eval_matrix(tmp_path / "runs" / "requeued" / "run.h5"), whole)
 
@@ -180,3 +181,25 @@ def test_no_srun_is_one_sentence(tmp_path, monkeypatch, capsys):
     assert code == 2
     assert "found no 'srun' on PATH" in capsys.readouterr().err
     assert sys.executable  # the interpreter stays usable for the next test
+
+
+def test_a_second_call_while_the_array_is_queued_is_refused(tmp_path, monkeypatch, capsys):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stand_in(bin_dir, "sbatch", 'echo "Submitted batch job 321"\n')
+    stand_in(bin_dir, "srun", "exit 0\n")
+    rows = "".join(f"321_{i}|FAILED|node1\\n" for i in range(4))
+    stand_in(bin_dir, "sacct", f'printf "JobID|State|NodeList\\n{rows}"\n')
+    stand_in(bin_dir, "squeue", 'if [ "$3" = 321 ]; then echo 321_2; fi\n')  # task 2 still pending
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    argv = ["sweep", str(sweep_file(tmp_path)), "--backend", "slurm", "--out", str(tmp_path / "out")]
+    argv += ["--slurm", "poll_s=0.01", "--no-progress"]
+    assert main(argv) == 1  # submitted; every task ended FAILED
+    last = json.loads((tmp_path / "out" / "tiny" / "slurm" / "last_array.json").read_text())
+    assert last["array"] == "321" and len(last["points"]) == 4
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert (
+        "Job array 321 of this sweep is still queued or running (squeue -j 321); wait for it to end, "
+        "or stop it with scancel 321, then run the same command again." in capsys.readouterr().err
+    )
