@@ -1,0 +1,346 @@
+"""arprobe on one GPU, in one command: ``python -m benchmarks.gpu --out benchmarks/results/gpu.json``.
+
+Written for one H100/H200-class GPU and a budget of under 8 minutes (``--budget``, default 420 s);
+every section is guarded (a failure is recorded in the JSON as ``{"error": ...}`` and the other
+sections still run) and a section that would start after the budget is recorded as skipped.
+
+Sections:
+- ``agreement``: the tiny run's eval matrix on the device against the CPU's, float32 (within 1e-3)
+  and bf16 autocast (within 0.05);
+- ``mfu``: training-step and eval-matrix MFU at the Pythia-410M and 1B shapes (random init from
+  the presets in ``arprobe.models.text``: no download; arprobe's 4096-token BPE, so the unembedding
+  is smaller than Pythia's 50k) in fp32, TF32 and bf16 autocast, each against the measured matmul
+  peak of its own precision, with the peak device memory of the case;
+- ``syncs``: host-device synchronisations per training step (``torch.cuda.set_sync_debug_mode``
+  warnings counted);
+- ``recordings``: per-episode seconds of every recording the default run takes, and of the resume
+  write (the copy the loop waits for, and the whole write on the background thread) at 410M;
+- ``batched``: one training step of 4 seeds stacked (``--batch-seeds``) against 4 separate ones at 410M.
+
+``--smoke`` runs every section at tiny shapes on whatever device there is (CPU included) in seconds:
+what ``tests/trainer/test_gpu_benchmark_smoke.py`` runs. Nothing in this file has been run on a GPU
+yet (no GPU was lent when it was written): see the docs' GPU page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.throughput import eval_fn, model_flop_params, train_step_fn
+from benchmarks.timing import machine_info, median_seconds, sync
+
+TINY_SHAPE = {"vocab_size": 512, "d_model": 64, "n_layers": 2, "n_heads": 2}
+SMALL_RUN = {"n_docs": 5, "context_length": 32, "steps_per_doc": 3, "epochs": 2, **TINY_SHAPE}
+FULL = {
+    "agreement_run": SMALL_RUN,
+    "shapes": ["pythia-410m", "pythia-1b"],
+    "mfu_data": {"n_docs": 25, "context_length": 256},
+    "batched_shape": "pythia-410m",
+    "recording_shape": "pythia-410m",
+    "peak_size": 8192,
+    "repeats": 5,
+}
+QUIET = {"all_weights_dim": 0, "grads_at": "never", "weights_every": 0, "activations_every": 0}
+SMOKE = {
+    "agreement_run": {**SMALL_RUN, "n_docs": 3, "steps_per_doc": 1, "epochs": 1, **QUIET},
+    "shapes": ["tiny"],
+    "mfu_data": {"n_docs": 5, "context_length": 32},
+    "batched_shape": "tiny",
+    "recording_shape": "tiny",
+    "peak_size": 256,
+    "repeats": 2,
+}
+PRECISIONS = {  # name: (model.autocast, model.tf32, matmul dtype of the peak)
+    "fp32": ("off", False, torch.float32),
+    "tf32": ("off", True, torch.float32),
+    "bf16": ("bfloat16", True, torch.bfloat16),
+}
+
+
+def config(out: Path, shape: str, device: str, smoke: bool, **overrides):
+    from arprobe.trainer.config import load_config
+
+    values = {"out": str(out), "name": f"{shape}-{len(list(out.glob('*')))}", "model.device": device}
+    values.update({"model.name": shape, "model.init": "pythia", "threads": 0})
+    values.update(TINY_SHAPE if smoke else {})
+    values.update(overrides)
+    return load_config(None, values)
+
+
+def prepared(out: Path, shape: str, device: str, smoke: bool, **overrides):
+    from arprobe.trainer.loop import prepare
+
+    return prepare(config(out, shape, device, smoke, **overrides))
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: torch.device) -> int | None:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+
+def agreement(work: Path, device: torch.device, sizes: dict) -> dict:
+    """The tiny run's eval matrix on ``device`` against the CPU's (float32 and bf16 autocast)."""
+    from arprobe.storage import RunStore
+    from arprobe.trainer.loop import run
+
+    def matrix(dev: str, autocast: str) -> np.ndarray:
+        run_cfg = sizes["agreement_run"]
+        cfg = config(work / f"agree-{dev}-{autocast}", "tiny", dev, True, **run_cfg, autocast=autocast)
+        with RunStore(run(cfg, progress=False).path) as store:
+            return store.eval_matrix()
+
+    cpu = matrix("cpu", "off")
+    out = {"device": str(device)}
+    for name, autocast, tolerance in [("float32", "off", 1e-3), ("bf16", "bfloat16", 0.05)]:
+        on_device = cpu if device.type == "cpu" and autocast == "off" else matrix(str(device), autocast)
+        diff = float(np.abs(on_device - cpu).max())
+        out[name] = {"max_abs_diff_vs_cpu_fp32": diff, "tolerance": tolerance, "within": diff <= tolerance}
+    return out
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int) -> float:
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    _, times = median_seconds(lambda: a @ b, device, repeats=repeats, warmup=2)
+    return 2 * size**3 / min(times) / 1e9
+
+
+def mfu(work: Path, device: torch.device, sizes: dict, smoke: bool, deadline: float) -> dict:
+    """Train-step and eval MFU per shape and precision, against the same precision's matmul peak."""
+    from arprobe.trainer.members import Single
+    from arprobe.trainer.precision import use_tf32
+    from benchmarks.throughput import recorder_of
+
+    out: dict = {}
+    for shape in sizes["shapes"]:
+        for precision, (autocast, tf32, dtype) in PRECISIONS.items():
+            key = f"{shape}/{precision}"
+            if time.monotonic() > deadline:
+                out[key] = {"skipped": "time budget"}
+                continue
+            print(f"  mfu {key}", flush=True)
+            try:
+                reset_peak(device)
+                setup = prepared(
+                    work, shape, str(device), smoke, **sizes["mfu_data"], autocast=autocast, tf32=tf32
+                )
+                use_tf32(setup.cfg, device)
+                if device.type == "cuda":  # the peak of this precision (TF32 on or off as the case)
+                    torch.backends.cuda.matmul.allow_tf32 = tf32
+                peak = matmul_peak(device, dtype, sizes["peak_size"], sizes["repeats"])
+                N, C, T = model_flop_params(setup.model), setup.cfg.data.context_length, setup.cfg.data.n_docs
+                doc = int(torch.argmax(setup.task.lengths))
+                step = train_step_fn(setup, recorder_of(setup), Single(setup.model, setup.cfg), doc)
+                train_s, _ = median_seconds(step, device, repeats=sizes["repeats"], warmup=2)
+                eval_s, _ = median_seconds(
+                    eval_fn(setup, T, setup.task.eval_batch), device, repeats=sizes["repeats"]
+                )
+                train_gflops, eval_gflops = 6 * N * C / train_s / 1e9, 2 * N * C * T / eval_s / 1e9
+                out[key] = {
+                    "N": N,
+                    "C": C,
+                    "T": T,
+                    "vocab": setup.model.config.vocab_size,
+                    "peak_gflops": peak,
+                    "train_step_s": train_s,
+                    "train_mfu": train_gflops / peak,
+                    "eval_row_s": eval_s,
+                    "eval_mfu": eval_gflops / peak,
+                    "peak_memory_bytes": peak_memory(device),
+                }
+                del setup, step
+            except Exception as exc:  # one case failing (out of memory) leaves the others
+                out[key] = failure(exc)
+    return out
+
+
+def syncs(work: Path, device: torch.device, sizes: dict, smoke: bool) -> dict:
+    """Host-device synchronisations per training step of the loop (sync debug mode's warnings)."""
+    from arprobe.trainer.members import Single
+    from benchmarks.throughput import recorder_of
+
+    setup = prepared(work, sizes["shapes"][0], str(device), smoke, **sizes["mfu_data"])
+    step = train_step_fn(setup, recorder_of(setup), Single(setup.model, setup.cfg), 0)
+    step()  # allocations and lazy initialisation, uncounted
+    if device.type != "cuda":
+        return {"per_step": 0, "note": f"{device.type}: no host-device synchronisation to count"}
+    steps = 3
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    return {"per_step": len(found) / steps, "kinds": sorted(set(found))[:10]}
+
+
+def recordings(work: Path, device: torch.device, sizes: dict, smoke: bool) -> dict:
+    """Seconds of every recording the default run takes after an episode, and of the resume write."""
+    from arprobe.storage.resume import ResumeWriter
+    from arprobe.trainer.checkpoints import keeps_optimizer_state, state_tensors
+    from arprobe.trainer.members import Single
+    from benchmarks.throughput import recorder_of
+
+    setup = prepared(work, sizes["recording_shape"], str(device), smoke, **sizes["mfu_data"])
+    recorder = recorder_of(setup)
+    out = {}
+    for recording in recorder.table:
+        if recording.key not in recorder.capture:
+            continue
+        capture = recorder.capture[recording.key]
+        episode = int(recording.episodes[0]) if len(recording.episodes) else 1
+        seconds, _ = median_seconds(lambda c=capture, e=episode: c(e), device, repeats=sizes["repeats"])
+        out[recording.key] = {"seconds": seconds}
+    members = Single(setup.model, setup.cfg)
+    writer = ResumeWriter(work / "resume" / "run.h5", "benchmark")
+    (work / "resume").mkdir(parents=True, exist_ok=True)
+    params, optim = state_tensors(setup.model, members.optimizer, keeps_optimizer_state(setup.cfg))
+    rng = torch.Generator().get_state().numpy()
+    copies, totals = [], []
+    for episode in range(1 + sizes["repeats"]):
+        started = time.perf_counter()
+        writer.submit(episode, params, optim, rng)
+        copied = time.perf_counter() - started
+        writer.wait()
+        if episode:  # the first allocates the buffers
+            copies.append(copied)
+            totals.append(time.perf_counter() - started)
+    out["resume_write"] = {
+        "bytes": recorder.state_bytes,
+        "copy_seconds_loop_waits": statistics.median(copies),
+        "write_seconds_background": statistics.median(totals),
+    }
+    return out
+
+
+def batched(work: Path, device: torch.device, sizes: dict, smoke: bool) -> dict:
+    """One training step of 4 seeds stacked against 4 separate steps, same shape."""
+    import dataclasses
+
+    from arprobe.trainer.episode import TrainingRules, train_episode
+    from arprobe.trainer.members import Single, make_members
+
+    seeds = 4
+    setups = [
+        prepared(work, sizes["batched_shape"], str(device), smoke, **sizes["mfu_data"], seed=s)
+        for s in range(seeds)
+    ]
+    cfg = setups[0].cfg
+    rules = dataclasses.replace(
+        TrainingRules.from_config(cfg, len(setups[0].schedule)), steps_per_doc=1, reset_optimizer=False
+    )
+
+    def step_of(members, runs):
+        norms = members.grad_norms(runs[0].names.parameter_groups(runs[0].model), device)
+        generators = [torch.Generator().manual_seed(s) for s in range(len(runs))]
+        tasks = [r.task for r in runs]
+        return lambda: train_episode(
+            members, tasks, [0] * len(runs), episode=1, rules=rules, generators=generators, grad_norms=norms
+        )
+
+    single_s, _ = median_seconds(
+        step_of(Single(setups[0].model, cfg), setups[:1]), device, repeats=sizes["repeats"], warmup=2
+    )
+    stacked_s, _ = median_seconds(
+        step_of(make_members([s.model for s in setups], cfg), setups),
+        device,
+        repeats=sizes["repeats"],
+        warmup=2,
+    )
+    return {
+        "seeds": seeds,
+        "separate_step_s": single_s,
+        "stacked_step_s": stacked_s,
+        "speedup": seeds * single_s / stacked_s,
+        "peak_memory_bytes": peak_memory(device),
+    }
+
+
+# --- driver -----------------------------------------------------------------------------------------
+
+
+def failure(exc: BaseException) -> dict:
+    return {
+        "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
+        "traceback": traceback.format_exc()[-2000:],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/gpu.json", help="JSON file written")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:N or cpu")
+    parser.add_argument("--budget", type=float, default=420.0, help="seconds; later sections are skipped")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny shapes, seconds, any device (a code check)"
+    )
+    args = parser.parse_args(argv)
+
+    from arprobe.models.text import resolve_device
+
+    device = resolve_device(args.device)
+    sizes = SMOKE if args.smoke else FULL
+    started = time.monotonic()
+    deadline = started + args.budget
+    result: dict = {"smoke": args.smoke, "budget_s": args.budget, "machine": machine_info(device)}
+    with tempfile.TemporaryDirectory(prefix="arprobe-gpu-") as tmp:
+        work = Path(tmp)
+        sections = {
+            "agreement": lambda: agreement(work / "agreement", device, sizes),
+            "mfu": lambda: mfu(work / "mfu", device, sizes, args.smoke, deadline),
+            "syncs": lambda: syncs(work / "syncs", device, sizes, args.smoke),
+            "recordings": lambda: recordings(work / "recordings", device, sizes, args.smoke),
+            "batched": lambda: batched(work / "batched", device, sizes, args.smoke),
+        }
+        for name, fn in sections.items():
+            if time.monotonic() > deadline:
+                result[name] = {"skipped": "time budget"}
+                continue
+            print(f"[{time.monotonic() - started:6.1f} s] {name}", flush=True)
+            section_started = time.monotonic()
+            try:
+                result[name] = fn()
+            except Exception as exc:  # recorded; the next section still runs
+                result[name] = failure(exc)
+                print(f"  {name} failed: {result[name]['error']}", flush=True)
+            if isinstance(result[name], dict):
+                result[name]["section_s"] = time.monotonic() - section_started
+            sync(device)
+    result["total_s"] = time.monotonic() - started
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    print(f"wrote {out} ({result['total_s']:.0f} s)")
+    return result
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+if __name__ == "__main__":
+    main()
