@@ -7,11 +7,14 @@ a field by its full dotted path (``--optim.lr``) or by its leaf name when that i
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import hashlib
+import inspect
 import json
 import re
+import textwrap
 import tomllib
 import types
 import typing
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arprobe.errors import UserError
+from arprobe.tasks.registry import task_class
 from arprobe.trainer.loggers import parse_report_to
 from arprobe.values import flatten, parse_bool
 
@@ -498,7 +502,6 @@ def validate_image(cfg: RunConfig) -> None:
     """The task name (an installed ``arprobe.tasks`` plugin), the image section's ranges, and the
     task's own checks: options that mean nothing for it are refused."""
     # Here, not at the top: the registry reads entry points, which `--help` need not pay for.
-    from arprobe.tasks.registry import task_class
 
     im = cfg.image
     task = task_class(cfg.task)  # an unknown name lists the installed tasks
@@ -522,10 +525,6 @@ def validate_image(cfg: RunConfig) -> None:
 
 def describe_keys() -> str:
     """One line per key with its default and comment, for --help-config, in aligned columns."""
-    import ast
-    import inspect
-    import textwrap
-
     rows = []
     for cls, prefix in [
         (RunConfig, ""),

@@ -30,18 +30,27 @@ import torch
 
 from arprobe.errors import UserError
 from arprobe.models.naming import ModelNames
+from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
 from arprobe.science.schedule import Schedule
-from arprobe.storage import RunWriter, StoreLayout
+from arprobe.storage import RunStore, RunWriter, StoreLayout, resolve_store_path
 from arprobe.storage.lock import WriterLock
 from arprobe.storage.resume import ResumeWriter, resume_points, resumes
 from arprobe.tasks.base import Task
 from arprobe.tasks.registry import task_class
 from arprobe.trainer.callbacks import Callbacks
 from arprobe.trainer.checkpoints import capture_state, keeps_optimizer_state, restore_state, state_tensors
-from arprobe.trainer.config import RunConfig
+from arprobe.trainer.config import RunConfig, config_from_dict, training_differences
 from arprobe.trainer.episode import TrainingRules, train_episode
 from arprobe.trainer.members import Single, Stacked, check_batchable, check_schedule_lengths, make_members
-from arprobe.trainer.plan import check_disk_space, check_scale, estimate_store_bytes, store_layout
+from arprobe.trainer.plan import (
+    check_disk_space,
+    check_scale,
+    data_note,
+    estimate_store_bytes,
+    human_bytes,
+    plan,
+    store_layout,
+)
 from arprobe.trainer.precision import LostUpdates, use_tf32
 from arprobe.trainer.recorders import Recorder
 from arprobe.trainer.schedules import schedule_from_config
@@ -201,9 +210,6 @@ def _check_out_folder(out: Path) -> None:
 
 
 def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
-    from arprobe.storage import RunStore
-    from arprobe.trainer.config import training_differences
-
     try:
         with RunStore(store_path) as store:
             differences = training_differences(store.config, cfg.to_dict())
@@ -221,8 +227,6 @@ def _existing_store_message(store_path: Path, cfg: RunConfig) -> str:
 def dry_run(cfg: RunConfig, readers=None) -> str:
     """The plan and the store-size estimate, without training or writing anything; ``readers``: see
     ``plan``."""
-    from arprobe.trainer.plan import plan
-
     return plan(cfg, readers).text
 
 
@@ -237,9 +241,6 @@ def resume(
     ``model.trust_remote_code`` is never taken from a store: it is the caller's flag. ``callbacks``:
     see ``run``.
     """
-    from arprobe.storage import RunStore, resolve_store_path
-    from arprobe.trainer.config import config_from_dict
-
     store_path = resolve_store_path(run)
     with RunStore(store_path) as store:
         status, stored = store.status, store.config
@@ -369,9 +370,6 @@ def _close(run: _Run) -> None:
 
 def summarise(setup: Setup, writer: RunWriter, state: _State, status: str, reason: str, seconds: float):
     """The headline numbers of a closed run."""
-    from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
-    from arprobe.trainer.plan import data_note
-
     k = writer.completed
     loss_eval = np.asarray(state.loss_eval)[: k + 1]
     done = setup.schedule.head(k)
@@ -431,8 +429,6 @@ def _disk_full(exc: OSError | RuntimeError) -> bool:
 
 
 def _disk_full_reason(setup: Setup, writer: RunWriter, recorder: Recorder, short: int = 0) -> str:
-    from arprobe.trainer.plan import human_bytes
-
     per_episode = estimate_store_bytes(_layout(setup, recorder), setup)["per_episode"]
     left = len(setup.schedule) - writer.completed
     need = max(per_episode * left, short)
@@ -554,6 +550,7 @@ def _resume_on_stop(setup: Setup, writer: RunWriter, state: _State) -> None:
 
 def _train(runs: list[_Run], members: Single | Stacked, stop: _Stop, *, start: int, progress: bool) -> None:
     """The episode loop from episode ``start`` + 1; gives every run its outcome (status, reason)."""
+    # lazy: tqdm takes seconds to import; only this path needs it
     from tqdm.auto import tqdm
 
     first = runs[0].setup  # the runs share the rules and the architecture (members.check_batchable)

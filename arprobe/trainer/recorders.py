@@ -29,6 +29,7 @@ from arprobe.science.schedule import Schedule
 from arprobe.storage import recordings
 from arprobe.storage.recordings import Recording, describe_every, every
 from arprobe.storage.sketch import CountSketch, stored_dim
+from arprobe.trainer.checkpoints import keeps_optimizer_state
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,6 @@ class Recorder:
     def state_bytes(self) -> int:
         """Bytes of one saved training state (model, kept optimizer state): a checkpoint or the
         resume point."""
-        from arprobe.trainer.checkpoints import keeps_optimizer_state
-
         return 4 * self.n_values * (3 if keeps_optimizer_state(self.cfg) else 1)
 
     def due(self, episode: int) -> list[Recording]:
