@@ -89,7 +89,7 @@ def pairwise_rows(replay: Replay, docs: list[int], batch: int) -> np.ndarray:
 
     ``batch`` > 1: that many replays at once as one vmapped model (``trainer.batched``), each
     member restored to the checkpoint (parameters, kept optimizer state, RNG) and trained on its
-    own document; the rows equal the sequential ones to float tolerance (tests/test_batched.py).
+    own document; the rows equal the sequential ones to float tolerance (tests/trainer/test_batched.py).
     ``batch`` <= 1, or a task whose members do not stack (``Task.stacks``): one replay after another.
     """
     if batch <= 1 or not replay.task.stacks:

@@ -132,7 +132,7 @@ def run_many(
     """Train every config of ``cfgs`` into its own ordinary store; one ``RunResult`` per config, in
     order (``callbacks``: see ``run``; each run tells them its own name). Several configs must be
     batchable (``members.check_batchable``): they train as members of one stacked model, and their
-    stores equal separate runs' to float tolerance (tests/test_batched.py)."""
+    stores equal separate runs' to float tolerance (tests/trainer/test_batched.py)."""
     if len(cfgs) > 1:
         check_batchable(cfgs)
     for cfg in cfgs:
