@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from arprobe.pretrain.ladder import SIZES, Settings
+
 
 def command_parser(subparsers) -> argparse.ArgumentParser:
-    from arprobe.pretrain.ladder import SIZES, Settings
-
     d = Settings()
     p = subparsers.add_parser(
         "pretrain",
@@ -88,6 +88,7 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def pretrain_command(args, extra: list[str]) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.models.text import resolve_device
     from arprobe.pretrain.ladder import Settings, default_ladders_dir
     from arprobe.pretrain.train import dry_run, pretrain_ladder

@@ -123,6 +123,7 @@ def uses_gpu(spec) -> bool:
     devices |= {str(v) for v in spec.grid.get("model.device", [])}
     if all(d == "cpu" for d in devices):
         return False
+    # lazy: keeps `arprobe --help` fast
     import torch
 
     return torch.cuda.is_available()
@@ -150,6 +151,7 @@ def make_backend(args, n_jobs: int, spec=None):
 
 def dry_run_statuses(sweep_dir: Path) -> dict[str, tuple[str, float]]:
     """name -> (state of its store, wall seconds so far) of an existing sweep folder; reads only."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.manifest import inspect_store, is_sweep_dir, read_manifest
 
     if not is_sweep_dir(sweep_dir):
@@ -165,6 +167,7 @@ def dry_run_statuses(sweep_dir: Path) -> dict[str, tuple[str, float]]:
 
 
 def sweep_command(args, extra) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.spec import load_sweep
 
     check_counts(args)
@@ -175,6 +178,7 @@ def sweep_command(args, extra) -> int:
         args.threads = int(spec.base["threads"])  # the file's threads per run decide the workers
     args.sweep_dir = str(sweep_dir)
     if args.backend == "slurm":
+        # lazy: keeps `arprobe --help` fast
         from arprobe.sweep.slurm_backend import parse_option_flags
 
         args.backend_settings = {**spec.slurm, **parse_option_flags(args.slurm)}
@@ -182,11 +186,13 @@ def sweep_command(args, extra) -> int:
     if args.dry_run:
         return dry_run(spec, sweep_dir, args)
 
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.execute import execute_sweep
 
     points = spec.points()
     n_jobs = len(points)
     if args.batch_seeds:  # cores are split among the jobs, and a group of points is one job
+        # lazy: keeps `arprobe --help` fast
         from arprobe.sweep.batching import group_jobs
 
         jobs = [{"name": p.name, "overrides": spec.overrides(p, Path("runs")), "threads": 0} for p in points]
@@ -218,6 +224,7 @@ def sweep_command(args, extra) -> int:
 
 
 def dry_run(spec, sweep_dir: Path, args) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.estimate import dry_run_text
     from arprobe.sweep.manifest import SWEEP_FILE, is_sweep_dir, read_manifest
     from arprobe.sweep.spec import Point, differing_keys, load_sweep

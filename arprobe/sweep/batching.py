@@ -15,6 +15,12 @@ the N that does; ``--batch-seeds`` without N (``AUTO``) takes as many as fit, up
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+from arprobe.errors import UserError
+from arprobe.sweep.manifest import MISSING, inspect_store
+from arprobe.trainer.config import load_config
+from arprobe.trainer.memory import check_members_fit, members_that_fit
 
 AUTO = -1  # --batch-seeds without N: as many points a group as the device holds, up to AUTO_MOST
 AUTO_MOST = 8
@@ -24,8 +30,10 @@ def members_for(cfg, asked: int, points: int) -> int:
     """Points per group job for runs of ``cfg`` (``points`` of them batchable together): ``asked``
     when it fits the runs' device (else UserError naming what fits), or for ``AUTO`` the most that
     fit, up to ``AUTO_MOST``. A model whose shapes cannot be read here is not checked."""
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.models.text import resolve_device
-    from arprobe.trainer.memory import check_members_fit, members_that_fit
+
+    # lazy: pulls in h5py, which importing this module does not need
     from arprobe.trainer.plan import config_shape, planned_free_memory
 
     most = min(AUTO_MOST if asked == AUTO else asked, max(points, 1))
@@ -42,7 +50,6 @@ def members_for(cfg, asked: int, points: int) -> int:
 def group_jobs(jobs: list[dict], max_members: int) -> list[dict]:
     """Jobs with the batchable points gathered into group jobs of at most ``max_members`` (``AUTO``:
     as many as the device holds), each size checked against the device's free memory."""
-    from arprobe.trainer.config import load_config
     from arprobe.trainer.members import batch_key  # torch: not at `arprobe sweep --help`
 
     groups: dict[str, list[dict]] = {}
@@ -78,12 +85,10 @@ def member_records(job: dict, record: dict) -> list[tuple[dict, dict]]:
 def run_group(job: dict) -> dict:
     """Worker side of a group job: the points without a store as one batched model, the rest (and
     all of them when the group cannot be batched) one by one. Returns {"name", "members": records}."""
-    from pathlib import Path
-
-    from arprobe.errors import UserError
-    from arprobe.sweep.manifest import MISSING, inspect_store
+    # lazy: import cycle (arprobe.sweep.worker imports this module)
     from arprobe.sweep.worker import limit_threads, lost_record, run_point
-    from arprobe.trainer.config import load_config
+
+    # lazy: pulls in h5py, torch, which importing this module does not need
     from arprobe.trainer.loop import run_many
 
     limit_threads(int(job["threads"]))

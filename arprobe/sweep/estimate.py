@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arprobe.errors import UserError
-from arprobe.sweep.spec import Point, SweepSpec
+from arprobe.sweep.spec import Point, SweepSpec, show
+from arprobe.trainer import rates
+from arprobe.trainer.config import load_config
+from arprobe.trainer.memory import human_bytes
 from arprobe.trainer.rates import format_seconds  # also arprobe.pretrain's
 
 SETUP_SECONDS = 5.0  # imports, tokenizer from cache, model build, store creation
@@ -38,8 +41,7 @@ class PointPlan:
 def plan_point(overrides: dict, *, plan_device: str = "", threads: int = 0) -> PointPlan:
     """Store size, floating-point work and time of one run, from the trainer's plan of it; on a CPU
     the time at ``threads`` torch threads (the sweep's per run; 0: the run's own)."""
-    from arprobe.trainer import rates
-    from arprobe.trainer.config import load_config
+    # lazy: pulls in h5py, which importing this module does not need
     from arprobe.trainer.plan import plan, run_work
 
     cfg = load_config(None, overrides)
@@ -74,8 +76,6 @@ def dry_run_text(
 ) -> str:
     """The table --dry-run prints: every point, what would happen to it, sizes, time (on
     ``plan_device``'s datasheet when given, else on the device each run would use here)."""
-    from arprobe.trainer.memory import human_bytes
-
     plans: dict[str, PointPlan] = {}
     for point in points:
         if point.group_key not in plans:
@@ -101,8 +101,6 @@ def dry_run_text(
         f"-> {sweep_dir}"
     ]
     if spec.grid:
-        from arprobe.sweep.spec import show
-
         lines.append(
             "grid: " + "; ".join(f"{k} = [{' | '.join(show(v) for v in vs)}]" for k, vs in spec.grid.items())
         )

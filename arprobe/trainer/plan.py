@@ -11,6 +11,7 @@ is allocated, a run whose memory or store cannot fit.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arprobe.errors import UserError
+from arprobe.models.hub import check_hub_model, looks_like_path, resolve_ladder_name
 from arprobe.storage import StoreLayout
 from arprobe.storage.recordings import Recording, sizes_by_kind
 from arprobe.storage.resume import resolved_policy, resume_write_plan, resumes
@@ -121,7 +123,11 @@ def plan(
     # here: the loop imports this module's checks at its top, and `arprobe info` this module (no torch)
     from arprobe.models.text import weightless
     from arprobe.trainer import rates
+
+    # lazy: import cycle (arprobe.trainer.loop imports this module)
     from arprobe.trainer.loop import prepare
+
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.trainer.recorders import Recorder
 
     check_scale(cfg, device_check=False)  # the device check is below, from the model built here
@@ -191,6 +197,7 @@ def planned_free_memory(device, plan_device: str = "") -> tuple[str, int]:
 
 def resume_writes(cfg, shape: ModelShape, episodes: int) -> tuple[int, int]:
     """(bytes of one resume write, writes per run), by ``storage.resume``'s policy for this model."""
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.trainer.checkpoints import keeps_optimizer_state
 
     return resume_write_plan(
@@ -267,6 +274,7 @@ def store_layout(setup, recorder) -> StoreLayout:
     """Shapes of everything a run of ``setup`` writes, with ``recorder``'s recording table."""
     import torch  # here: `arprobe info` imports this module and needs no torch
 
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.trainer.checkpoints import keeps_optimizer_state, optimizer_shapes
 
     return StoreLayout(
@@ -385,6 +393,7 @@ def check_device_memory(cfg, members: int = 1) -> None:
     """Refuse a run (of ``members`` models trained as one) whose peak memory exceeds what its device
     has free, in one sentence naming what to change. Text runs only; a model whose config cannot be
     read here is left to the run's own loading, which says why."""
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.models.text import resolve_device
 
     shape = config_shape(cfg)
@@ -403,10 +412,8 @@ def check_device_memory(cfg, members: int = 1) -> None:
 def config_shape(cfg) -> ModelShape | None:
     """The ``ModelShape`` of a text run's model, built on the meta device from its config alone (a
     hub model's config from the local cache); None for other tasks or a config not readable here."""
-    import dataclasses
-
     # here: transformers and torch, which `arprobe info` (an importer of this module) does without
-    from arprobe.models.hub import check_hub_model, looks_like_path, resolve_ladder_name
+    # lazy: pulls in torch, which importing this module does not need
     from arprobe.models.text import PYTHIA_PRESETS, freeze_first_blocks, weightless_model
 
     if not task_class(cfg.task).keeps_token_windows:  # a text task's model (models.text) from its config
