@@ -102,6 +102,7 @@ def read_option_file(path: str) -> dict[str, dict]:
 
 def merge_options(file_options: dict[str, dict], flag_options: dict[str, dict], registry) -> dict[str, dict]:
     """Flags over file; every probe named must exist and every key must be one of its options."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.base import Probe
 
     merged: dict[str, dict] = {}
@@ -125,6 +126,7 @@ def selected_probes(flags: list[str], registry) -> list[str] | None:
 
 
 def probe_timeout(args) -> float:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.runner import DEFAULT_TIMEOUT
 
     timeout = DEFAULT_TIMEOUT if args.probe_timeout is None else args.probe_timeout
@@ -136,6 +138,7 @@ def probe_timeout(args) -> float:
 def probe_ref(registry, name: str):
     """(ProbeRef, "") for a probe whose class loads, else (None, the one-sentence reason). Only the
     class is loaded here: its constructor runs in the probe's own process."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.runner import ProbeRef
 
     try:
@@ -147,6 +150,7 @@ def probe_ref(registry, name: str):
 
 
 def analyze_command(args, extra) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.registry import default_registry
 
     registry = default_registry()
@@ -154,6 +158,7 @@ def analyze_command(args, extra) -> int:
     options = merge_options(
         read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry
     )
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.manifest import is_sweep_dir
 
     sweeps = [r for r in args.runs if is_sweep_dir(r)]
@@ -172,6 +177,7 @@ def analyze_command(args, extra) -> int:
         else:
             probes.append(ref)
 
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.runner import failed_outcome, write_report
     from arprobe.storage import RunStore
     from arprobe.storage.reader import resolve_store_path
@@ -238,6 +244,7 @@ def analyze_command(args, extra) -> int:
             for s in stores:
                 s.close()
     if args.runs and len(args.runs) > 1:
+        # lazy: keeps `arprobe --help` fast
         from arprobe.sweep.report import groups_from_runs
 
         factors, grid, groups = groups_from_runs(paths)
@@ -250,6 +257,7 @@ def analyze_command(args, extra) -> int:
 
 def print_finding(store) -> None:
     """The run's finding and key numbers with their intervals (report.summary.console_lines)."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.report.summary import console_lines, one_line, run_summary
 
     try:
@@ -260,6 +268,7 @@ def print_finding(store) -> None:
 
 
 def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> dict:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.report.figures import set_figure_subtitle
     from arprobe.sweep.report import write_sweep_report
 
@@ -272,6 +281,7 @@ def write_aggregate(out: Path, title: str, factors, grid, groups, **kwargs) -> d
 
 def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, registry) -> int:
     """The aggregate report of a sweep folder, with the named probes run on every run."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.sweep.manifest import read_manifest
     from arprobe.sweep.report import groups_from_manifest
 
@@ -308,6 +318,7 @@ def analyze_sweep(sweep_dir: Path, args, probe_names: list[str], options: dict, 
 def print_aggregate(summary: dict) -> None:
     """The sweep's finding, then one line per point: seeds, final recovery score and online loss,
     mean ± std (with a caution under 3 seeds)."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.report.pages import MIN_SEEDS, mean_pm_std, small_n_caution, sweep_finding
     from arprobe.sweep.report import table1_markdown
 
@@ -343,6 +354,7 @@ class OutcomePrinter:
         print(f"  {name!r:<28} {'FAILED':<8} {reason}", file=sys.stderr)
 
     def __call__(self, outcome) -> None:
+        # lazy: keeps `arprobe --help` fast
         from arprobe.report.pages import format_value
 
         if outcome.status == "failed" or (outcome.status == "skipped" and outcome.probe in self.explicit):

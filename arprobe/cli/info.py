@@ -18,6 +18,7 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 
 def summarize(store) -> dict:
     """What a person wants to know about a store, as plain data."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.science.recovery import online_loss, recovery_score_notes, recovery_scores
     from arprobe.storage.recordings import snapshot_kinds
 
@@ -68,6 +69,7 @@ def _span(episodes) -> str:
 
 
 def info_command(args, extra) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.storage import RunStore
     from arprobe.trainer.plan import parameter_split
 

@@ -25,6 +25,7 @@ def command_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def probes_command(args, extra) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.registry import default_registry
 
     registry = default_registry()

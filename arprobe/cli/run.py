@@ -60,6 +60,7 @@ def split_arguments(extra: list[str]) -> tuple[str | None, dict[str, str]]:
 
 def parse_overrides(extra: list[str]) -> dict[str, str]:
     """``--key value``, ``--key=value`` and bare ``--flag`` (true) into a dict, in order."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.trainer.config import all_keys, resolve_key
 
     overrides: dict[str, str] = {}
@@ -85,6 +86,7 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
 
 def print_finding(store_path) -> None:
     """The run's finding and key numbers with intervals, read back from its store, then a blank line."""
+    # lazy: keeps `arprobe --help` fast
     from arprobe.cli.analyze import print_finding as print_store_finding
     from arprobe.storage import RunStore
 
@@ -94,12 +96,14 @@ def print_finding(store_path) -> None:
 
 
 def run_command(args, extra: list[str]) -> int:
+    # lazy: keeps `arprobe --help` fast
     from arprobe.trainer.config import describe_keys, load_config
 
     if args.help_config:
         print("Configuration keys (--key value, or in a TOML file by section):")
         print(describe_keys())
         return 0
+    # lazy: keeps `arprobe --help` fast
     from arprobe.probes.registry import probes_enabled
     from arprobe.trainer.control import resume_with_control, run_with_control
     from arprobe.trainer.loop import format_summary
