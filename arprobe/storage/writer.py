@@ -280,8 +280,6 @@ class RunWriter:
                 # initial weights, which the seed (or the pretrained source) gives again.
                 episode, state = 0, None
             else:
-                from arprobe.errors import UserError
-
                 raise UserError(
                     f"'{path}' has no resume checkpoint (record.resume_every was 0) and {completed} episodes "
                     "done; start the run again (--overwrite)."
