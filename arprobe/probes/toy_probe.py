@@ -17,6 +17,12 @@ reads 0.92-0.96 on a cyclic schedule and -0.19..0.22 on a shuffled one. Each is 
 nulls: Gaussian random walks of the trajectory's shape, the toy trained on the run's documents
 shuffled within each epoch (``toy_shuffled``), and the run's matched shuffled control when it has one.
 
+Beside each toy, its closed-form baseline (arprobe.science.toy_closed_form): the same model, start and
+schedule with Eq. 2 left out, i.e. linear regression on the fixed targets f_i(w_0) (Evron et al., COLT
+2022), whose every loss is a product of T × T matrices — drawn with the toy's task-1 loss and RS and
+compared number for number (``closed_form_*``). The toy itself is also reproduced in closed form
+(``closed_form_toy_error``, rounding only).
+
 The learning rate of f_i(w) = w is 0.001, not the paper's 0.01: with N = 1000 the paper's value
 makes Eq. 1 diverge (see arprobe.science.toy.DEFAULT_LR).
 """
@@ -27,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arprobe.errors import UserError
 from arprobe.probes.base import (
     Probe,
     bars_from_zero,
@@ -42,6 +49,7 @@ from arprobe.science.comparison import curve_correlation, revolutions_per_epoch,
 from arprobe.science.geometry import (
     factor_from_gram,
     gram_matrix,
+    pearson,
     random_walk_null,
     residual_lag_cosine,
     step_permutation_null,
@@ -57,6 +65,7 @@ from arprobe.science.toy import (
     shuffle_within_epochs,
     simulate_toy_model,
 )
+from arprobe.science.toy_closed_form import baseline_for_toy, draw_toy_model
 
 TITLES = {"identity": "f_i(w) = w", "target": "f_i(w) = y_i − w"}
 
@@ -77,6 +86,7 @@ class ToyModel(Probe):
         "lr_identity": DEFAULT_LR["identity"],
         "lr_target": DEFAULT_LR["target"],
         "weights": "",
+        "closed_form_steps": 1,
     }
     option_help = {
         "epochs": "training epochs of the toy model without a run (given a run, the run's E)",
@@ -86,6 +96,9 @@ class ToyModel(Probe):
         "lr_target": "learning rate for f_i(w) = y_i − w (paper: 0.01)",
         "weights": "the run's recorded weights whose winding is compared; empty: all if recorded, else "
         "unembed, else the first recorded",
+        "closed_form_steps": "gradient steps per episode of the closed-form linear-regression baseline (w "
+        "frozen); 0: trained to convergence, Evron et al.'s setting (the toy takes 1; more change "
+        "nothing in it)",
     }
     headline_keys = [
         "toy_schedule",
@@ -100,6 +113,10 @@ class ToyModel(Probe):
         "toy_helix_cosine",
         "helix_verdict",
         "curve_correlation",
+        "closed_form_task1_max_abs_diff",
+        "closed_form_curve_correlation",
+        "closed_form_rs_last",
+        "closed_form_toy_error",
     ]
 
     def run(
@@ -112,6 +129,7 @@ class ToyModel(Probe):
         lr_identity: float = DEFAULT_LR["identity"],
         lr_target: float = DEFAULT_LR["target"],
         weights: str = "",
+        closed_form_steps: int = 1,
     ) -> dict:
         if store is None:
             doc = np.tile(np.arange(n_tasks), epochs)
@@ -163,13 +181,66 @@ class ToyModel(Probe):
             result[f"{kind}_circle_order_before"] = before["order_agreement"] if before else None
             result[f"{kind}_circle_order_after"] = after["order_agreement"] if after else None
 
-        self._plot_loss(toys, schedule, result, out)
+        closed, error = self._closed_form(toys, schedule, lrs, seed, closed_form_steps)
+        result.update(self._compare_closed_form(toys, closed, error, schedule, closed_form_steps))
+        self._plot_loss(toys, schedule, result, out, closed)
         self._plot_circles(toys, ring_docs, out)
         if store is not None:
             result.update(self._compare(store, schedule, toys, weights))
+            result["closed_form_run_curve_correlation"] = {
+                kind: curve_correlation(store.eval_matrix(), loss, schedule)["correlation"]
+                for kind, loss in closed.items()
+            }
             result.update(self._helix_against_nulls(store, schedule, toys, lrs, seed, result))
             self._plot_side_by_side(result, out)
         return result
+
+    @staticmethod
+    def _closed_form(toys, schedule, lrs, seed, steps) -> dict:
+        """({kind: baseline eval matrix [K+1, T]}, {kind: error}): each toy's model, start and schedule with
+        its fast weights frozen at w_0, trained by ``steps`` steps per episode (0: to convergence), in
+        closed form; and the largest difference between the toy's own closed form and the trained toy."""
+        if steps < 0:
+            raise UserError(f"Option closed_form_steps must be 0 (to convergence) or more, got {steps}.")
+        closed, error = {}, {}
+        for kind, toy in toys.items():
+            P, X, w, Y = draw_toy_model(kind, schedule.n_docs, toy.embeddings.shape[2], seed)
+            baseline, exact = baseline_for_toy(kind, P, X, w, Y, toy.schedule, lrs[kind], steps or None)
+            closed[kind] = baseline
+            error[kind] = float(np.max(np.abs(exact - toy.loss)))
+        return closed, error
+
+    @staticmethod
+    def _compare_closed_form(toys, closed, error, schedule, steps) -> dict:
+        """Each toy beside its closed-form baseline: task-1 loss, shift-averaged curves, recovery scores."""
+        diff, corr, task1_corr, rs, rs_last = {}, {}, {}, {}, {}
+        for kind, toy in toys.items():
+            baseline = closed[kind]
+            diff[kind] = float(np.max(np.abs(toy.loss[:, 0] - baseline[:, 0])))
+            task1_corr[kind] = pearson(toy.loss[1:, 0], baseline[1:, 0])
+            corr[kind] = curve_correlation(toy.loss, baseline, schedule)["correlation"]
+            rs[kind] = recovery_scores(baseline, toy.schedule)
+            rs_last[kind] = float(rs[kind][-1]) if len(rs[kind]) else None
+        return {
+            "closed_form": {
+                "reads": "linear regression with the toy's own P_0, x_i, lr and schedule and its targets "
+                "frozen at f_i(w_0) (Eq. 2 left out: Evron et al. 2022's setting), every loss a product of "
+                f"(T+1) x (T+1) matrices; {'trained to convergence' if not steps else f'{steps} step(s)'} "
+                "per episode. It forgets (other tasks' steps move the shared P) but its targets do not "
+                "move, so nothing in it anticipates the next task",
+                "steps": steps or None,
+                "recovery_score": rs,
+                "recovery_score_notes": {
+                    kind: recovery_score_notes(closed[kind], toys[kind].schedule) for kind in toys
+                },
+                "task1_loss": {kind: loss[:, 0] for kind, loss in closed.items()},
+                "task1_correlation": task1_corr,
+            },
+            "closed_form_task1_max_abs_diff": diff,
+            "closed_form_curve_correlation": corr,
+            "closed_form_rs_last": rs_last,
+            "closed_form_toy_error": error,
+        }
 
     @staticmethod
     def _compare(store, schedule, toys, weights) -> dict:
@@ -278,21 +349,26 @@ class ToyModel(Probe):
         }
 
     @staticmethod
-    def _plot_loss(toys, schedule, result, out):
+    def _plot_loss(toys, schedule, result, out, closed):
         fig, axes = new_figure(3, width=4.8)
         x = schedule.episodes_in_epochs(np.arange(len(schedule) + 1))
         first_end = int(schedule.epoch_ends[0]) if len(schedule) else 0
         for ax, kind in zip(axes[:2], KINDS):
             loss = toys[kind].loss[:, 0]
-            ax.plot(x, loss, lw=1.0)
-            _clip_first_epoch(ax, loss, first_end)
+            ax.plot(x, loss, lw=1.0, label="toy")
+            ax.plot(x, closed[kind][:, 0], "--", lw=1.0, label="closed form, w frozen (Evron et al.)")
+            _clip_first_epoch(ax, np.maximum(loss, closed[kind][:, 0]), first_end)
+            ax.legend(fontsize=7, loc="upper right")
             integer_axis(ax, "epoch")
             ax.set_ylabel("loss on task 1")
             ax.set_title(f"Toy model, {TITLES[kind]}: task-1 loss (cf. Fig. 10)", fontsize=10)
         ax = axes[2]
         for kind in KINDS:
             rs = np.asarray(result[kind]["recovery_score"], dtype=float)
-            ax.plot(np.arange(1, len(rs) + 1), rs, "o-", ms=3, label=TITLES[kind])
+            line = ax.plot(np.arange(1, len(rs) + 1), rs, "o-", ms=3, label=TITLES[kind])[0]
+            rs = np.asarray(result["closed_form"]["recovery_score"][kind], dtype=float)
+            label = f"{TITLES[kind]}, closed form"
+            ax.plot(np.arange(1, len(rs) + 1), rs, "s--", ms=3, lw=1, color=line.get_color(), label=label)
         integer_axis(ax, "epoch n")
         ax.set_ylabel("recovery score RS(n)")
         ax.set_title("Toy model recovery score per epoch", fontsize=10)
@@ -300,8 +376,10 @@ class ToyModel(Probe):
         data: dict = {"epoch": x}
         for kind in KINDS:
             data[f"{kind}: task-1 loss"] = toys[kind].loss[:, 0]
+            data[f"{kind}: closed-form task-1 loss"] = closed[kind][:, 0]
         for kind in KINDS:
             data[f"{kind}: RS(n)"] = np.asarray(result[kind]["recovery_score"], dtype=float)
+            data[f"{kind}: closed-form RS(n)"] = np.asarray(result["closed_form"]["recovery_score"][kind])
         save_figure(fig, out / "toy_loss.png", data=data)
 
     @staticmethod
