@@ -7,7 +7,7 @@ import pytest
 
 from arprobe.errors import UserError
 from arprobe.probes.toy_probe import ToyModel
-from arprobe.science.toy import simulate_toy_model
+from arprobe.science.toy import DEFAULT_LR, simulate_toy_model
 from arprobe.science.toy_closed_form import (
     baseline_for_toy,
     cycle_matrix,
@@ -18,6 +18,8 @@ from arprobe.science.toy_closed_form import (
     initial_state,
     weight_map,
 )
+from arprobe.testing import cyclic, make_store
+from tests.helpers import run_one
 
 
 def simulate_regression(P, X, F, schedule, lr, steps):
@@ -171,3 +173,16 @@ def test_toy_probe_reports_the_closed_form_beside_the_toy(tmp_path):
     assert converged["closed_form_rs_last"] != r["closed_form_rs_last"]
     with pytest.raises(UserError, match="closed_form_steps must be 0"):
         ToyModel().run(None, tmp_path, epochs=2, n_tasks=6, closed_form_steps=-1)
+
+
+def test_toy_probe_compares_a_run_with_the_closed_form(tmp_path):
+    """A 'run' whose eval matrix is the closed-form baseline of f_i(w) = y_i − w (seed 3, the run's cyclic
+    T = 6, E = 3): its shift-averaged curve is the baseline's, correlation 1."""
+    doc, epoch = cyclic(6, 3)
+    P, X, w, Y = draw_toy_model("target", 6, None, seed=3)
+    baseline, _ = baseline_for_toy("target", P, X, w, Y, doc, DEFAULT_LR["target"])
+    run = make_store(tmp_path / "run", loss_eval=baseline, schedule_doc=doc, schedule_epoch=epoch)
+    r = run_one("toy_model", run, tmp_path / "report", seed=3)["result"]
+    assert r["closed_form_run_curve_correlation"]["target"] == pytest.approx(1.0, abs=1e-6)  # float32 store
+    assert set(r["closed_form_run_curve_correlation"]) == {"identity", "target"}
+    assert len(r["closed_form"]["task1_loss"]["target"]) == 19
