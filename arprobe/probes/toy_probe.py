@@ -19,7 +19,7 @@ shuffled within each epoch (``toy_shuffled``), and the run's matched shuffled co
 
 Beside each toy, its closed-form baseline (arprobe.science.toy_closed_form): the same model, start and
 schedule with Eq. 2 left out, i.e. linear regression on the fixed targets f_i(w_0) (Evron et al., COLT
-2022), whose every loss is a product of T × T matrices — drawn with the toy's task-1 loss and RS and
+2022), whose every loss is a product of (T+1) × (T+1) matrices — drawn with the toy's task-1 loss and RS and
 compared number for number (``closed_form_*``). The toy itself is also reproduced in closed form
 (``closed_form_toy_error``, rounding only).
 
@@ -196,7 +196,7 @@ class ToyModel(Probe):
         return result
 
     @staticmethod
-    def _closed_form(toys, schedule, lrs, seed, steps) -> dict:
+    def _closed_form(toys, schedule, lrs, seed, steps) -> tuple[dict, dict]:
         """({kind: baseline eval matrix [K+1, T]}, {kind: error}): each toy's model, start and schedule with
         its fast weights frozen at w_0, trained by ``steps`` steps per episode (0: to convergence), in
         closed form; and the largest difference between the toy's own closed form and the trained toy."""
@@ -356,7 +356,7 @@ class ToyModel(Probe):
         for ax, kind in zip(axes[:2], KINDS):
             loss = toys[kind].loss[:, 0]
             ax.plot(x, loss, lw=1.0, label="toy")
-            ax.plot(x, closed[kind][:, 0], "--", lw=1.0, label="closed form, w frozen (Evron et al.)")
+            ax.plot(x, closed[kind][:, 0], "--", lw=1.0, label="closed form: linear regression, w frozen")
             _clip_first_epoch(ax, np.maximum(loss, closed[kind][:, 0]), first_end)
             ax.legend(fontsize=7, loc="upper right")
             integer_axis(ax, "epoch")
