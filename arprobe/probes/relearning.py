@@ -316,24 +316,30 @@ class Relearning(Probe):
         ax.set_title(f"Relearning from the checkpoint at episode {head['checkpoint_episode']}")
         ax.legend(fontsize=7, ncol=2)
 
-        x = np.arange(len(docs))
+        # the documents either run measured (each leaves out the one it trained at the checkpoint)
+        both = sorted({int(d) for d in docs} | ({int(d) for d in control["docs"]} if control else set()))
+        x = np.arange(len(both))
+
+        def by_doc(result: dict, key: str) -> np.ndarray:
+            values = dict(zip((int(d) for d in result["docs"]), np.asarray(result[key], dtype=float)))
+            return np.array([values.get(d, np.nan) for d in both])
+
         width = 0.4 if control is not None else 0.8
-        ratio = np.asarray(head["savings_ratio"], dtype=float)
-        ax2.bar(x - (width / 2 if control is not None else 0), ratio, width, color="tab:blue",
-                label=f"this run ({order})")  # fmt: skip
-        data = {"doc": docs + 1, "savings_ratio": ratio, "censored": head["censored"].astype(float)}
+        shift = width / 2 if control is not None else 0
+        drawn = [(head, -shift, "tab:blue", f"this run ({order})")]
         if control is not None:
-            control_ratio = np.full(len(docs), np.nan)  # the control's documents matched by index
-            where = {int(d): i for i, d in enumerate(control["docs"])}
-            for i, d in enumerate(docs):
-                if int(d) in where:
-                    control_ratio[i] = control["savings_ratio"][where[int(d)]]
-            ax2.bar(x + width / 2, control_ratio, width, color="tab:gray", label="matched shuffled control")
-            data["control_savings_ratio"] = control_ratio
-        for i in np.flatnonzero(head["censored"]):
-            ax2.annotate("≥", (x[i], ratio[i]), ha="center", va="bottom", fontsize=8)
+            drawn.append((control, shift, "tab:gray", "matched shuffled control"))
+        data = {"doc": np.array(both) + 1}
+        for result, dx, color, label in drawn:
+            ratio, censored = by_doc(result, "savings_ratio"), by_doc(result, "censored")
+            ax2.bar(x + dx, ratio, width, color=color, label=label)
+            for i in np.flatnonzero(np.isfinite(ratio)):  # a 0 bar is invisible: say it; ≥: censored
+                mark = "≥" if censored[i] == 1 else "0" if ratio[i] == 0 else ""
+                ax2.annotate(mark, (x[i] + dx, ratio[i]), ha="center", va="bottom", fontsize=8)
+            prefix = "" if result is head else "control_"
+            data[f"{prefix}savings_ratio"], data[f"{prefix}censored"] = ratio, censored
         ax2.axhline(1, color="0.6", lw=0.8, ls=":")
-        ax2.set_xticks(x, [f"x_{d + 1}" for d in docs])
+        ax2.set_xticks(x, [f"x_{d + 1}" for d in both])
         ax2.set_ylabel("savings ratio: relearning / first-learning steps")
         ax2.set_title("Savings per document (≥: censored at the cap)")
         ax2.legend(fontsize=8)

@@ -167,13 +167,17 @@ def test_on_a_real_run_the_control_is_measured_beside_it(measured):
     )
     for name in ("relearning.png", "relearning.svg", "relearning.csv", "relearning_curves.csv"):
         assert (out / name).stat().st_size > 0
+    # the figure's columns are matched by document over those either run measured; a document one
+    # of them does not measure (the one it trained in the checkpoint's episode) is empty there
     written = np.genfromtxt(out / "relearning.csv", delimiter=",", names=True)
-    np.testing.assert_allclose(written["savings_ratio"], result["savings_ratio"])
-    # the figure's control column is matched by document; a document the control does not measure
-    # (the one it trained in the checkpoint's episode) is empty
-    by_doc = dict(zip(result["control_docs"], control))
-    drawn = [by_doc.get(d, np.nan) for d in result["docs"]]
-    np.testing.assert_allclose(written["control_savings_ratio"], drawn)
+    docs = sorted(set(result["docs"]) | set(result["control_docs"]))
+    np.testing.assert_array_equal(written["doc"], np.array(docs) + 1)
+    for column, measured_docs, values in [
+        ("savings_ratio", result["docs"], result["savings_ratio"]),
+        ("control_savings_ratio", result["control_docs"], control),
+    ]:
+        by_doc = dict(zip(measured_docs, values))
+        np.testing.assert_allclose(written[column], [by_doc.get(d, np.nan) for d in docs])
 
 
 def test_one_step_at_a_time_trains_as_the_run_does(run_with_epoch_checkpoints, one_thread):
@@ -207,3 +211,25 @@ def test_a_cap_and_a_chosen_checkpoint(run_with_epoch_checkpoints, tmp_path, one
         with pytest.raises(MissingDataError, match="no checkpoint before any measured document's first turn"):
             probe.run(store, tmp_path, first="replay")
     json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
+
+
+def test_first_learning_replayed_from_a_checkpoint_before_the_first_turn(tmp_path, one_thread):
+    """Checkpoints every 2 episodes (T=5): the one at 2 comes before the first turns of x_3 (episode 3)
+    and x_4 (4); x_1 and x_2 have none before theirs, so they get no first-learning count."""
+    from arprobe.trainer.loop import run
+
+    result = run(tiny_config(tmp_path, checkpoints="2"), progress=False)
+    probe = Relearning()
+    probe.progress = False
+    with RunStore(result.path.parent) as store:
+        assert list(store.checkpoint_episodes()[:2]) == [2, 4]
+        measured = probe.run(store, tmp_path, episode=10, first="replay", bootstrap=0)
+    np.testing.assert_array_equal(measured["docs"], [0, 1, 2, 3])
+    first = measured["first_steps"]
+    assert np.isnan(first[:2]).all() and np.all((first[2:] >= 0) & (first[2:] <= 12))
+    ratio = measured["savings_ratio"]
+    assert np.isnan(ratio[:2]).all()
+    np.testing.assert_allclose(ratio[2:], measured["relearn_steps"][2:] / first[2:])
+    assert measured["n_measured"] == 2
+    assert measured["mean_savings_ratio"] == pytest.approx(np.mean(ratio[2:]))
+    assert "before the document's first turn" in measured["first_learning"]
