@@ -131,7 +131,7 @@ class LearningDynamics(Probe):
         verdict = versus_control(
             "rank correlation of predicted and replayed recovery", main["spearman"], control_rho
         )
-        self.draw(out, head, None if control is None else control[-1])
+        self.draw(out, head, None if control_head is None else control[-1])
         return {
             "source": "checkpoint" if head["exact"] else "sketch",
             "source_note": head["source_note"],
@@ -226,7 +226,11 @@ class LearningDynamics(Probe):
         if source in ("auto", "checkpoint"):
             predicted_exact = exact_prediction(replay, lrs)
             exact = agreement(predicted_exact, replayed, **judged).as_dict()
-        recorded = layer is not None and episode in store.recording_episodes("grads", layer)
+        recorded = (  # a control may lack the run's recorded gradients: then only the exact source
+            layer is not None
+            and layer in store.recorded("grads")
+            and episode in store.recording_episodes("grads", layer)
+        )
         if source == "sketch" or (source == "auto" and recorded):
             episodes, grads = store.grads(layer)
             g = grads[int(np.flatnonzero(episodes == episode)[-1])].astype(np.float64)  # [T, D]
@@ -238,6 +242,12 @@ class LearningDynamics(Probe):
                 predicted_sketch = predicted_recovery(sgd_direction(g, lrs), g)
             sketch = agreement(predicted_sketch, replayed, **judged).as_dict()
         note = source_note(exact is not None, layer, layer_sketch, optimizer)
+        data = replay.cfg.data
+        if getattr(data, "max_shift", 0) or getattr(data, "mask_prob", 0):
+            note += (
+                "; the run trains on shifted or masked windows, which the prediction (from the clean "
+                "documents' gradients) does not model"
+            )
         return {
             "episode": episode,
             "steps": M,
