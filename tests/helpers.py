@@ -321,11 +321,13 @@ class Chatty(Probe):
 BUILTINS = [
     "activation_drift",
     "gradient_similarity",
+    "learning_dynamics",
     "loss_curves",
     "online_loss",
     "pairwise_recovery",
     "pca_weights",
     "recovery_score",
+    "relearning",
     "toy_model",
     "weight_residual_similarity",
 ]

@@ -244,6 +244,38 @@ LABELS = {
     "run_helix_cosine": "the run's helix cosine",
     "toy_helix_cosine": "the toy's helix cosine",
     "curve_correlation": "correlation of the toy's and the run's shift-averaged curves",
+    "closed_form_task1_max_abs_diff": "closed form against the simulated toy: largest difference, task 1",
+    "closed_form_curve_correlation": "correlation of the toy's and the linear-regression baseline's curves",
+    "closed_form_rs_last": "linear-regression baseline (w frozen): RS, last epoch",
+    "closed_form_toy_error": "closed form against the simulated toy: largest difference",
+    # order_decoding, held-out protocol (Krasheninnikov et al.)
+    "heldout_stage_accuracy": "held-out documents: training stage decoded",
+    "heldout_stage_chance": "held-out documents: stage decoded by chance",
+    "heldout_stage_interval": "held-out stage accuracy, 95% interval",
+    "heldout_stage_null_q975": "held-out stage accuracy with shuffled stages, 97.5th percentile",
+    "heldout_pairwise_accuracy": "held-out documents: which of two stages, mean accuracy",
+    "heldout_first_last_accuracy": "held-out documents: first or last stage",
+    "control_heldout_stage_accuracy": "matched shuffled control's held-out stage accuracy",
+    "heldout_verdict": "held-out verdict",
+    # retrospective
+    "bump": "anticipation bump of the re-evaluation curve",
+    "bump_interval": "anticipation bump, 95% interval",
+    "peak_recency": "episodes since training at the curve's peak",
+    "control_bump": "matched shuffled control's anticipation bump",
+    # learning_dynamics
+    "source": "gradients from",
+    "spearman": "rank correlation of predicted and replayed recovery",
+    "spearman_interval": "rank correlation, 95% interval",
+    "r2": "replayed recovery explained by the prediction (R²)",
+    "interaction_pearson": "pair-specific correlation (row and column means removed)",
+    "sketch_spearman": "rank correlation from the recorded (sketched) gradients",
+    "control_spearman": "matched shuffled control's rank correlation",
+    # relearning
+    "mean_savings_ratio": "relearning steps over first-learning steps, mean",
+    "savings_interval": "savings ratio, 95% interval",
+    "n_censored": "documents not back at their loss within the step cap",
+    "n_already_there": "documents already at their loss",
+    "control_mean_savings_ratio": "matched shuffled control's savings ratio",
 }
 _WORDS = {"avg": "average", "doc": "document", "docs": "documents", "rs": "RS", "bwt": "BWT", "pc": "PC"}
 

@@ -111,14 +111,47 @@ def check_online_loss(out, store, tiny_run):
     )
 
 
+def check_learning_dynamics(out, store, tiny_run):
+    dyn = result_of(out, "learning_dynamics")
+    pair = result_of(out, "pairwise_recovery")
+    # the checkpoint pairwise_recovery replays from, and that replay's matrix as the target
+    assert dyn["checkpoint_episode"] == pair["checkpoint_episode"] == T * (E - 1)
+    at = dyn["per_checkpoint"][0]
+    np.testing.assert_allclose(at["replayed"], pair["recovery"], atol=1e-5)
+    predicted, replayed = np.array(at["predicted"]), np.array(at["replayed"])
+    assert predicted.shape == replayed.shape == (T, T)
+    off = ~np.eye(T, dtype=bool)
+    # the headline is the Pearson correlation of the off-diagonal entries, recomputed here
+    assert dyn["pearson"] == pytest.approx(np.corrcoef(predicted[off], replayed[off])[0, 1], abs=1e-9)
+    assert dyn["spearman"] > 0.5  # first order explains the tiny run's pairwise structure (measured 0.92)
+
+
+def check_relearning(out, store, tiny_run):
+    rel = result_of(out, "relearning")
+    loss_eval = store.eval_matrix()
+    k = rel["checkpoint_episode"]
+    assert k == T * (E - 1)
+    docs = rel["docs"]
+    # the documents trained after the checkpoint's own episode, each back to its loss right after
+    # its previous turn, starting from the checkpoint's eval row
+    assert docs == list(range(T - 1)) and rel["next_turn"] == [k + 1 + d for d in docs]
+    np.testing.assert_allclose(rel["target"], loss_eval[rel["previous_turn"], docs], rtol=1e-6)
+    np.testing.assert_allclose(rel["start_loss"], loss_eval[k, docs], rtol=1e-5)
+    steps, first = np.array(rel["relearn_steps"], dtype=float), np.array(rel["first_steps"])
+    np.testing.assert_allclose(rel["savings_ratio"], steps / first)
+    assert 1 <= steps.min() and steps.max() <= rel["max_steps"] == 4 * 3
+
+
 CHECKS = {
     "activation_drift": check_activation_drift,
     "gradient_similarity": check_gradient_similarity,
+    "learning_dynamics": check_learning_dynamics,
     "loss_curves": check_loss_curves,
     "online_loss": check_online_loss,
     "pairwise_recovery": check_pairwise_recovery,
     "pca_weights": check_pca_weights,
     "recovery_score": check_recovery_score,
+    "relearning": check_relearning,
     "toy_model": check_toy_model,
     "weight_residual_similarity": check_weight_residual_similarity,
 }
