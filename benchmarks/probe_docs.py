@@ -207,9 +207,15 @@ def default_run_block(r: dict) -> str:
     return "| probe | headline |\n|---|---|\n" + "".join(f"| {name} | {text} |\n" for name, text in rows)
 
 
+def fmt_interval(interval, digits: int = 2) -> str:
+    return f"[{fmt(interval[0], digits)}, {fmt(interval[1], digits)}]" if interval else "[no interval]"
+
+
 def beyond_rows(r: dict) -> list[tuple[str, str]]:
-    """Headline rows of the probes beyond the paper: order_decoding, model_clock, forgetting, recovery_map."""
+    """Headline rows of the probes beyond the paper: order_decoding, model_clock, forgetting, recovery_map,
+    retrospective, learning_dynamics, relearning."""
     od, mc, fg, rm = r["order_decoding"], r["model_clock"], r["forgetting"], r["recovery_map"]
+    ret, ld, rl = r["retrospective"], r["learning_dynamics"], r["relearning"]
     return [
         (
             "order_decoding",
@@ -218,7 +224,34 @@ def beyond_rows(r: dict) -> list[tuple[str, str]]:
             f"{fmt(od['pairwise_accuracy'], 2)} (chance 0.5), per epoch "
             f"{fmt_list(od['pairwise_accuracy_per_epoch'], 2)}; "
             f"last-trained document found {fmt(od['last_trained_accuracy'], 2)} "
-            f"(chance {fmt(od['last_trained_chance'], 2)})",
+            f"(chance {fmt(od['last_trained_chance'], 2)}). Held-out protocol (Krasheninnikov et al.; "
+            f"{od.get('heldout_stages')} stages at episode {od.get('heldout_episode')}): stage of unseen "
+            f"documents {fmt(od.get('heldout_stage_accuracy'), 2)} "
+            f"{fmt_interval(od.get('heldout_stage_interval'))} "
+            f"(chance {fmt(od.get('heldout_stage_chance'), 2)}, "
+            f"shuffled-stage null 97.5% {fmt(od.get('heldout_stage_null_q975'), 2)}); first vs last stage "
+            f"{fmt(od.get('heldout_first_last_accuracy'), 2)}",
+        ),
+        (
+            "retrospective",
+            f"re-evaluation bump {fmt(ret['bump'], 2)} {fmt_interval(ret['bump_interval'])} over the last "
+            f"epoch's models; loss peaks {fmt(ret['peak_recency'])} episodes after a document's training",
+        ),
+        (
+            "learning_dynamics",
+            f"({ld['source']} gradients, checkpoint {ld['checkpoint_episode']}, {ld['optimizer']}) "
+            f"predicted vs replayed pairwise recovery: rank correlation {fmt(ld['spearman'], 2)} "
+            f"{fmt_interval(ld['spearman_interval'])}, Pearson {fmt(ld['pearson'], 2)}, "
+            f"R² {fmt(ld['r2'], 2)}, "
+            f"slope {fmt(ld['slope'], 2)}, pair-specific {fmt(ld['interaction_pearson'], 2)}; from the "
+            f"recorded sketch of {ld['layer']} alone {fmt(ld['sketch_spearman'], 2)}",
+        ),
+        (
+            "relearning",
+            f"(checkpoint {rl['checkpoint_episode']}) steps back to the post-training loss over the "
+            f"{rl['steps_per_doc']} of first learning: {fmt(rl['mean_savings_ratio'], 2)} "
+            f"{fmt_interval(rl['savings_interval'])}; {rl['n_censored']} of {rl['n_measured']} not back "
+            f"within {rl['max_steps']} steps",
         ),
         (
             "model_clock",
@@ -338,6 +371,19 @@ def beyond_table(results: dict[str, list[dict]], n_seeds: int) -> str:
         ),
         ("recovery_map: trend of that lag (episodes per epoch)", "recovery_map", "onset_lag_trend", None),
         ("recovery_map: intervals falling at the turn", "recovery_map", "anticipating_fraction", None),
+        ("order_decoding, held out: stage accuracy", "order_decoding", "heldout_stage_accuracy", None),
+        ("order_decoding, held out: chance", "order_decoding", "heldout_stage_chance", None),
+        (
+            "order_decoding, held out: first vs last stage",
+            "order_decoding",
+            "heldout_first_last_accuracy",
+            None,
+        ),
+        ("retrospective: anticipation bump", "retrospective", "bump", None),
+        ("learning_dynamics: rank correlation, predicted vs replayed", "learning_dynamics", "spearman", None),
+        ("learning_dynamics: R² of the prediction", "learning_dynamics", "r2", None),
+        ("learning_dynamics: pair-specific correlation", "learning_dynamics", "interaction_pearson", None),
+        ("relearning: steps to relearn / steps of first learning", "relearning", "mean_savings_ratio", None),
     ]
     for order in ORDERS:  # the slowdown is a ratio of two headline numbers
         for r in results[order]:
@@ -345,7 +391,8 @@ def beyond_table(results: dict[str, list[dict]], n_seeds: int) -> str:
             r["model_clock"]["_slowdown"] = norms[-1] / norms[0] if norms and norms[0] else None
     lines = [
         "",
-        "Beyond the paper (`order_decoding`, `model_clock`, `forgetting`, `recovery_map`), the same runs:",
+        "Beyond the paper (`order_decoding`, `model_clock`, `forgetting`, `recovery_map`, `retrospective`, "
+        "`learning_dynamics`, `relearning`), the same runs:",
         "",
         f"| mean ± std over {n_seeds} seeds | {' | '.join(ORDERS)} |",
         "|---|" + "---|" * len(ORDERS),
@@ -400,6 +447,21 @@ def toy_block(toy: dict) -> str:
             f"PCA variance of the embeddings after {toy['epochs']} epochs",
             fmt_list(toy["identity"]["pca_explained_after"], 2),
             fmt_list(toy["target"]["pca_explained_after"], 2),
+        ),
+        (
+            "linear-regression baseline (w frozen, closed form): RS, last epoch",
+            fmt(toy["closed_form_rs_last"]["identity"]),
+            fmt(toy["closed_form_rs_last"]["target"]),
+        ),
+        (
+            "shift-averaged curves of toy and baseline: correlation",
+            fmt(toy["closed_form_curve_correlation"]["identity"], 2),
+            fmt(toy["closed_form_curve_correlation"]["target"], 2),
+        ),
+        (
+            "the toy in closed form against its simulation: largest difference",
+            f"{toy['closed_form_toy_error']['identity']:.1e}",
+            f"{toy['closed_form_toy_error']['target']:.1e}",
         ),
     ]
     head = f"`arprobe analyze --probe toy_model` ({toy['toy_schedule']}, seed {toy['seed']}):\n\n"

@@ -133,14 +133,7 @@ class OrderDecoding(Probe):
             )
         require_sklearn()
         hook = pick_recording(store, "activations", hook)
-        episodes, docs, values = store.activations(hook)  # [A], [n], [A, n, C, d]
-        n_docs = store.n_docs
-        if sorted(docs) != list(range(n_docs)):
-            raise MissingDataError(
-                f"Run '{store.path.parent.name}' recorded activations of documents {docs} only, and "
-                f"decoding the training order needs all {n_docs}; record them with record.activation_docs "
-                f"(e.g. --activation_docs {','.join(map(str, range(n_docs)))})."
-            )
+        episodes, docs, values = activations_of_every_document(store, hook, "decoding the training order")
         schedule = store.schedule()
         # Real positions as the run's task defines them (a prefix: text is right-padded, images are whole).
         real = document_masks(store, values.shape[2])  # [T, C]
@@ -327,18 +320,27 @@ HELDOUT_KEYS = (
 )
 
 
+def activations_of_every_document(store, hook: str, purpose: str):
+    """(episodes [A], docs [T], values [A, T, C, d]) of ``hook``; MissingDataError unless all T documents
+    were recorded (``purpose`` names what needs them)."""
+    episodes, docs, values = store.activations(hook)
+    n_docs = store.n_docs
+    if sorted(docs) != list(range(n_docs)):
+        raise MissingDataError(
+            f"Run '{store.path.parent.name}' recorded activations of documents {docs} only, and {purpose} "
+            f"needs all {n_docs}; record them with record.activation_docs "
+            f"(e.g. --activation_docs {','.join(map(str, range(n_docs)))})."
+        )
+    return episodes, docs, values
+
+
 def heldout_stage_decoding(
     store, hook: str, episode: int, stages: int, windows: int, folds: int, permutations: int, inverse_l2, seed
 ) -> dict:
     """The paper's protocol on one run store: the ``heldout_*`` keys (see the module docstring)."""
     run = store.path.parent.name
-    episodes, docs, values = store.activations(hook)  # [A], [n], [A, n, C, d]
+    episodes, docs, values = activations_of_every_document(store, hook, "the held-out stage probe")
     n_docs = store.n_docs
-    if sorted(docs) != list(range(n_docs)):
-        raise MissingDataError(
-            f"Run '{run}' recorded activations of documents {docs} only, and the held-out stage probe needs "
-            f"all {n_docs}; record them with record.activation_docs."
-        )
     read = int(episodes[-1]) if episode == -1 else episode
     rows = np.flatnonzero(np.asarray(episodes) == read)
     if not len(rows):
