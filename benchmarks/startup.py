@@ -30,6 +30,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--n_docs", "2", "--steps_per_doc", "1", "--epochs", "1", "--no-progress"]
+# issue 23's side-by-side with the released training script: T=10, C=128, M=5, E=2, d128, 4 blocks
+SMALL = ["--n_docs", "10", "--context_length", "128", "--steps_per_doc", "5", "--epochs", "2"]
+SMALL += ["--model.d_model", "128", "--model.n_layers", "4", "--no-progress"]
+RECORDING_OFF = ["--weights_every", "0", "--activations_every", "0", "--grads_at", "never"]
+RECORDING_OFF += ["--checkpoints", "none", "--all_weights_dim", "0"]
 SWEEP = """name = "startup"
 seeds = [{seeds}]
 [data]
@@ -87,11 +92,12 @@ def measure(tree: Path, repeats: int, points: int) -> dict:
 
     one, many = sweep(1), sweep(points)
     point = arprobe_cmd("run", "--out", str(work / "point"), "--overwrite", "--no-progress")
-    point += ["--n_docs", "2", "--steps_per_doc", "2", "--epochs", "1", "--weights_every", "0"]
-    point += ["--activations_every", "0", "--grads_at", "never", "--checkpoints", "none"]
-    point += ["--all_weights_dim", "0"]
+    point += ["--n_docs", "2", "--steps_per_doc", "2", "--epochs", "1", *RECORDING_OFF]
     alone = min(timed(point, env, work)[0] for _ in range(repeats))
     marginal = (many - one) / (points - 1)
+    small = arprobe_cmd("run", "--out", str(work / "small"), "--overwrite", *SMALL)
+    small_runs = [timed(small, env, work)[0] for _ in range(repeats)]
+    small_off = [timed([*small, *RECORDING_OFF], env, work)[0] for _ in range(repeats)]
     return {
         "import": {
             "top_level_import_seconds": round(total_us / 1e6, 2),
@@ -101,6 +107,11 @@ def measure(tree: Path, repeats: int, points: int) -> dict:
             "command": "arprobe run " + " ".join(TINY),
             "wall_seconds": [round(s, 2) for s in runs],
             "dry_run_wall_seconds": [round(s, 2) for s in dry],
+        },
+        "small_run": {
+            "command": "arprobe run " + " ".join(SMALL),
+            "wall_seconds": [round(s, 2) for s in small_runs],
+            "recording_off_wall_seconds": [round(s, 2) for s in small_off],
         },
         "sweep": {
             "points": points,
