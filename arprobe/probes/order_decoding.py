@@ -338,6 +338,73 @@ def heldout_stage_decoding(
     store, hook: str, episode: int, stages: int, windows: int, folds: int, permutations: int, inverse_l2, seed
 ) -> dict:
     """The paper's protocol on one run store: the ``heldout_*`` keys (see the module docstring)."""
+    read, n_stages, stage_of, features = heldout_features(store, hook, episode, stages, windows)
+    n_docs, n_windows = features.shape[:2]
+    n_folds = int(min(folds, np.bincount(stage_of).min()))
+    fold_of = stratified_folds(stage_of, n_folds, seed)
+    accuracy, per_doc, predicted = stage_accuracy(features, stage_of, fold_of, inverse_l2)
+    pairs = pairwise_stage_accuracy(features, stage_of, fold_of, inverse_l2)
+    stage_null, pair_null = permutation_null(features, stage_of, n_folds, permutations, seed + 1, inverse_l2)
+    # 1/S when the stages are equal in size; else what always guessing the largest stage scores
+    chance = float(np.bincount(stage_of).max() / n_docs)
+    interval = wilson_interval(accuracy, n_docs)
+    ends = (stage_of == 0) | (stage_of == n_stages - 1)
+    first_last = float(pairs[0, -1])
+    q975 = float(np.quantile(stage_null, 0.975)) if permutations else None
+    confusion = np.zeros((n_stages, n_stages), dtype=int)  # [true stage, predicted stage], samples
+    np.add.at(confusion, (np.repeat(stage_of, n_windows), predicted.reshape(-1)), 1)
+    return {
+        "heldout_episode": read,
+        "heldout_stages": n_stages,
+        "heldout_windows": n_windows,
+        "heldout_folds": n_folds,
+        "heldout_stage_of_doc": stage_of,
+        "heldout_stage_accuracy": accuracy,
+        "heldout_stage_chance": chance,
+        "heldout_stage_interval": list(interval),
+        "heldout_stage_null": stage_null,
+        "heldout_stage_null_q975": q975,
+        "heldout_stage_p_value": float((1 + np.sum(stage_null >= accuracy)) / (1 + permutations))
+        if permutations
+        else None,
+        "heldout_stage_accuracy_per_doc": per_doc,
+        "heldout_confusion": confusion,
+        "heldout_pairwise_accuracy": mean_off_diagonal(pairs),
+        "heldout_pairwise_null_q975": float(np.quantile(pair_null, 0.975)) if permutations else None,
+        "heldout_pairwise_matrix": pairs,
+        "heldout_pairwise_by_distance": accuracy_by_distance(pairs),
+        "heldout_first_last_accuracy": first_last,
+        "heldout_first_last_interval": list(wilson_interval(first_last, int(ends.sum()))),
+        "heldout_verdict": heldout_verdict_text(
+            n_stages, accuracy, interval, n_docs, chance, q975, permutations, pairs
+        ),
+        "heldout_note": (
+            "Krasheninnikov et al. report ~90% for early vs late stages of six at ~thousands of held-out "
+            "entities; compare heldout_first_last_accuracy and heldout_pairwise_by_distance, not the S-way "
+            "accuracy. Intervals count documents, not windows (windows of one document are not independent)."
+        ),
+    }
+
+
+def heldout_verdict_text(n_stages, accuracy, interval, n_docs, chance, q975, permutations, pairs) -> str:
+    """The held-out protocol's verdict in one sentence, with its numbers."""
+    word = heldout_verdict(accuracy, interval, chance, q975)
+    null_words = (
+        f"; the permuted stages reach {q975:.2f} (97.5% quantile of {permutations})"
+        if q975 is not None
+        else ""
+    )
+    return (
+        f"{word}: {n_stages}-way stage accuracy {accuracy:.2f} on held-out documents (95% interval "
+        f"{interval[0]:.2f}-{interval[1]:.2f} over {n_docs} documents) vs chance {chance:.2f}{null_words}; "
+        f"pairs of stages {mean_off_diagonal(pairs):.2f}, first vs last stage {float(pairs[0, -1]):.2f} "
+        "(chance 0.5)."
+    )
+
+
+def heldout_features(store, hook: str, episode: int, stages: int, windows: int):
+    """(episode read, S, stage of each document [T], window-mean features [T, W, d]) for the held-out
+    protocol, with one sentence for each way the run cannot support it."""
     run = store.path.parent.name
     episodes, docs, values = activations_of_every_document(store, hook, "the held-out stage probe")
     n_docs = store.n_docs
@@ -370,56 +437,4 @@ def heldout_stage_decoding(
     lengths = document_masks(store, activations.shape[1]).sum(1)  # [T] real positions (a prefix)
     n_windows = int(min(windows, max(1, lengths.min())))
     features = window_means(activations, lengths, n_windows)  # [T, W, d]
-    n_folds = int(min(folds, np.bincount(stage_of).min()))
-    fold_of = stratified_folds(stage_of, n_folds, seed)
-    accuracy, per_doc, predicted = stage_accuracy(features, stage_of, fold_of, inverse_l2)
-    pairs = pairwise_stage_accuracy(features, stage_of, fold_of, inverse_l2)
-    stage_null, pair_null = permutation_null(features, stage_of, n_folds, permutations, seed + 1, inverse_l2)
-    # 1/S when the stages are equal in size; else what always guessing the largest stage scores
-    chance = float(np.bincount(stage_of).max() / n_docs)
-    interval = wilson_interval(accuracy, n_docs)
-    ends = (stage_of == 0) | (stage_of == n_stages - 1)
-    first_last = float(pairs[0, -1])
-    q975 = float(np.quantile(stage_null, 0.975)) if permutations else None
-    word = heldout_verdict(accuracy, interval, chance, q975)
-    null_words = (
-        f"; the permuted stages reach {q975:.2f} (97.5% quantile of {permutations})"
-        if q975 is not None
-        else ""
-    )
-    verdict = (
-        f"{word}: {n_stages}-way stage accuracy {accuracy:.2f} on held-out documents (95% interval "
-        f"{interval[0]:.2f}-{interval[1]:.2f} over {n_docs} documents) vs chance {chance:.2f}{null_words}; "
-        f"pairs of stages {mean_off_diagonal(pairs):.2f}, first vs last stage {first_last:.2f} (chance 0.5)."
-    )
-    confusion = np.zeros((n_stages, n_stages), dtype=int)  # [true stage, predicted stage], samples
-    np.add.at(confusion, (np.repeat(stage_of, n_windows), predicted.reshape(-1)), 1)
-    return {
-        "heldout_episode": read,
-        "heldout_stages": n_stages,
-        "heldout_windows": n_windows,
-        "heldout_folds": n_folds,
-        "heldout_stage_of_doc": stage_of,
-        "heldout_stage_accuracy": accuracy,
-        "heldout_stage_chance": chance,
-        "heldout_stage_interval": list(interval),
-        "heldout_stage_null": stage_null,
-        "heldout_stage_null_q975": q975,
-        "heldout_stage_p_value": float((1 + np.sum(stage_null >= accuracy)) / (1 + permutations))
-        if permutations
-        else None,
-        "heldout_stage_accuracy_per_doc": per_doc,
-        "heldout_confusion": confusion,
-        "heldout_pairwise_accuracy": mean_off_diagonal(pairs),
-        "heldout_pairwise_null_q975": float(np.quantile(pair_null, 0.975)) if permutations else None,
-        "heldout_pairwise_matrix": pairs,
-        "heldout_pairwise_by_distance": accuracy_by_distance(pairs),
-        "heldout_first_last_accuracy": first_last,
-        "heldout_first_last_interval": list(wilson_interval(first_last, int(ends.sum()))),
-        "heldout_verdict": verdict,
-        "heldout_note": (
-            "Krasheninnikov et al. report ~90% for early vs late stages of six at ~thousands of held-out "
-            "entities; compare heldout_first_last_accuracy and heldout_pairwise_by_distance, not the S-way "
-            "accuracy. Intervals count documents, not windows (windows of one document are not independent)."
-        ),
-    }
+    return read, n_stages, stage_of, features
