@@ -212,6 +212,33 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
             f"{where}: the sweep name '{name}' must be a plain folder name (letters, digits, . _ + -)."
         )
 
+    base, seeds = base_and_seeds(table, seeds, where)
+    grid = grid_factors(grid_table, base, where)
+    if control:
+        check_control(control, base, grid, where)
+    leaves = [k.split(".")[-1] for k in grid]
+    labels = {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(grid, leaves)}
+    spec = SweepSpec(
+        path=path,
+        name=name,
+        base=base,
+        grid=grid,
+        seeds=list(seeds),
+        out=str(out) if out is not None else None,
+        labels=labels,
+        control=control,
+        slurm=slurm,
+    )
+    for point in spec.points():
+        try:
+            load_config(None, spec.overrides(point, Path("runs")))
+        except UserError as exc:
+            raise UserError(f"{where}, point {point.name}: {exc}") from None
+    return spec
+
+
+def base_and_seeds(table: dict, seeds, where: str) -> tuple[dict, list]:
+    """The run options every point shares ({dotted key: value}) and the checked seeds."""
     base: dict = {}
     for key, value in flatten(table).items():
         dotted = resolve_key(key)
@@ -231,7 +258,11 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
         )
     if len(set(seeds)) != len(seeds):
         raise UserError(f"{where}: 'seeds' lists a seed twice.")
+    return base, seeds
 
+
+def grid_factors(grid_table: dict, base: dict, where: str) -> dict:
+    """{factor: values} of the [grid] table, checked; a factor's options are taken out of ``base``."""
     grid: dict = {}
     for key, values in flatten(grid_table).items():
         if isinstance(values, list) and values and all(isinstance(v, dict) for v in values):
@@ -261,7 +292,6 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
             raise UserError(f"{where}: grid.{key} lists a value twice.")
         grid[dotted] = values
         base.pop(dotted, None)  # the grid value wins over a base value of the same key
-
     owner: dict[str, str] = {}  # option -> the factor that sets it
     for factor, values in grid.items():
         for option in {k for v in values for k in (v if isinstance(v, dict) else {factor: v})}:
@@ -270,28 +300,7 @@ def load_sweep(path: str | Path, name: str | None = None) -> SweepSpec:
                     f"{where}: grid factors '{owner[option]}' and '{factor}' both set '{option}'."
                 )
             owner[option] = factor
-
-    if control:
-        check_control(control, base, grid, where)
-    leaves = [k.split(".")[-1] for k in grid]
-    labels = {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(grid, leaves)}
-    spec = SweepSpec(
-        path=path,
-        name=name,
-        base=base,
-        grid=grid,
-        seeds=list(seeds),
-        out=str(out) if out is not None else None,
-        labels=labels,
-        control=control,
-        slurm=slurm,
-    )
-    for point in spec.points():
-        try:
-            load_config(None, spec.overrides(point, Path("runs")))
-        except UserError as exc:
-            raise UserError(f"{where}, point {point.name}: {exc}") from None
-    return spec
+    return grid
 
 
 def check_control(control: str, base: dict, grid: dict, where: str) -> None:
