@@ -152,98 +152,34 @@ def probe_ref(registry, name: str):
 def analyze_command(args, extra) -> int:
     # lazy: keeps `arprobe --help` fast
     from arprobe.probes.registry import default_registry
+    from arprobe.sweep.manifest import is_sweep_dir
 
     registry = default_registry()
     explicit = selected_probes(args.probe, registry)
     options = merge_options(
         read_option_file(args.config) if args.config else {}, parse_option_flags(args.option), registry
     )
-    # lazy: keeps `arprobe --help` fast
-    from arprobe.sweep.manifest import is_sweep_dir
-
     sweeps = [r for r in args.runs if is_sweep_dir(r)]
     if sweeps and len(args.runs) > 1:
         raise UserError(f"'{sweeps[0]}' is a sweep folder; analyze one sweep at a time, without other runs.")
     if sweeps:
         return analyze_sweep(Path(sweeps[0]), args, explicit or [], options, registry)
-    names = explicit or registry.names()
     timeout = probe_timeout(args)
-
     probes, broken = [], []
-    for name in names:
+    for name in explicit or registry.names():
         ref, reason = probe_ref(registry, name)
         if ref is None:  # a plugin that does not load is a failed probe, not the end of the analysis
             broken.append((name, reason))
         else:
             probes.append(ref)
-
-    # lazy: keeps `arprobe --help` fast
-    from arprobe.probes.runner import failed_outcome, write_report
-    from arprobe.storage import RunStore
-    from arprobe.storage.reader import resolve_store_path
-
     printer = OutcomePrinter(explicit)
-    if not args.runs:
-        needing = [p.name for p in probes if p.needs_store]
-        if explicit and needing:
-            raise UserError(
-                f"Probe '{needing[0]}' reads a run; give one: arprobe analyze RUN --probe {needing[0]}."
-            )
-        probes = [p for p in probes if not p.needs_store]
-        jobs = [([], Path(args.out or "report"), probes)]
-    else:
-        paths = [resolve_store_path(r) for r in args.runs]
-        for path in paths:  # a malformed store is refused once, before any report is written
-            RunStore(path).close()
-        if len(paths) == 1:
-            jobs = [([paths[0]], Path(args.out) if args.out else paths[0].parent / "report", probes)]
-        else:
-            single = [p for p in probes if not p.multi_run]
-            multi = [p for p in probes if p.multi_run]
-            jobs = (
-                [
-                    (
-                        [path],
-                        (Path(args.out) / path.parent.name) if args.out else path.parent / "report",
-                        single,
-                    )
-                    for path in paths
-                ]
-                if single
-                else []
-            )
-            if multi:
-                jobs.append((paths, Path(args.out or "report"), multi))
-
+    paths, jobs = analysis_jobs(args, probes, explicit)
     if explicit is None:  # "every probe" includes the plugins refused for their names: named, failed
         for name, _, reason in registry.refused_names():
             printer.refused(name, reason)
     for store_paths, report_dir, job_probes in jobs:
-        stores = [RunStore(p) for p in store_paths]
-        try:
-            label = ", ".join(str(p.parent) for p in store_paths) or "no run"
-            print(f"analyze {label} -> {report_dir}")
-            if len(stores) == 1:  # the finding first; every number is in the report
-                print_finding(stores[0])
-            outcomes = []
-            for name, reason in broken:
-                outcome = failed_outcome(name, reason, report_dir)
-                printer(outcome)
-                outcomes.append(outcome)
-            write_report(
-                stores,
-                report_dir,
-                job_probes,
-                options,
-                on_outcome=printer,
-                timeout=timeout,
-                progress=not args.no_progress,
-            )
-            print(f"report: {report_dir / 'index.html'}")
-        finally:
-            for s in stores:
-                s.close()
-    if args.runs and len(args.runs) > 1:
+        run_job(store_paths, report_dir, job_probes, broken, options, printer, timeout, args.no_progress)
+    if len(paths) > 1:
         # lazy: keeps `arprobe --help` fast
         from arprobe.sweep.report import groups_from_runs
 
@@ -253,6 +189,61 @@ def analyze_command(args, extra) -> int:
         print_aggregate(summary)
         print(f"report: {out / 'index.html'}")
     return 1 if printer.bad else 0
+
+
+def analysis_jobs(args, probes: list, explicit) -> tuple[list[Path], list[tuple[list[Path], Path, list]]]:
+    """(the run stores given, [(stores, report folder, probes)]): no run: the probes that need none;
+    one run: every probe into its report; several: each run's own report, and the multi-run probes
+    over all of them."""
+    # lazy: keeps `arprobe --help` fast
+    from arprobe.storage import RunStore
+    from arprobe.storage.reader import resolve_store_path
+
+    if not args.runs:
+        needing = [p.name for p in probes if p.needs_store]
+        if explicit and needing:
+            raise UserError(
+                f"Probe '{needing[0]}' reads a run; give one: arprobe analyze RUN --probe {needing[0]}."
+            )
+        return [], [([], Path(args.out or "report"), [p for p in probes if not p.needs_store])]
+    paths = [resolve_store_path(r) for r in args.runs]
+    for path in paths:  # a malformed store is refused once, before any report is written
+        RunStore(path).close()
+    if len(paths) == 1:
+        return paths, [([paths[0]], Path(args.out) if args.out else paths[0].parent / "report", probes)]
+    single = [p for p in probes if not p.multi_run]
+    multi = [p for p in probes if p.multi_run]
+    jobs = []
+    if single:
+        for path in paths:
+            folder = (Path(args.out) / path.parent.name) if args.out else path.parent / "report"
+            jobs.append(([path], folder, single))
+    if multi:
+        jobs.append((paths, Path(args.out or "report"), multi))
+    return paths, jobs
+
+
+def run_job(store_paths, report_dir: Path, probes, broken, options, printer, timeout, no_progress) -> None:
+    """One report: the finding (one run), the plugins that did not load as failed, then the probes."""
+    # lazy: keeps `arprobe --help` fast
+    from arprobe.probes.runner import failed_outcome, write_report
+    from arprobe.storage import RunStore
+
+    stores = [RunStore(p) for p in store_paths]
+    try:
+        label = ", ".join(str(p.parent) for p in store_paths) or "no run"
+        print(f"analyze {label} -> {report_dir}")
+        if len(stores) == 1:  # the finding first; every number is in the report
+            print_finding(stores[0])
+        for name, reason in broken:
+            printer(failed_outcome(name, reason, report_dir))
+        write_report(
+            stores, report_dir, probes, options, on_outcome=printer, timeout=timeout, progress=not no_progress
+        )
+        print(f"report: {report_dir / 'index.html'}")
+    finally:
+        for s in stores:
+            s.close()
 
 
 def print_finding(store) -> None:
