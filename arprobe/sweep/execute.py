@@ -108,6 +108,66 @@ def sweep_lock(sweep_dir: Path):
         lock.unlink(missing_ok=True)
 
 
+class Tracker:
+    """The manifest and the progress bar, kept up to date as the backend starts and finishes jobs
+    (a job is one point, or a group of batched seeds); the manifest is rewritten at each change."""
+
+    def __init__(self, entries: dict, manifest: dict, sweep_dir: Path, skipped: int, progress: bool):
+        # lazy: tqdm takes seconds to import; only this path needs it
+        from tqdm.auto import tqdm
+
+        self.entries, self.manifest, self.sweep_dir = entries, manifest, sweep_dir
+        self.running: list[str] = []
+        self.bar = tqdm(
+            total=len(entries),
+            initial=skipped,
+            desc="runs",
+            unit="run",
+            disable=not progress,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+    def show_running(self) -> None:
+        running = self.running
+        shown = ", ".join(running[:3]) + (f" +{len(running) - 3}" if len(running) > 3 else "")
+        self.bar.set_postfix_str(f"running: {shown}" if running else "")
+
+    def on_start(self, job: dict) -> None:
+        for point in member_jobs(job):
+            entry = self.entries[point["name"]]
+            entry["status"] = "running"
+            entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self.running.append(point["name"])
+        self.show_running()
+        write_json_atomic(self.sweep_dir / MANIFEST, self.manifest)
+
+    def on_done(self, job: dict, record: dict) -> None:
+        for point, point_record in member_records(job, record):
+            entry = self.entries[point["name"]]
+            entry["status"] = point_record["status"]
+            entry["error"] = point_record.get("error", "")
+            entry["episodes"] = point_record.get("episodes", entry["episodes"])
+            entry["seconds"] = round(entry.get("seconds", 0.0) + point_record.get("seconds", 0.0), 3)
+            entry["attempts"].append({k: v for k, v in point_record.items() if k != "name"})
+            self.running.remove(point["name"])
+            self.bar.update(1)
+            log.info(
+                "%s: %s after %s episodes, %.1f s%s",
+                point["name"],
+                point_record["status"],
+                point_record.get("episodes", "?"),
+                point_record.get("seconds", 0.0),
+                f" on {point_record['host']}" if point_record.get("host") else "",
+            )
+            if point_record["status"] != "complete":
+                self.bar.write(
+                    f"  {point['name']}: {point_record['status']}: {entry['error']}", file=sys.stderr
+                )
+        self.show_running()
+        write_json_atomic(self.sweep_dir / MANIFEST, self.manifest)
+
+
 def _execute(
     spec: SweepSpec,
     sweep_dir: Path,
@@ -131,70 +191,21 @@ def _execute(
     print(f"folder: {sweep_dir}")
     write_json_atomic(sweep_dir / MANIFEST, manifest)
 
-    # lazy: tqdm takes seconds to import; only this path needs it
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=len(entries),
-        initial=skipped,
-        desc="runs",
-        unit="run",
-        disable=not progress,
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    running: list[str] = []
-
-    def show_running() -> None:
-        shown = ", ".join(running[:3]) + (f" +{len(running) - 3}" if len(running) > 3 else "")
-        bar.set_postfix_str(f"running: {shown}" if running else "")
-
-    def on_start(job: dict) -> None:
-        for point in member_jobs(job):
-            entry = entries[point["name"]]
-            entry["status"] = "running"
-            entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            running.append(point["name"])
-        show_running()
-        write_json_atomic(sweep_dir / MANIFEST, manifest)
-
-    def on_done(job: dict, record: dict) -> None:
-        for point, point_record in member_records(job, record):
-            entry = entries[point["name"]]
-            entry["status"] = point_record["status"]
-            entry["error"] = point_record.get("error", "")
-            entry["episodes"] = point_record.get("episodes", entry["episodes"])
-            entry["seconds"] = round(entry.get("seconds", 0.0) + point_record.get("seconds", 0.0), 3)
-            entry["attempts"].append({k: v for k, v in point_record.items() if k != "name"})
-            running.remove(point["name"])
-            bar.update(1)
-            log.info(
-                "%s: %s after %s episodes, %.1f s%s",
-                point["name"],
-                point_record["status"],
-                point_record.get("episodes", "?"),
-                point_record.get("seconds", 0.0),
-                f" on {point_record['host']}" if point_record.get("host") else "",
-            )
-            if point_record["status"] != "complete":
-                bar.write(f"  {point['name']}: {point_record['status']}: {entry['error']}", file=sys.stderr)
-        show_running()
-        write_json_atomic(sweep_dir / MANIFEST, manifest)
-
+    tracker = Tracker(entries, manifest, sweep_dir, skipped, progress)
     jobs = make_jobs(spec, sweep_dir, todo, backend.threads)
     if batch_seeds:
         jobs = group_jobs(jobs, batch_seeds)
     try:
-        backend.run(jobs, on_start, on_done)
+        backend.run(jobs, tracker.on_start, tracker.on_done)
     except KeyboardInterrupt:
         # The backend has stopped its workers by now: their stores say how far each run got.
-        refresh_entries([entries[name] for name in running], sweep_dir)
-        for name in running:
+        refresh_entries([entries[name] for name in tracker.running], sweep_dir)
+        for name in tracker.running:
             if entries[name]["status"] == "pending":  # no store yet: it was only starting
                 entries[name]["status"] = "interrupted"
         raise
     finally:
-        bar.close()
+        tracker.bar.close()
         write_json_atomic(sweep_dir / MANIFEST, manifest)
 
     failures = [
