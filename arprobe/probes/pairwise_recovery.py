@@ -83,69 +83,18 @@ class PairwiseRecovery(Probe):
             torch.set_num_threads(previous)
 
     def _run(self, store, out: Path, episode: int, steps: int, device: str, seed: int, batch: int) -> dict:
-        # lazy: tqdm takes seconds to import; only this path needs it
-        from tqdm.auto import tqdm
-
-        # lazy: pulls in torch, which importing this module does not need
-        from arprobe.trainer.api import Replay, pairwise_rows
-
-        checkpoints = store.checkpoint_episodes()
         schedule = store.schedule()
-        schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
-        episode = default_checkpoint(checkpoints, len(schedule_doc)) if episode < 0 else episode
-        if episode not in checkpoints:
-            raise MissingDataError(
-                f"Run '{store.path.parent.name}' has no checkpoint at episode {episode} "
-                f"(have: {', '.join(map(str, checkpoints))}); pick one of those or set record.checkpoints."
-            )
-        # The run's own episode step from the checkpoint: its freezing, lr schedule, clipping,
-        # optimizer-state policy and (unless a seed is given) its RNG state.
-        replay = Replay(
-            store, episode, device=device, steps_per_doc=steps or None, seed=seed if seed else None
+        episode, steps, before, recovery, batch = self.replayed_matrix(
+            store, episode, steps, device, seed, batch
         )
-        steps = replay.rules.steps_per_doc
-        before = replay.evaluate().astype(np.float64)  # [T]
         T = len(before)
-        if batch < 0:  # never all T copies blindly: as many as the device's free memory holds
-            batch = (
-                replays_that_fit(replay.model, replay.cfg, T, replay.device)
-                if replay.device.type == "cuda"
-                else 1
-            )
-        recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
-        chunk = max(batch, 1)
-        bar = tqdm(total=T, desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False)
-        with bar:
-            for lo in range(0, T, chunk):
-                docs = list(range(lo, min(lo + chunk, T)))
-                recovery[docs] = before - pairwise_rows(replay, docs, batch)
-                bar.update(len(docs))
-
-        # Where is the checkpoint in the cycle? Documents trained s episodes before it: s = 0 is
-        # the document just trained. The paper reads b from how far the strongest neighbour
-        # recovery sits from the checkpoint's position ("b documents before or after x_j").
-        since = np.full(T, -1)
-        for s, k in enumerate(range(episode, 0, -1)):
-            doc = int(schedule_doc[k - 1])
-            if since[doc] < 0:
-                since[doc] = s
         off = ~np.eye(T, dtype=bool)
-        # Distances along the cycle exist only when every epoch trains x_1..x_T in that order.
-        cyclic = schedule.is_cyclic and np.array_equal(schedule.doc[schedule.epoch == 1], np.arange(T))
-        nan = np.full(T, np.nan)
-        neighbour = neighbour_recovery(recovery) if cyclic else nan  # [T]
-        by_since = binned_means(neighbour, since, T) if cyclic else nan  # [T], index s
-        by_distance = (  # d = 0..T//2, d = 0 NaN
-            mean_by_cyclic_distance(np.where(off, recovery, np.nan))
-            if cyclic
-            else np.full(T // 2 + 1, np.nan)
-        )
+        since, cyclic, neighbour, by_since, by_distance = cycle_summary(recovery, schedule, episode)
         b_since = int(np.nanargmax(by_since)) if np.isfinite(by_since).any() else None
-
         self._plot(recovery, by_distance, by_since, episode, steps, out)
         return {
             "checkpoint_episode": episode,
-            "checkpoint_epoch": int(schedule_epoch[episode - 1]) if episode >= 1 else 0,
+            "checkpoint_epoch": int(schedule.epoch[episode - 1]) if episode >= 1 else 0,
             "steps": steps,
             "loss_before": before,
             "recovery": recovery,
@@ -176,6 +125,45 @@ class PairwiseRecovery(Probe):
             "optimizer-state policy and RNG)",
             "batch": batch,  # replays trained at once (1: one after another)
         }
+
+    def replayed_matrix(self, store, episode: int, steps: int, device: str, seed: int, batch: int):
+        """(checkpoint episode, M, losses at the checkpoint [T], recovery [T, T], replays at once): row i
+        is the loss of every document before minus after M steps on x_i from the checkpoint."""
+        # lazy: tqdm takes seconds to import; only this path needs it
+        from tqdm.auto import tqdm
+
+        # lazy: pulls in torch, which importing this module does not need
+        from arprobe.trainer.api import Replay, pairwise_rows
+
+        checkpoints = store.checkpoint_episodes()
+        episode = default_checkpoint(checkpoints, len(store.schedule().doc)) if episode < 0 else episode
+        if episode not in checkpoints:
+            raise MissingDataError(
+                f"Run '{store.path.parent.name}' has no checkpoint at episode {episode} "
+                f"(have: {', '.join(map(str, checkpoints))}); pick one of those or set record.checkpoints."
+            )
+        # The run's own episode step from the checkpoint: its freezing, lr schedule, clipping,
+        # optimizer-state policy and (unless a seed is given) its RNG state.
+        replay = Replay(
+            store, episode, device=device, steps_per_doc=steps or None, seed=seed if seed else None
+        )
+        before = replay.evaluate().astype(np.float64)  # [T]
+        T = len(before)
+        if batch < 0:  # never all T copies blindly: as many as the device's free memory holds
+            batch = (
+                replays_that_fit(replay.model, replay.cfg, T, replay.device)
+                if replay.device.type == "cuda"
+                else 1
+            )
+        recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
+        chunk = max(batch, 1)
+        bar = tqdm(total=T, desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False)
+        with bar:
+            for lo in range(0, T, chunk):
+                docs = list(range(lo, min(lo + chunk, T)))
+                recovery[docs] = before - pairwise_rows(replay, docs, batch)
+                bar.update(len(docs))
+        return episode, replay.rules.steps_per_doc, before, recovery, batch
 
     @staticmethod
     def _plot(recovery, by_distance, by_since, episode, steps, out):
@@ -209,3 +197,29 @@ class PairwiseRecovery(Probe):
             "mean_recovery_from_neighbours": by_since,
         }
         save_figure(fig, out / "pairwise_recovery.png", data=data)
+
+
+def cycle_summary(recovery: np.ndarray, schedule, episode: int):
+    """Where the checkpoint is in the cycle and the recovery read along it: (episodes since each
+    document was last trained [T], whether distances along the cycle exist, neighbour recovery [T],
+    neighbour recovery by episodes since training [T], mean off-diagonal recovery by cyclic distance
+    [T//2 + 1] (d = 0 NaN)); NaN where the order has no cycle."""
+    T = recovery.shape[0]
+    # Documents trained s episodes before the checkpoint: s = 0 is the document just trained. The
+    # paper reads b from how far the strongest neighbour recovery sits from the checkpoint's position
+    # ("b documents before or after x_j").
+    since = np.full(T, -1)
+    for s, k in enumerate(range(episode, 0, -1)):
+        doc = int(schedule.doc[k - 1])
+        if since[doc] < 0:
+            since[doc] = s
+    off = ~np.eye(T, dtype=bool)
+    # Distances along the cycle exist only when every epoch trains x_1..x_T in that order.
+    cyclic = schedule.is_cyclic and np.array_equal(schedule.doc[schedule.epoch == 1], np.arange(T))
+    nan = np.full(T, np.nan)
+    neighbour = neighbour_recovery(recovery) if cyclic else nan  # [T]
+    by_since = binned_means(neighbour, since, T) if cyclic else nan  # [T], index s
+    by_distance = (  # d = 0..T//2, d = 0 NaN
+        mean_by_cyclic_distance(np.where(off, recovery, np.nan)) if cyclic else np.full(T // 2 + 1, np.nan)
+    )
+    return since, cyclic, neighbour, by_since, by_distance
