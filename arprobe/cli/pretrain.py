@@ -9,6 +9,7 @@ from arprobe.pretrain.ladder import SIZES, Settings
 
 
 def command_parser(subparsers) -> argparse.ArgumentParser:
+    # long because it is a table of arguments, one add_argument each
     d = Settings()
     p = subparsers.add_parser(
         "pretrain",

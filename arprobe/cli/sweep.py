@@ -15,6 +15,7 @@ from arprobe.sweep.backend import BackendOptions, backend_class
 
 
 def sweep_command_parser(subparsers) -> argparse.ArgumentParser:
+    # long because it is a table of arguments, one add_argument each
     p = subparsers.add_parser(
         "sweep",
         help="run a grid of options × seeds (locally or on Ray) into sweeps/<name>/",

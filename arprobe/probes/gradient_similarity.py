@@ -64,19 +64,7 @@ class GradientSimilarity(Probe):
     def run(self, store, out: Path, layer: str = "", episode: int = -1) -> dict:
         layer = pick_recording(store, "grads", layer)
         episodes, grads = store.grads(layer)  # [G], [G, T, D]
-        if episode < 0:
-            # The same point of training as pairwise_recovery's checkpoint (Fig. 8a and 8b together).
-            chosen = default_checkpoint(np.asarray(episodes), store.completed_episodes)
-            g = int(np.flatnonzero(episodes == chosen)[-1])
-        else:
-            hits = np.flatnonzero(episodes == episode)
-            if not len(hits):
-                raise MissingDataError(
-                    f"Run '{store.path.parent.name}' has no gradients of '{layer}' at episode {episode} "
-                    f"(recorded at: {', '.join(map(str, episodes))}); "
-                    "pick one of those or set record.grads_at."
-                )
-            g = int(hits[-1])
+        g = recorded_row(store, layer, episodes, episode)
         T = grads.shape[1]
         schedule = store.schedule()
         schedule_doc, schedule_epoch = schedule.doc, schedule.epoch
@@ -87,25 +75,7 @@ class GradientSimilarity(Probe):
         row_mean = np.array([np.nanmean(np.delete(cos[i], i)) for i in range(T)])  # each doc vs all others
         cycle = cycle_order(schedule, T)  # documents in cycle order, or None
 
-        if cycle is not None:
-            # rows and columns in cycle order, so index distance is distance in the cycle
-            by_distance = mean_by_cyclic_distance(cos[np.ix_(cycle, cycle)])  # [T//2 + 1], index = distance
-            by_offset = mean_by_offset(cos[np.ix_(cycle, cycle)])[1:]
-            # the same profile at every recorded episode: does the structure build up over epochs?
-            over_time = np.stack(
-                [
-                    mean_by_cyclic_distance(cosine_matrix(grads[i])[np.ix_(cycle, cycle)])
-                    for i in range(len(episodes))
-                ]
-            )
-            note = ""
-        else:
-            by_distance = by_offset = over_time = None
-            order = store.config.get("schedule", {}).get("order", "this")
-            note = (
-                f"No distance summaries: in the {order} order the epochs do not all train the same documents "
-                "in the same order, so two documents have no fixed distance in a cycle."
-            )
+        by_distance, by_offset, over_time, note = distance_profiles(store, cos, grads, cycle)
 
         positions = recency_order(schedule_doc, ep, T)
         effects = position_and_distance_effects(cos[np.ix_(positions, positions)]) if T >= 3 else None
@@ -263,3 +233,39 @@ def _shade(i: int, n: int):
     from matplotlib import colormaps
 
     return colormaps["viridis"](0.15 + 0.75 * (i / max(n - 1, 1)))
+
+
+def recorded_row(store, layer: str, episodes: np.ndarray, episode: int) -> int:
+    """Index into the recorded gradients of ``layer``: ``episode``'s, or by default the same point of
+    training as pairwise_recovery's checkpoint (Fig. 8a and 8b together)."""
+    if episode < 0:
+        chosen = default_checkpoint(np.asarray(episodes), store.completed_episodes)
+        return int(np.flatnonzero(episodes == chosen)[-1])
+    hits = np.flatnonzero(episodes == episode)
+    if not len(hits):
+        raise MissingDataError(
+            f"Run '{store.path.parent.name}' has no gradients of '{layer}' at episode {episode} "
+            f"(recorded at: {', '.join(map(str, episodes))}); pick one of those or set record.grads_at."
+        )
+    return int(hits[-1])
+
+
+def distance_profiles(store, cos: np.ndarray, grads: np.ndarray, cycle):
+    """(mean cosine by cyclic distance [T//2 + 1], by forward offset, the distance profile at every
+    recorded episode [G, T//2 + 1], note): all None, and a note saying why, without a cycle."""
+    if cycle is None:
+        order = store.config.get("schedule", {}).get("order", "this")
+        return (
+            None,
+            None,
+            None,
+            f"No distance summaries: in the {order} order the epochs do not all train the same documents "
+            "in the same order, so two documents have no fixed distance in a cycle.",
+        )
+    # rows and columns in cycle order, so index distance is distance in the cycle
+    in_cycle = np.ix_(cycle, cycle)
+    by_distance = mean_by_cyclic_distance(cos[in_cycle])  # [T//2 + 1], index = distance
+    by_offset = mean_by_offset(cos[in_cycle])[1:]
+    # the same profile at every recorded episode: does the structure build up over epochs?
+    over_time = np.stack([mean_by_cyclic_distance(cosine_matrix(g)[in_cycle]) for g in grads])
+    return by_distance, by_offset, over_time, ""

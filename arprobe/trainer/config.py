@@ -382,7 +382,7 @@ MAX_INT32 = 2**31 - 1
 
 
 def validate(cfg: RunConfig) -> None:
-    """Range checks a user can trip; one sentence each."""
+    """Range checks a user can trip; one sentence each. Long because it is a table of checks."""
     # Here, not at the top: the resume module imports torch and h5py, which `--help` need not pay for.
     from arprobe.storage.resume import check_resume_every
 
