@@ -118,31 +118,14 @@ class ActivationDrift(Probe):
             "weight_change": None,
             "weight_change_per_epoch": None,
         }
-        weight_note = "no weights recorded (record.weights)"
         weight_data = None
         if store.recorded("weights"):
             weights = pick_recording(store, "weights", weights, ("all",))
-            w_episodes, w_values = store.weights(weights)  # [S], [S, D]
-            w_change = step_norms(w_values)  # [S-1]
-            w_epoch = snapshot_epochs(w_episodes, schedule_epoch)[1:]
-            w_per_epoch = binned_means(w_change, w_epoch - 1, n_epochs)
-            result.update(
-                {
-                    "weights": weights,
-                    "weight_change": w_change,
-                    "weight_change_episodes": w_episodes[1:],
-                    "weight_change_per_epoch": w_per_epoch,
-                    "weight_change_trend": trend(w_change),
-                    # the paper's Fig. 22b decreases monotonically: fraction of steps that shrink
-                    "weight_change_fraction_decreasing": float(np.mean(np.diff(w_change) < 0))
-                    if len(w_change) > 1
-                    else None,
-                }
-            )
-            weight_note = describe_weights(store, weights)
-            weight_data = (w_episodes[1:], w_change, weights)
-            result["weights_sketch"] = store.sketch_info("weights", weights)
-        result["weights_are"] = weight_note
+            weight_keys = weight_changes(store, weights, schedule_epoch, n_epochs)
+            result.update(weight_keys)
+            weight_data = (weight_keys["weight_change_episodes"], weight_keys["weight_change"], weights)
+        else:
+            result["weights_are"] = "no weights recorded (record.weights)"
 
         result["null"] = {
             "reads": "the blocks of Fig. 8d (similarity rising within each epoch) appear in any run that "
@@ -210,3 +193,23 @@ class ActivationDrift(Probe):
         if weight_data:
             data.update({"weight_episode": w_ep, "weight_change": w_change})
         save_figure(fig, out / "activation_change.png", data=data)
+
+
+def weight_changes(store, weights: str, schedule_epoch, n_epochs: int) -> dict:
+    """‖w_k − w_{k−1}‖ between the recorded snapshots of ``weights`` (Fig. 22b), per epoch and its trend."""
+    w_episodes, w_values = store.weights(weights)  # [S], [S, D]
+    w_change = step_norms(w_values)  # [S-1]
+    w_epoch = snapshot_epochs(w_episodes, schedule_epoch)[1:]
+    return {
+        "weights": weights,
+        "weight_change": w_change,
+        "weight_change_episodes": w_episodes[1:],
+        "weight_change_per_epoch": binned_means(w_change, w_epoch - 1, n_epochs),
+        "weight_change_trend": trend(w_change),
+        # the paper's Fig. 22b decreases monotonically: fraction of steps that shrink
+        "weight_change_fraction_decreasing": float(np.mean(np.diff(w_change) < 0))
+        if len(w_change) > 1
+        else None,
+        "weights_sketch": store.sketch_info("weights", weights),
+        "weights_are": describe_weights(store, weights),
+    }
