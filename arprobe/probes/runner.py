@@ -124,28 +124,7 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
     result = None
     error_trace = ""
     try:
-        if not isinstance(probe.description, str):
-            raise UserError(
-                f"Probe '{probe.name}' has a description that is a {type(probe.description).__name__}, "
-                "not a string; a description is one line of text."
-            )
-        record["description"] = probe.description
-        resolved = probe.resolve_options(options)
-        record["options"] = resolved
-        if probe.needs_store and not stores:
-            raise MissingDataError(
-                f"Probe '{probe.name}' reads a run; give one: arprobe analyze RUN --probe {probe.name}."
-            )
-        for store in stores:
-            probe.check_requirements(store, resolved)
-        if probe.multi_run:
-            target = list(stores)
-        else:
-            assert len(stores) <= 1, "a single-run probe gets at most one store"
-            target = stores[0] if stores else None
-        result = probe.run(target, folder, **resolved)
-        if not isinstance(result, dict):
-            raise TypeError(f"probe '{probe.name}' returned {type(result).__name__}, not a dict of numbers")
+        result = _checked_run(probe, stores, folder, options, record)
         outcome.headline = to_jsonable(probe.headline(result))
     except MissingDataError as exc:
         outcome.status, outcome.reason = "skipped", str(exc)
@@ -160,6 +139,41 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
         outcome.reason = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
         error_trace = traceback.format_exc()
     outcome.seconds = time.perf_counter() - started
+    _write_record(outcome, record, result, error_trace, folder)
+    return outcome
+
+
+def _checked_run(probe: Probe, stores: list, folder: Path, options: dict | None, record: dict) -> dict:
+    """The probe's result, after its description, options and requirements are checked (each failure
+    one sentence); ``record`` gets the description and the resolved options."""
+    if not isinstance(probe.description, str):
+        raise UserError(
+            f"Probe '{probe.name}' has a description that is a {type(probe.description).__name__}, "
+            "not a string; a description is one line of text."
+        )
+    record["description"] = probe.description
+    resolved = probe.resolve_options(options)
+    record["options"] = resolved
+    if probe.needs_store and not stores:
+        raise MissingDataError(
+            f"Probe '{probe.name}' reads a run; give one: arprobe analyze RUN --probe {probe.name}."
+        )
+    for store in stores:
+        probe.check_requirements(store, resolved)
+    if probe.multi_run:
+        target = list(stores)
+    else:
+        assert len(stores) <= 1, "a single-run probe gets at most one store"
+        target = stores[0] if stores else None
+    result = probe.run(target, folder, **resolved)
+    if not isinstance(result, dict):
+        raise TypeError(f"probe '{probe.name}' returned {type(result).__name__}, not a dict of numbers")
+    return result
+
+
+def _write_record(outcome: Outcome, record: dict, result, error_trace: str, folder: Path) -> None:
+    """``folder/result.json``: the outcome, and the result when the probe succeeded; a result that is
+    not JSON turns the outcome into a failure."""
     outcome.figures = sorted(p.name for p in folder.glob("*.png")) if outcome.status == "ok" else []
     if outcome.status != "ok":
         _remove_drawn(folder)
@@ -185,7 +199,6 @@ def run_probe(probe: Probe, stores: list, report_dir: Path, options: dict | None
         )
         outcome.headline, outcome.figures = {}, []
         write_json_atomic(folder / "result.json", to_jsonable(record))
-    return outcome
 
 
 # --- isolation: one process per probe ------------------------------------------------------------
