@@ -57,6 +57,25 @@ class RecoveryScore(Probe):
         n = np.arange(1, len(scores) + 1)
         order = store.config.get("schedule", {}).get("order", "?")
 
+        self._plot(n, scores, means, order, out)
+        return {
+            "epoch": n,
+            "recovery_score": scores,  # null where undefined
+            "undefined": [note for note in notes if note],  # one sentence per undefined RS(n)
+            "notes": notes,  # per epoch n, "" where RS(n) is defined
+            "l_max": means["l_max"],
+            "l_before": means["l_before"],
+            "l_after": means["l_after"],
+            "order": order,
+            # the matched shuffled control's RS per epoch (None without one), and the sentence
+            "control_recovery_score": control,
+            "verdict": verdict,
+            "null": {"reads": RS_NULL, "control": control, "verdict": verdict},
+        }
+
+    @staticmethod
+    def _plot(n, scores, means, order, out: Path) -> None:
+        """RS(n) per epoch beside its three terms, mean over documents."""
         fig, (ax, ax2) = new_figure(2, width=5.2)
         ax.plot(n, scores, "o-", color="tab:blue")
         for x, y in zip(n, scores):
@@ -97,17 +116,3 @@ class RecoveryScore(Probe):
                 **{k: means[k] for k in ("l_after", "l_max", "l_before")},
             },
         )
-        return {
-            "epoch": n,
-            "recovery_score": scores,  # null where undefined
-            "undefined": [note for note in notes if note],  # one sentence per undefined RS(n)
-            "notes": notes,  # per epoch n, "" where RS(n) is defined
-            "l_max": means["l_max"],
-            "l_before": means["l_before"],
-            "l_after": means["l_after"],
-            "order": order,
-            # the matched shuffled control's RS per epoch (None without one), and the sentence
-            "control_recovery_score": control,
-            "verdict": verdict,
-            "null": {"reads": RS_NULL, "control": control, "verdict": verdict},
-        }
