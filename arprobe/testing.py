@@ -67,27 +67,8 @@ def make_store(
 
     K = len(schedule_doc)
 
-    def table(kind: str, recorded: dict, row) -> list[Recording]:
-        return [
-            Recording(
-                kind=kind,
-                name=name,
-                what=f"hand-made {kind}",
-                when="as given",
-                row_shape=row(values),
-                episodes=tuple(int(e) for e in episodes),
-                attrs=attrs(kind),
-            )
-            for name, (episodes, values) in recorded.items()
-        ]
-
-    def attrs(kind: str) -> dict:
-        return {"docs": list(activation_docs or [0])} if kind == "activations" else {}
-
-    recordings = (
-        table("weights", weights, lambda v: (v.shape[1],))
-        + table("grads", grads, lambda v: tuple(v.shape[1:]))
-        + table("activations", activations, lambda v: tuple(v.shape[1:]))
+    recordings = hand_made_recordings(
+        {"weights": weights, "grads": grads, "activations": activations}, activation_docs
     )
     # No model here, so no checkpoints or resume slots.
     layout = StoreLayout(
@@ -138,6 +119,23 @@ def make_store(
         writer.commit(k)
     writer.close("complete")
     return run_dir
+
+
+def hand_made_recordings(by_kind: dict[str, dict], activation_docs: list[int] | None) -> list[Recording]:
+    """The recording table of ``make_store``'s data: {kind: {name: (episodes, values [S, *row])}}."""
+    return [
+        Recording(
+            kind=kind,
+            name=name,
+            what=f"hand-made {kind}",
+            when="as given",
+            row_shape=tuple(values.shape[1:]),
+            episodes=tuple(int(e) for e in episodes),
+            attrs={"docs": list(activation_docs or [0])} if kind == "activations" else {},
+        )
+        for kind, recorded in by_kind.items()
+        for name, (episodes, values) in recorded.items()
+    ]
 
 
 def cyclic(T: int, E: int) -> tuple[np.ndarray, np.ndarray]:

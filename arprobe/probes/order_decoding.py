@@ -122,15 +122,7 @@ class OrderDecoding(Probe):
         inverse_l2: float = 1.0,
         seed: int = 0,
     ) -> dict:
-        if folds < 2:
-            raise UserError(f"Option order_decoding.folds must be at least 2, got {folds}.")
-        if stages == 1 or stages < 0:
-            raise UserError(f"Option order_decoding.stages must be at least 2 (0: automatic), got {stages}.")
-        if windows < 1 or permutations < 0 or inverse_l2 <= 0:
-            raise UserError(
-                "Options order_decoding.windows must be at least 1, permutations at least 0 and inverse_l2 "
-                f"above 0; got {windows}, {permutations} and {inverse_l2}."
-            )
+        check_options(folds, stages, windows, permutations, inverse_l2)
         require_sklearn()
         hook = pick_recording(store, "activations", hook)
         episodes, docs, values = activations_of_every_document(store, hook, "decoding the training order")
@@ -318,6 +310,19 @@ HELDOUT_KEYS = (
     "heldout_control_verdict",
     "heldout_note",
 )
+
+
+def check_options(folds: int, stages: int, windows: int, permutations: int, inverse_l2: float) -> None:
+    """One sentence for each option out of range."""
+    if folds < 2:
+        raise UserError(f"Option order_decoding.folds must be at least 2, got {folds}.")
+    if stages == 1 or stages < 0:
+        raise UserError(f"Option order_decoding.stages must be at least 2 (0: automatic), got {stages}.")
+    if windows < 1 or permutations < 0 or inverse_l2 <= 0:
+        raise UserError(
+            "Options order_decoding.windows must be at least 1, permutations at least 0 and inverse_l2 "
+            f"above 0; got {windows}, {permutations} and {inverse_l2}."
+        )
 
 
 def activations_of_every_document(store, hook: str, purpose: str):

@@ -101,6 +101,39 @@ def simulate_toy_model(
     )
 
 
+def check_toy_options(kind: str, Y, epochs: int, lr: float, steps_per_task: int, cyclic: bool) -> None:
+    """One sentence for each toy option out of range (``cyclic``: no task sequence given)."""
+    if kind not in KINDS:
+        raise UserError(f"Unknown toy model kind {kind!r}. Available: {', '.join(KINDS)}.")
+    if (Y is None) != (kind == "identity"):
+        raise UserError(f'Toy model kind {kind!r} needs Y [M, T] exactly when kind is "target".')
+    if cyclic:
+        for name, value in (("epochs", epochs), ("steps_per_task", steps_per_task)):
+            if value < 1:
+                raise UserError(f"Toy model option {name} must be at least 1, got {value}.")
+    elif steps_per_task < 1:
+        raise UserError(f"Toy model option steps_per_task must be at least 1, got {steps_per_task}.")
+    if lr <= 0:
+        raise UserError(f"Toy model learning rate must be positive, got lr={lr}.")
+
+
+def toy_schedule(n_tasks: int, epochs: int, schedule, epoch) -> tuple[np.ndarray, np.ndarray]:
+    """(tasks [K], 1-based epochs [K]): cyclic over ``epochs`` epochs, or the given sequence, checked."""
+    if schedule is None:
+        return (
+            np.tile(np.arange(n_tasks, dtype=np.int32), epochs),
+            np.repeat(np.arange(1, epochs + 1, dtype=np.int32), n_tasks),
+        )
+    schedule = np.asarray(schedule, dtype=np.int32)
+    epoch = np.asarray(epoch, dtype=np.int32)
+    if not len(schedule) or schedule.min() < 0 or schedule.max() >= n_tasks:
+        raise UserError(
+            f"A toy model task sequence needs tasks in 0..{n_tasks - 1} and at least one episode."
+        )
+    assert epoch.shape == schedule.shape and (np.diff(epoch) >= 0).all(), (epoch.shape, schedule.shape)
+    return schedule, epoch
+
+
 def train_toy_model(
     kind: str,
     P: np.ndarray,
@@ -126,18 +159,7 @@ def train_toy_model(
         exactly, the gradient of l_i with respect to P is zero after the first step, so
         further steps change nothing (up to rounding).
     """
-    if kind not in KINDS:
-        raise UserError(f"Unknown toy model kind {kind!r}. Available: {', '.join(KINDS)}.")
-    if (Y is None) != (kind == "identity"):
-        raise UserError(f'Toy model kind {kind!r} needs Y [M, T] exactly when kind is "target".')
-    if schedule is None:
-        for name, value in (("epochs", epochs), ("steps_per_task", steps_per_task)):
-            if value < 1:
-                raise UserError(f"Toy model option {name} must be at least 1, got {value}.")
-    elif steps_per_task < 1:
-        raise UserError(f"Toy model option steps_per_task must be at least 1, got {steps_per_task}.")
-    if lr <= 0:
-        raise UserError(f"Toy model learning rate must be positive, got lr={lr}.")
+    check_toy_options(kind, Y, epochs, lr, steps_per_task, schedule is None)
     P, X, w = (np.asarray(a, dtype=np.float64) for a in (P, X, w))
     Y = None if Y is None else np.asarray(Y, dtype=np.float64)
     dim_m, n_tasks = P.shape[0], X.shape[1]
@@ -160,17 +182,7 @@ def train_toy_model(
         """f_j^{-1}(P x_j) for every task j: [T, M]."""
         return (PX if Y is None else Y - PX).T
 
-    if schedule is None:
-        schedule = np.tile(np.arange(n_tasks, dtype=np.int32), epochs)
-        epoch = np.repeat(np.arange(1, epochs + 1, dtype=np.int32), n_tasks)
-    else:
-        schedule = np.asarray(schedule, dtype=np.int32)
-        epoch = np.asarray(epoch, dtype=np.int32)
-        if not len(schedule) or schedule.min() < 0 or schedule.max() >= n_tasks:
-            raise UserError(
-                f"A toy model task sequence needs tasks in 0..{n_tasks - 1} and at least one episode."
-            )
-        assert epoch.shape == schedule.shape and (np.diff(epoch) >= 0).all(), (epoch.shape, schedule.shape)
+    schedule, epoch = toy_schedule(n_tasks, epochs, schedule, epoch)
     n_episodes = len(schedule)
     # The episode (1-based) that closes each epoch; the embeddings are taken there.
     epoch_end = {int(k) + 1 for k in np.flatnonzero(np.append(np.diff(epoch) != 0, True))}

@@ -354,6 +354,73 @@ def images_per_doc(cfg) -> int:
     return cfg.image.images_per_doc or (1 if cfg.task == "image-lm" else 32)
 
 
+def prepare_image_lm(cfg, images, grid: np.ndarray, device):
+    """(loaded model, task, what the store keeps besides the images) of image-lm: pixels quantised to a
+    palette (the model's clusters, or k-means on the run's images) and a start token."""
+    d, im = cfg.data, cfg.image
+    T, n = d.n_docs, images_per_doc(cfg)
+    side = im.image_size
+    if cfg.model.init == "pretrained":
+        palette = pretrained_palette(cfg.model)
+    else:
+        palette = kmeans_palette(images.pixels, im.n_colors, cfg.seed)
+    K = len(palette)
+    pixels = quantise(grid, palette).reshape(T, -1)  # [T, L]
+    tokens = np.concatenate([np.full((T, 1), K), pixels], 1)
+    loaded = load_image_lm(cfg.model, seed=cfg.seed, n_colors=K, n_positions=tokens.shape[1] - 1)
+    task = ImageLM(
+        torch.as_tensor(tokens, dtype=torch.long, device=device),
+        images_per_doc=n,
+        side=side,
+        hflip_prob=im.hflip_prob,
+        mask_prob=d.mask_prob,
+        mask_id=K,
+        eval_batch=cfg.eval_batch_size,
+    )
+    extra = {"palette": palette.astype(np.float32)}
+    origin = "the model's own clusters" if cfg.model.init == "pretrained" else "k-means on the run's images"
+    loaded.info.update(mask_id=K, palette=f"{K} colours, {origin}")
+    return loaded, task, extra
+
+
+def prepare_classifier(cfg, images, grid: np.ndarray, kept_labels, device):
+    """(loaded model, task, what the store keeps besides the images) of image-classification."""
+    d, im = cfg.data, cfg.image
+    if kept_labels is None:
+        raise UserError(
+            f"Data source '{d.source}' has no labels; image-classification needs labelled images "
+            "(an image folder with one subfolder per class, or a dataset with a label column: "
+            "image.label_field)."
+        )
+    if (kept_labels < 0).any():
+        raise UserError(
+            f"Data source '{d.source}' has unlabelled images (label -1, as some test splits do); "
+            "choose a labelled split with data.split."
+        )
+    n_classes = len(images.class_names) if images.class_names else int(images.labels.max()) + 1
+    loaded = load_classifier(
+        cfg.model, seed=cfg.seed, image_size=im.image_size, patch_size=im.patch_size, n_classes=n_classes
+    )
+    mean, std = (
+        processor_mean_std(cfg.model) if loaded.info["kind"] != "builtin" else (DEFAULT_MEAN, DEFAULT_STD)
+    )
+    task = ImageClassification(
+        torch.as_tensor(grid, device=device),
+        torch.as_tensor(kept_labels, dtype=torch.long, device=device),
+        mean=mean,
+        std=std,
+        hflip_prob=im.hflip_prob,
+        crop_pad=im.crop_pad,
+        eval_batch=cfg.eval_batch_size,
+        dtype=next(loaded.model.parameters()).dtype,
+    )
+    extra = {}
+    loaded.info.update(
+        pixel_mean=list(mean), pixel_std=list(std), n_classes=n_classes, class_names=images.class_names
+    )
+    return loaded, task, extra
+
+
 def prepare_image(cfg) -> Prepared:
     """The image tasks' setup: images, palette (image-lm), model, names and the task."""
     # Here: the image sources and model builders load datasets and transformers.
@@ -365,62 +432,9 @@ def prepare_image(cfg) -> Prepared:
     grid = images.pixels.reshape(T, n, *images.pixels.shape[1:])  # [T, n, H, W, 3]
     kept_labels = images.labels.reshape(T, n) if images.labels is not None else None
     if cfg.task == "image-lm":
-        side = im.image_size
-        if cfg.model.init == "pretrained":
-            palette = pretrained_palette(cfg.model)
-        else:
-            palette = kmeans_palette(images.pixels, im.n_colors, cfg.seed)
-        K = len(palette)
-        pixels = quantise(grid, palette).reshape(T, -1)  # [T, L]
-        tokens = np.concatenate([np.full((T, 1), K), pixels], 1)
-        loaded = load_image_lm(cfg.model, seed=cfg.seed, n_colors=K, n_positions=tokens.shape[1] - 1)
-        task = ImageLM(
-            torch.as_tensor(tokens, dtype=torch.long, device=device),
-            images_per_doc=n,
-            side=side,
-            hflip_prob=im.hflip_prob,
-            mask_prob=d.mask_prob,
-            mask_id=K,
-            eval_batch=cfg.eval_batch_size,
-        )
-        extra = {"palette": palette.astype(np.float32)}
-        origin = (
-            "the model's own clusters" if cfg.model.init == "pretrained" else "k-means on the run's images"
-        )
-        loaded.info.update(mask_id=K, palette=f"{K} colours, {origin}")
+        loaded, task, extra = prepare_image_lm(cfg, images, grid, device)
     else:
-        if kept_labels is None:
-            raise UserError(
-                f"Data source '{d.source}' has no labels; image-classification needs labelled images "
-                "(an image folder with one subfolder per class, or a dataset with a label column: "
-                "image.label_field)."
-            )
-        if (kept_labels < 0).any():
-            raise UserError(
-                f"Data source '{d.source}' has unlabelled images (label -1, as some test splits do); "
-                "choose a labelled split with data.split."
-            )
-        n_classes = len(images.class_names) if images.class_names else int(images.labels.max()) + 1
-        loaded = load_classifier(
-            cfg.model, seed=cfg.seed, image_size=im.image_size, patch_size=im.patch_size, n_classes=n_classes
-        )
-        mean, std = (
-            processor_mean_std(cfg.model) if loaded.info["kind"] != "builtin" else (DEFAULT_MEAN, DEFAULT_STD)
-        )
-        task = ImageClassification(
-            torch.as_tensor(grid, device=device),
-            torch.as_tensor(kept_labels, dtype=torch.long, device=device),
-            mean=mean,
-            std=std,
-            hflip_prob=im.hflip_prob,
-            crop_pad=im.crop_pad,
-            eval_batch=cfg.eval_batch_size,
-            dtype=next(loaded.model.parameters()).dtype,
-        )
-        extra = {}
-        loaded.info.update(
-            pixel_mean=list(mean), pixel_std=list(std), n_classes=n_classes, class_names=images.class_names
-        )
+        loaded, task, extra = prepare_classifier(cfg, images, grid, kept_labels, device)
     task.kept = {
         **extra,
         "images": grid,
