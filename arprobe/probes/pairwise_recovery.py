@@ -14,6 +14,7 @@ import numpy as np
 from arprobe.errors import MissingDataError
 from arprobe.probes.base import Probe, new_figure, save_figure
 from arprobe.science.geometry import binned_means, mean_by_cyclic_distance, symmetry
+from arprobe.science.retrospective import episodes_since_trained
 from arprobe.trainer.memory import replays_that_fit
 
 
@@ -85,7 +86,7 @@ class PairwiseRecovery(Probe):
     def _run(self, store, out: Path, episode: int, steps: int, device: str, seed: int, batch: int) -> dict:
         schedule = store.schedule()
         episode, steps, before, recovery, batch = self.replayed_matrix(
-            store, episode, steps, device, seed, batch
+            store, len(schedule.doc), episode, steps, device, seed, batch
         )
         T = len(before)
         off = ~np.eye(T, dtype=bool)
@@ -126,9 +127,12 @@ class PairwiseRecovery(Probe):
             "batch": batch,  # replays trained at once (1: one after another)
         }
 
-    def replayed_matrix(self, store, episode: int, steps: int, device: str, seed: int, batch: int):
+    def replayed_matrix(
+        self, store, n_episodes: int, episode: int, steps: int, device: str, seed: int, batch: int
+    ):
         """(checkpoint episode, M, losses at the checkpoint [T], recovery [T, T], replays at once): row i
-        is the loss of every document before minus after M steps on x_i from the checkpoint."""
+        is the loss of every document before minus after M steps on x_i from the checkpoint (-1: the
+        default checkpoint of a run of ``n_episodes``)."""
         # lazy: tqdm takes seconds to import; only this path needs it
         from tqdm.auto import tqdm
 
@@ -136,7 +140,7 @@ class PairwiseRecovery(Probe):
         from arprobe.trainer.api import Replay, pairwise_rows
 
         checkpoints = store.checkpoint_episodes()
-        episode = default_checkpoint(checkpoints, len(store.schedule().doc)) if episode < 0 else episode
+        episode = default_checkpoint(checkpoints, n_episodes) if episode < 0 else episode
         if episode not in checkpoints:
             raise MissingDataError(
                 f"Run '{store.path.parent.name}' has no checkpoint at episode {episode} "
@@ -208,11 +212,8 @@ def cycle_summary(recovery: np.ndarray, schedule, episode: int):
     # Documents trained s episodes before the checkpoint: s = 0 is the document just trained. The
     # paper reads b from how far the strongest neighbour recovery sits from the checkpoint's position
     # ("b documents before or after x_j").
-    since = np.full(T, -1)
-    for s, k in enumerate(range(episode, 0, -1)):
-        doc = int(schedule.doc[k - 1])
-        if since[doc] < 0:
-            since[doc] = s
+    since = episodes_since_trained(schedule.doc, episode, T)
+    since = np.where(np.isnan(since), -1, since).astype(int)  # -1: not trained yet
     off = ~np.eye(T, dtype=bool)
     # Distances along the cycle exist only when every epoch trains x_1..x_T in that order.
     cyclic = schedule.is_cyclic and np.array_equal(schedule.doc[schedule.epoch == 1], np.arange(T))
