@@ -100,11 +100,12 @@ def eval_chunk(cfg) -> int:
 
 
 def device_memory(
-    cfg, shape: ModelShape, *, members: int = 1, grad_values: int = 0
+    cfg, shape: ModelShape, *, members: int = 1, grad_values: int = 0, grad_chunk: int = 0
 ) -> dict[str, tuple[int, str]]:
     """{part: (bytes, what sets them)} on the run's device for ``members`` models trained as one
     (``--batch-seeds``); ``grad_values``: parameters of the largest per-document gradient recording
-    (0: none). Parts "weights", "gradients", "optimizer state" are held throughout; the rest in turn."""
+    (0: none), ``grad_chunk`` documents at a time (0: ``GRAD_CHUNK_MOST``'s count). Parts "weights",
+    "gradients", "optimizer state" are held throughout; the rest in turn."""
     S, C, T = members, cfg.data.context_length, cfg.data.n_docs
     times = f" x {S} members" if S > 1 else ""
     held = state_bytes(shape, cfg)
@@ -126,15 +127,35 @@ def device_memory(
         f"{B} of T={T} docs x C={C} x vocab {shape.vocab:,} x 2 float32 copies{times}",
     )
     if grad_values:
-        chunk = min(max(1, eval_batch(cfg) // 4), T)  # recorders.Recorder._grad_chunk, at most T
+        chunk = grad_chunk or most_grad_chunk(cfg)
         parts["per-document gradients"] = (
-            chunk * (4 * grad_values + step_activation_bytes(shape, C)),
+            chunk * document_grad_bytes(shape, C, grad_values),
             f"{chunk} doc(s) at once x ({grad_values:,} gradient values + one step's activations)",
         )
     return parts
 
 
 HELD = ("weights", "gradients", "optimizer state")
+
+
+def most_grad_chunk(cfg) -> int:
+    """Documents per pass of the per-document gradients when memory allows: a backward keeps several
+    times a forward's activations, so a quarter of the eval batch, at most T."""
+    return min(max(1, eval_batch(cfg) // 4), cfg.data.n_docs)
+
+
+def document_grad_bytes(shape: ModelShape, tokens: int, grad_values: int) -> int:
+    """Bytes one document adds to a per-document gradient pass: its float32 gradient of
+    ``grad_values`` values and one training step's activations."""
+    return 4 * grad_values + step_activation_bytes(shape, tokens)
+
+
+def grad_chunk_that_fits(cfg, shape: ModelShape, grad_values: int, room: int) -> int:
+    """Documents per per-document gradient pass: ``most_grad_chunk``, fewer when that many would not
+    fit in ``room`` bytes (what is free beside everything the run holds); at least one (the recorder
+    halves further if the device still runs out)."""
+    one = document_grad_bytes(shape, cfg.data.context_length, grad_values)
+    return max(1, min(most_grad_chunk(cfg), room // one))
 
 
 def peak_bytes(parts: dict[str, tuple[int, str]]) -> int:
@@ -145,14 +166,16 @@ def peak_bytes(parts: dict[str, tuple[int, str]]) -> int:
 
 
 def free_memory_bytes(device: torch.device | str) -> int:
-    """Bytes free on ``device`` now: ``torch.cuda.mem_get_info`` on a GPU; on a CPU the machine's
-    available memory (MemAvailable), or its control group's room when lower."""
+    """Bytes this process could still allocate on ``device`` now: on a GPU ``torch.cuda.mem_get_info``'s
+    free bytes plus what PyTorch's caching allocator holds unused (reserved, not allocated); on a CPU
+    the machine's available memory (MemAvailable), or its control group's room when lower."""
     import torch  # here: `arprobe info` imports the plan, and this module, without torch
 
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
     return host_available_bytes()
 
 

@@ -159,8 +159,13 @@ def _plan_device(planned: Plan, cfg, setup, shape: ModelShape, plan_device: str)
     from arprobe.trainer import rates  # here: torch, which `arprobe info` does without
 
     grad_values = max((_full_dim(r) for r in planned.recordings if r.kind == "grads"), default=0)
-    parts = memory.device_memory(cfg, shape, grad_values=grad_values)
     device, free = planned_free_memory(setup.device, plan_device)
+    held = memory.state_bytes(shape, cfg)
+    # the recorder sizes its chunk the same way when the first per-document gradients are taken
+    chunk = (
+        memory.grad_chunk_that_fits(cfg, shape, grad_values, free - sum(held.values())) if grad_values else 0
+    )
+    parts = memory.device_memory(cfg, shape, grad_values=grad_values, grad_chunk=chunk)
     planned.shape, planned.device, planned.device_memory, planned.free_bytes = shape, device, parts, free
     planned.refusal = fit_refusal(cfg, shape, parts, device, free, grad_values)
     planned.resume_write = resume_writes(cfg, shape, planned.episodes)
@@ -170,8 +175,7 @@ def _plan_device(planned: Plan, cfg, setup, shape: ModelShape, plan_device: str)
         policy, f"every {policy} episodes"
     )
     planned.steps_per_doc = cfg.schedule.steps_per_doc
-    held = memory.state_bytes(shape, cfg)  # the replay's own model beside its stacked copies
-    shared = held["weights"] + held["optimizer state"]
+    shared = held["weights"] + held["optimizer state"]  # the replay's own model beside its copies
     planned.pairwise_batch = max(1, memory.members_that_fit(cfg, shape, free, cfg.data.n_docs, shared))
     planned.rate = rates.rate_for(cfg, setup.device, plan_device, setup.threads)
     planned.times = rates.time_estimate(run_work(cfg, planned), planned.rate)
@@ -251,7 +255,7 @@ def fit_refusal(
     change; "" when it fits. Per-document gradients count one document at a time: the recorder
     halves its chunk when the device runs out of memory (down to one document)."""
     if "per-document gradients" in parts:
-        one_doc = 4 * grad_values + memory.step_activation_bytes(shape, cfg.data.context_length)
+        one_doc = memory.document_grad_bytes(shape, cfg.data.context_length, grad_values)
         parts = {**parts, "per-document gradients": (one_doc, "one document at a time")}
     need = memory.peak_bytes(parts)
     if need <= free:
@@ -510,9 +514,8 @@ def format_device_plan(planned: Plan) -> str:
         if size:
             held = "" if part in memory.HELD else " (in turn)"
             lines.append(f"  {part:<24} {human_bytes(size):>9}  {what}{held}")
+    # the per-document chunk is already what fits (``_plan_device``): the peak fits unless refused
     free, fits = human_bytes(planned.free_bytes), "fits" if not planned.refusal else "DOES NOT FIT"
-    if not planned.refusal and peak > planned.free_bytes:
-        fits = "fits with per-document gradients in smaller chunks (the recorder halves them when full)"
     lines.append(f"  {'peak':<24} {human_bytes(peak):>9}  held + the largest in turn; {free} free: {fits}")
     size, writes = planned.resume_write
     if writes:

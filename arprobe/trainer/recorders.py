@@ -29,6 +29,7 @@ from arprobe.science.schedule import Schedule
 from arprobe.storage import recordings
 from arprobe.storage.recordings import Recording, describe_every, every
 from arprobe.storage.sketch import CountSketch, stored_dim
+from arprobe.trainer import memory
 from arprobe.trainer.checkpoints import keeps_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def checkpoint_episodes(policy: str, epoch_ends: list[int], K: int) -> tuple[tup
 class Recorder:
     def __init__(self, model: torch.nn.Module, names, task, cfg, schedule: Schedule, device: torch.device):
         self.model, self.names, self.task, self.cfg = model, names, task, cfg
+        self.device = torch.device(device)
         rec = self.record = cfg.record
         self.n_values = sum(p.numel() for p in model.parameters())  # a checkpoint's model values
         self.table: list[Recording] = []
@@ -64,8 +66,10 @@ class Recorder:
         # the store's L parameter groups of stats/grad_norm (the members strategy computes the norms)
         self.layer_names = list(names.parameter_groups(model))
 
-        # A backward keeps several times a forward's activations: a quarter of the eval batch.
+        # A backward keeps several times a forward's activations: a quarter of the eval batch, fewer
+        # when free memory says so (sized at the first pass: by then the optimizer state exists).
         self._grad_chunk = max(1, task.eval_batch // 4)
+        self._grad_chunk_sized = False
         self._grad_method = "vmap"
         self._eval_activations: dict[int, dict[str, torch.Tensor]] = {}  # episode -> {hook: [n, C, d]}
         self.activation_docs = list(rec.activation_docs)
@@ -218,6 +222,9 @@ class Recorder:
         document. The choice sticks for the rest of the run. Each retry runs after the ``except``
         block has ended, so the failed attempt's tensors (held by its traceback) are freed first.
         """
+        if not self._grad_chunk_sized:
+            self._grad_chunk = min(self._grad_chunk, self._grad_chunk_that_fits(params))
+            self._grad_chunk_sized = True
         while True:
             try:
                 return self._document_grads_by(self._grad_method, params, sketch)
@@ -238,6 +245,15 @@ class Recorder:
                     failure,
                 )
                 self._grad_method = "loop"
+
+    def _grad_chunk_that_fits(self, params: dict[str, torch.Tensor]) -> int:
+        """Documents per pass that fit in the memory free on the run's device now (everything the
+        run holds already allocated), by the plan's rule (``memory.grad_chunk_that_fits``)."""
+        values = sum(p.numel() for p in params.values())
+        shape = memory.ModelShape.of(self.model, self.cfg)
+        reserve = memory.CUDA_RESERVE if self.device.type == "cuda" else 0
+        room = memory.free_memory_bytes(self.device) - reserve
+        return memory.grad_chunk_that_fits(self.cfg, shape, values, room)
 
     def _document_grads_by(self, method: str, params, sketch: CountSketch | None) -> np.ndarray:
         rows = []

@@ -208,3 +208,35 @@ def test_per_document_gradients_count_one_document_when_refusing(tiny):
         f"({human_bytes(one_doc)} for per-document gradients); record a smaller layer's gradients "
         "(record.grads) or set record.grads_at never."
     )
+
+
+def test_the_per_document_chunk_is_what_fits_beside_the_run(tiny):
+    cfg, shape = tiny
+    gv = 10**6
+    one_doc = 4 * gv + activations(d, L, H, V, C)
+    assert memory.document_grad_bytes(shape, C, gv) == one_doc
+    assert memory.most_grad_chunk(cfg) == T  # a quarter of the eval batch (128), at most T = 5
+    assert memory.grad_chunk_that_fits(cfg, shape, gv, 2 * one_doc + one_doc // 2) == 2
+    assert memory.grad_chunk_that_fits(cfg, shape, gv, 10**15) == T
+    assert (
+        memory.grad_chunk_that_fits(cfg, shape, gv, 0) == 1
+    )  # one at a time; the recorder halves no further
+    parts = device_memory(cfg, shape, grad_values=gv, grad_chunk=2)
+    assert parts["per-document gradients"] == (2 * one_doc, f"2 doc(s) at once x ({gv:,} gradient values + "
+                                               "one step's activations)")  # fmt: skip
+
+
+def test_the_dry_run_shows_the_chunk_the_free_memory_allows(tmp_path, monkeypatch):
+    from arprobe.trainer.plan import plan
+
+    cfg = tiny_config(tmp_path, grads=["blocks.1.attn"])
+    shape = config_shape(cfg)
+    gv = 3 * d * d + 3 * d + d * d + d  # blocks.1.attn: qkv and its output projection
+    held = 16 * shape.n_params  # weights, gradients, Adam's two moments: float32
+    one_doc = 4 * gv + activations(d, L, H, V, C)
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: held + 3 * one_doc)
+    planned = plan(cfg)
+    assert planned.device_memory["per-document gradients"][0] == 3 * one_doc
+    assert "3 doc(s) at once" in planned.text
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 10**15)
+    assert plan(cfg).device_memory["per-document gradients"][0] == T * one_doc  # at most T

@@ -156,3 +156,38 @@ def test_batched_member_norms_follow_the_run_device():
     params.update(cpu)
     got = batched.GroupNorms(Stack(), {"layer0": ["a"], "layer1": ["b"]}, torch.device("cpu"))()
     torch.testing.assert_close(got, torch.tensor([[20**0.5, 0.0], [2 * 20**0.5, 0.0]]))
+
+
+def test_the_first_pass_sizes_the_chunk_from_free_memory(setup, monkeypatch):
+    """At the first per-document gradients the recorder takes as many documents per pass as the
+    memory free then allows (the plan's rule), at most its default; the gradients do not change."""
+    from arprobe.trainer import memory
+    from arprobe.trainer.recorders import Recorder
+
+    def fresh():
+        return Recorder(setup.model, setup.names, setup.task, setup.cfg, setup.schedule, setup.device)
+
+    unconstrained = fresh()
+    expected = _grads_capture(unconstrained)(10)
+    assert unconstrained._grad_chunk == setup.cfg.data.n_docs  # room for all: a quarter of 512, at most T
+
+    recorder = fresh()
+    params = recorder._component_params("blocks.1.attn")
+    shape = memory.ModelShape.of(setup.model, setup.cfg)
+    one_doc = memory.document_grad_bytes(
+        shape, setup.cfg.data.context_length, sum(p.numel() for p in params.values())
+    )
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 2 * one_doc + 1)
+    calls = []
+    real = recorder.task.per_document_grads
+    monkeypatch.setattr(
+        recorder.task,
+        "per_document_grads",
+        lambda *a, chunk, method: calls.append(chunk) or real(*a, chunk=chunk, method=method),
+    )
+    got = _grads_capture(recorder)(10)
+    assert recorder._grad_chunk == 2 and set(calls) == {2}
+    assert torch.allclose(torch.as_tensor(got), torch.as_tensor(expected), atol=1e-6)
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 10**15)
+    _grads_capture(recorder)(10)
+    assert recorder._grad_chunk == 2  # sized once: a later pass keeps it
