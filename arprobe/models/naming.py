@@ -30,7 +30,7 @@ import torch
 from arprobe.errors import UserError
 from arprobe.models.hub import cache_root
 from arprobe.models.text import n_blocks
-from arprobe.models.tl_tables import SHIPPED
+from arprobe.models.tl_tables import BY_CLASS, MADE_WITH, SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +228,10 @@ def boot_bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> Mo
     Falls back to Hugging Face module paths (with a warning) for architectures the bridge does
     not support, so any AutoModelForCausalLM still trains.
     """
-    # lazy: importing TransformerLens takes seconds; bridge_names boots it once per architecture
-    from transformer_lens.model_bridge import TransformerBridge
+    try:  # lazy: importing TransformerLens takes seconds; bridge_names boots it once per architecture
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError as exc:  # missing or broken (an install without dependencies): still train
+        return names_without_transformer_lens(model, exc)
 
     # lazy: transformers takes seconds to import; only this path needs it
     from transformers import AutoModelForCausalLM
@@ -275,6 +277,20 @@ def boot_bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> Mo
         else:
             walk(name, child)
     return ModelNames(components=components, hook_names=set(bridge.hook_dict), n_blocks=n_blocks(model))
+
+
+def names_without_transformer_lens(model: torch.nn.Module, failure: ImportError) -> ModelNames:
+    """Names when TransformerLens cannot be imported: the shipped table of the model's class (the
+    names of the versions it was made with), else Hugging Face module paths; a warning either way."""
+    table = BY_CLASS.get(type(model).__name__)
+    if table is not None:
+        log.warning(
+            "TransformerLens cannot be imported (%s); using the names %s gives for %s (shipped table).",
+            failure, MADE_WITH, type(model).__name__,
+        )  # fmt: skip
+        return expand_table(table, n_blocks(model))
+    log.warning("TransformerLens cannot be imported (%s); using Hugging Face module names.", failure)
+    return _fallback_names(model)
 
 
 def _fallback_names(model: torch.nn.Module) -> ModelNames:

@@ -2,7 +2,8 @@
 
 ``GPT_NEOX``: what TransformerLens 4.3.0's bridge gives for the GPT-NeoX presets (``tiny``,
 ``pythia-*`` at random init) under transformers 5.25.0. The key holds both versions, so with others
-installed this table is not used and the bridge is booted once and its table cached instead.
+installed this table is not used and the bridge is booted once and its table cached instead; with
+no TransformerLens importable at all, a run takes the table of its model's class (``BY_CLASS``).
 tests/models/test_name_tables.py checks it against the bridge.
 """
 
@@ -98,3 +99,8 @@ GPT_NEOX = {
 }
 
 SHIPPED: dict[str, dict] = {"21b7ea594601173245e5051f": GPT_NEOX}
+
+# The versions the tables were made with, and the table of each model class: what a run uses when
+# TransformerLens cannot be imported at all (``naming.names_without_transformer_lens``).
+MADE_WITH = "TransformerLens 4.3.0 under transformers 5.25.0"
+BY_CLASS: dict[str, dict] = {"GPTNeoXForCausalLM": GPT_NEOX}

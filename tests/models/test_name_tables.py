@@ -115,3 +115,35 @@ def test_preparing_the_default_run_does_not_import_transformer_lens(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_transformer_lens_a_run_takes_the_shipped_table_of_its_class(
+    tokenizer, tmp_path, monkeypatch, caplog
+):
+    """An install where TransformerLens cannot be imported (a GPU image without it, an install
+    without dependencies) still trains: GPT-NeoX takes its shipped table, other classes Hugging Face
+    module paths, each with a warning; nothing raises."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    monkeypatch.setenv("ARPROBE_CACHE", str(tmp_path))
+    monkeypatch.setattr(naming, "SHIPPED", {})  # as for versions no table was made with
+    monkeypatch.setitem(sys.modules, "transformer_lens.model_bridge", None)  # import fails
+    model = preset("tiny", layers=3)
+    with caplog.at_level("WARNING", logger="arprobe.models.naming"):
+        names = bridge_names(model, tokenizer, "EleutherAI/pythia-14m")
+    assert same(names, expand_table(GPT_NEOX, 3))
+    assert names.components["blocks.2.attn"] == "gpt_neox.layers.2.attention"
+    assert "ln_final.hook_normalized" in names.hook_names
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith(
+            "TransformerLens cannot be imported (import of transformer_lens.model_bridge halted; None in "
+            "sys.modules); using the names TransformerLens 4.3.0 under transformers 5.25.0 gives for "
+            "GPTNeoXForCausalLM (shipped table)."
+        )
+    )
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=300, n_positions=32))
+    names = bridge_names(gpt2, tokenizer, "gpt2")
+    assert names.components["transformer.h.1.attn"] == "transformer.h.1.attn" and not names.hook_names
+    assert caplog.records[-1].getMessage().endswith("using Hugging Face module names.")
