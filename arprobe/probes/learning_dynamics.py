@@ -28,7 +28,7 @@ import numpy as np
 from arprobe.errors import MissingDataError, UserError
 from arprobe.probes.base import Probe, missing_requirement, new_figure, pick_recording, save_figure
 from arprobe.probes.nulls import NO_CONTROL, control_value, versus_control
-from arprobe.probes.pairwise_recovery import default_checkpoint
+from arprobe.probes.pairwise_recovery import default_checkpoint, replayed_rows
 from arprobe.science.learning_dynamics import (
     adam_direction,
     agreement,
@@ -266,32 +266,11 @@ class LearningDynamics(Probe):
     def replayed(self, replay, batch: int) -> np.ndarray:
         """[T, T] the replayed recovery matrix: loss of x_j before − after M steps on x_i, by the
         run's episode step from the checkpoint (pairwise_recovery's machinery)."""
-        # lazy: tqdm takes seconds to import; only this path needs it
-        from tqdm.auto import tqdm
-
-        # lazy: pulls in torch, which importing this module does not need
-        from arprobe.trainer.api import pairwise_rows
-        from arprobe.trainer.memory import replays_that_fit
-
         replay.reset()
         before = replay.evaluate().astype(np.float64)  # [T]
-        T = len(before)
-        if batch < 0:
-            batch = (
-                replays_that_fit(replay.model, replay.cfg, T, replay.device)
-                if replay.device.type == "cuda"
-                else 1
-            )
-        chunk = max(batch, 1)
-        recovery = np.zeros((T, T))
-        bar = tqdm(
-            total=T, desc="learning dynamics replay", unit="doc", disable=not self.progress, leave=False
+        recovery, _ = replayed_rows(
+            replay, before, batch, progress=self.progress, desc="learning dynamics replay"
         )
-        with bar:
-            for lo in range(0, T, chunk):
-                docs = list(range(lo, min(lo + chunk, T)))
-                recovery[docs] = before - pairwise_rows(replay, docs, batch)
-                bar.update(len(docs))
         replay.reset()
         return recovery
 

@@ -18,6 +18,33 @@ from arprobe.science.retrospective import episodes_since_trained
 from arprobe.trainer.memory import replays_that_fit
 
 
+def replayed_rows(
+    replay, before: np.ndarray, batch: int, *, progress: bool, desc: str
+) -> tuple[np.ndarray, int]:
+    """([T, T] recovery, replays trained at once): row i is ``before`` (every document's loss at the
+    replay's checkpoint) minus the losses after M steps on x_i from there. ``batch`` < 0: as many
+    replays at once as the device's free memory holds on a GPU (never all T blindly), one at a time
+    on a CPU."""
+    # lazy: tqdm takes seconds to import; only this path needs it
+    from tqdm.auto import tqdm
+
+    # lazy: pulls in torch, which importing this module does not need
+    from arprobe.trainer.api import pairwise_rows
+
+    T = len(before)
+    if batch < 0:
+        cuda = replay.device.type == "cuda"
+        batch = replays_that_fit(replay.model, replay.cfg, T, replay.device) if cuda else 1
+    chunk = max(batch, 1)
+    recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
+    with tqdm(total=T, desc=desc, unit="doc", disable=not progress, leave=False) as bar:
+        for lo in range(0, T, chunk):
+            docs = list(range(lo, min(lo + chunk, T)))
+            recovery[docs] = before - pairwise_rows(replay, docs, batch)
+            bar.update(len(docs))
+    return recovery, batch
+
+
 def default_checkpoint(checkpoints: np.ndarray, last_episode: int) -> int:
     """The latest checkpoint before the last episode (the end of the second-to-last epoch when
     checkpoints are taken per epoch), or the last one if it is the only one."""
@@ -133,11 +160,8 @@ class PairwiseRecovery(Probe):
         """(checkpoint episode, M, losses at the checkpoint [T], recovery [T, T], replays at once): row i
         is the loss of every document before minus after M steps on x_i from the checkpoint (-1: the
         default checkpoint of a run of ``n_episodes``)."""
-        # lazy: tqdm takes seconds to import; only this path needs it
-        from tqdm.auto import tqdm
-
         # lazy: pulls in torch, which importing this module does not need
-        from arprobe.trainer.api import Replay, pairwise_rows
+        from arprobe.trainer.api import Replay
 
         checkpoints = store.checkpoint_episodes()
         episode = default_checkpoint(checkpoints, n_episodes) if episode < 0 else episode
@@ -152,21 +176,9 @@ class PairwiseRecovery(Probe):
             store, episode, device=device, steps_per_doc=steps or None, seed=seed if seed else None
         )
         before = replay.evaluate().astype(np.float64)  # [T]
-        T = len(before)
-        if batch < 0:  # never all T copies blindly: as many as the device's free memory holds
-            batch = (
-                replays_that_fit(replay.model, replay.cfg, T, replay.device)
-                if replay.device.type == "cuda"
-                else 1
-            )
-        recovery = np.zeros((T, T))  # [trained doc i, evaluated doc j]
-        chunk = max(batch, 1)
-        bar = tqdm(total=T, desc="pairwise recovery", unit="doc", disable=not self.progress, leave=False)
-        with bar:
-            for lo in range(0, T, chunk):
-                docs = list(range(lo, min(lo + chunk, T)))
-                recovery[docs] = before - pairwise_rows(replay, docs, batch)
-                bar.update(len(docs))
+        recovery, batch = replayed_rows(
+            replay, before, batch, progress=self.progress, desc="pairwise recovery"
+        )
         return episode, replay.rules.steps_per_doc, before, recovery, batch
 
     @staticmethod
