@@ -56,12 +56,14 @@ def test_a_run_that_does_not_fit_is_refused_before_anything_is_built(tmp_path, c
     )
     assert not (tmp_path / "runs").exists()
     # the dry-run prints the whole plan, then refuses in the same sentence: per-document gradients
-    # count one document at a time (the recorder halves its chunk when the device is full), and one
-    # document's (583 KB) is under the eval logits' 655 KB, so the peak it refuses is the run's check's
+    # are planned with the chunk that fits (here one document, 582.7 KB, under the eval logits'
+    # 655 KB), so the peak it prints is the one it refuses, the run's check's, not the full chunk's
     code = main(["run", *tiny_args(tmp_path), "--dry-run"])
     captured = capsys.readouterr()
+    assert need > without_grads
     assert code == 2 and f"{human_bytes(free)} free: DOES NOT FIT" in captured.out
-    assert f"  {'peak':<24} {human_bytes(need):>9}" in captured.out
+    assert f"  {'peak':<24} {human_bytes(without_grads):>9}" in captured.out
+    assert f"  {'per-document gradients':<24} {'582.7 KB':>9}  1 doc(s) at once" in captured.out
     assert captured.err.strip() == err
     assert not (tmp_path / "runs").exists()
 
