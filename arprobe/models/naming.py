@@ -106,17 +106,24 @@ def bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> ModelNa
     """The TransformerLens names of ``model`` as the bridge gives them: from the table of its
     architecture when one exists (shipped or cached), else by booting the bridge
     (``boot_bridge_names``), whose answer is then cached."""
-    key = architecture_key(model)
-    table = SHIPPED.get(key) or _read_table(key)
-    if table is not None:
-        return expand_table(table, n_blocks(model))
+    names = tabled_names(model)
+    if names is not None:
+        return names
     log.info("Booting the TransformerLens bridge once for this architecture (names cached).")
     names = boot_bridge_names(model, tokenizer, bridge_name)
     table = names_table(names)
     if table is not None and names.hook_names:  # the fallback's HF names are not the bridge's: not kept
         with contextlib.suppress(OSError):  # a read-only cache costs the next run a boot, nothing more
-            _write_table(key, table)
+            _write_table(architecture_key(model), table)
     return names
+
+
+def tabled_names(model: torch.nn.Module) -> ModelNames | None:
+    """The names of ``model`` from the shipped or cached table of its architecture, without booting
+    the bridge (a weightless model will do); None when no table is known yet."""
+    key = architecture_key(model)
+    table = SHIPPED.get(key) or _read_table(key)
+    return expand_table(table, n_blocks(model)) if table is not None else None
 
 
 def architecture_key(model: torch.nn.Module) -> str:

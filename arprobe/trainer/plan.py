@@ -400,22 +400,51 @@ def check_device_memory(cfg, members: int = 1) -> None:
     # lazy: pulls in torch, which importing this module does not need
     from arprobe.models.text import resolve_device
 
-    shape = config_shape(cfg)
-    if shape is None:
+    model = config_model(cfg)
+    if model is None:
         return
+    shape = ModelShape.of(model, cfg)
     device = resolve_device(cfg.model.device)
     name, free = planned_free_memory(device)
     if members > 1:
         memory.check_members_fit(cfg, shape, members, name, free)
         return
-    refusal = fit_refusal(cfg, shape, memory.device_memory(cfg, shape), name, free)
+    grad_values = recorded_grad_values(cfg, model)  # counted one document at a time (fit_refusal)
+    parts = memory.device_memory(cfg, shape, grad_values=grad_values)
+    refusal = fit_refusal(cfg, shape, parts, name, free, grad_values)
     if refusal:
         raise UserError(refusal)
 
 
+def recorded_grad_values(cfg, model) -> int:
+    """Values of the largest layer whose per-document gradients a run of ``cfg`` records, read off
+    the weightless ``model`` through its architecture's names table; 0 when it records none, or when
+    the names are not known before loading (the recorder sizes its chunk itself then)."""
+    # lazy: pulls in torch, which importing this module does not need
+    from arprobe.models.naming import tabled_names
+
+    rec = cfg.record
+    if rec.grads_at == "never" or not rec.grads:
+        return 0
+    names = tabled_names(model)
+    if names is None:
+        return 0
+    try:
+        modules = [model.get_submodule(names.module_path(c)) for c in rec.grads]
+    except (UserError, AttributeError):  # an unknown layer: the run's recorder says so, in its words
+        return 0
+    return max(sum(p.numel() for p in m.parameters()) for m in modules)
+
+
 def config_shape(cfg) -> ModelShape | None:
-    """The ``ModelShape`` of a text run's model, built on the meta device from its config alone (a
-    hub model's config from the local cache); None for other tasks or a config not readable here."""
+    """The ``ModelShape`` of a text run's model (``config_model``); None where that has none."""
+    model = config_model(cfg)
+    return ModelShape.of(model, cfg) if model is not None else None
+
+
+def config_model(cfg):
+    """A text run's model built on the meta device from its config alone (a hub model's config from
+    the local cache): shapes, no values. None for other tasks or a config not readable here."""
     # here: transformers and torch, which `arprobe info` (an importer of this module) does without
     # lazy: pulls in torch, which importing this module does not need
     from arprobe.models.text import PYTHIA_PRESETS, freeze_first_blocks, weightless_model
@@ -434,7 +463,7 @@ def config_shape(cfg) -> ModelShape | None:
         freeze_first_blocks(model, m.freeze_blocks)
     except (UserError, OSError, ValueError):
         return None
-    return ModelShape.of(model, cfg)
+    return model
 
 
 def check_disk_space(run_dir: Path, estimate: dict[str, int]) -> None:

@@ -240,3 +240,25 @@ def test_the_dry_run_shows_the_chunk_the_free_memory_allows(tmp_path, monkeypatc
     assert "3 doc(s) at once" in planned.text
     monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 10**15)
     assert plan(cfg).device_memory["per-document gradients"][0] == T * one_doc  # at most T
+
+
+def test_the_runs_check_counts_one_document_of_the_recorded_gradients(tmp_path, monkeypatch):
+    """Before anything is loaded, the recorded layer's size comes from the names table and the meta
+    model: one document of its gradients must fit beside what the run holds."""
+    from arprobe.trainer.plan import config_model, recorded_grad_values
+
+    cfg = tiny_config(tmp_path, grads=["blocks.1"])
+    shape = config_shape(cfg)
+    block = 12 * d * d + 13 * d  # a whole block: attention, MLP and its two LayerNorms
+    assert recorded_grad_values(cfg, config_model(cfg)) == block
+    one_doc = 4 * block + activations(d, L, H, V, C)
+    assert one_doc > 8 * T * C * V  # above the eval logits: one document sets the peak
+    need = 16 * shape.n_params + one_doc
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: need)
+    check_device_memory(cfg)
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: need - 1)
+    with pytest.raises(UserError) as caught:
+        check_device_memory(cfg)
+    assert str(caught.value).startswith(f"The run needs {human_bytes(need)} on cpu with ")
+    never = tiny_config(tmp_path, grads=["blocks.1"], **{"record.grads_at": "never"})
+    assert recorded_grad_values(never, config_model(never)) == 0
