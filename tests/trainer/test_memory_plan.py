@@ -245,10 +245,14 @@ def test_the_dry_run_shows_the_chunk_the_free_memory_allows(tmp_path, monkeypatc
 def test_the_runs_check_counts_one_document_of_the_recorded_gradients(tmp_path, monkeypatch):
     """Before anything is loaded, the recorded layer's size comes from the names table and the meta
     model: one document of its gradients must fit beside what the run holds."""
+    from arprobe.models import naming
+    from arprobe.models.tl_tables import GPT_NEOX
     from arprobe.trainer.plan import config_model, recorded_grad_values
 
     cfg = tiny_config(tmp_path, grads=["blocks.1"])
     shape = config_shape(cfg)
+    # the table of this architecture, whatever library versions are installed
+    monkeypatch.setattr(naming, "SHIPPED", {naming.architecture_key(config_model(cfg)): GPT_NEOX})
     block = 12 * d * d + 13 * d  # a whole block: attention, MLP and its two LayerNorms
     assert recorded_grad_values(cfg, config_model(cfg)) == block
     one_doc = 4 * block + activations(d, L, H, V, C)
