@@ -104,7 +104,7 @@ def device_memory(
 ) -> dict[str, tuple[int, str]]:
     """{part: (bytes, what sets them)} on the run's device for ``members`` models trained as one
     (``--batch-seeds``); ``grad_values``: parameters of the largest per-document gradient recording
-    (0: none), ``grad_chunk`` documents at a time (0: ``GRAD_CHUNK_MOST``'s count). Parts "weights",
+    (0: none), ``grad_chunk`` documents at a time (0: ``most_grad_chunk``). Parts "weights",
     "gradients", "optimizer state" are held throughout; the rest in turn."""
     S, C, T = members, cfg.data.context_length, cfg.data.n_docs
     times = f" x {S} members" if S > 1 else ""
