@@ -1,12 +1,18 @@
 """arprobe on one GPU, in one command: ``python -m benchmarks.gpu --out benchmarks/results/gpu.json``.
 
-Written for one H100/H200-class GPU and a budget of under 8 minutes (``--budget``, default 420 s);
-every section is guarded (a failure is recorded in the JSON as ``{"error": ...}`` and the other
-sections still run) and a section that would start after the budget is recorded as skipped.
+Written for one H100/H200-class GPU and a budget of 8 minutes (``--budget``, default 480 s); every
+section is guarded (a failure is recorded in the JSON as ``{"error": ...}`` and the other sections
+still run), a section that would start after the budget is recorded as skipped, and the JSON is
+written again after every section (a command killed later keeps what was done). ``--sections``
+reruns some of them.
 
 Sections:
 - ``agreement``: the tiny run's eval matrix on the device against the CPU's, float32 (within 1e-3)
   and bf16 autocast (within 0.05);
+- ``e2e``: the paper's default run (T = 25, C = 256, M = 10, E = 5, Adam 1e-5, bf16 autocast) at the
+  Pythia-1B shape with the default recording, end to end: wall time, setup and training time, the
+  GPU's busy share (NVML utilisation sampled every 0.2 s), peak memory and the store's size. Stopped
+  by SIGTERM at 210 s (or the budget), then projected from the episodes done, labelled so;
 - ``mfu``: training-step and eval-matrix MFU at the Pythia-410M and 1B shapes (random init from
   the presets in ``arprobe.models.text``: no download; arprobe's 4096-token BPE, so the unembedding
   is smaller than Pythia's 50k) in fp32, TF32 and bf16 autocast, each against the measured matmul
@@ -27,8 +33,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import statistics
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -42,8 +50,21 @@ from benchmarks.timing import machine_info, median_seconds, sync
 
 TINY_SHAPE = {"vocab_size": 512, "d_model": 64, "n_layers": 2, "n_heads": 2}
 SMALL_RUN = {"n_docs": 5, "context_length": 32, "steps_per_doc": 3, "epochs": 2, **TINY_SHAPE}
+# The paper's default run (Sec. 3, App. A.1: T = 25, C = 256, M = 10, E = 5, Adam lr 1e-5 with its
+# state reset per document) at the Pythia-1B shape, random init, bf16 autocast as the paper configs
+# set it, and the default recording.
+PAPER_RUN = {
+    "n_docs": 25,
+    "context_length": 256,
+    "steps_per_doc": 10,
+    "epochs": 5,
+    "optim.name": "adam",
+    "optim.lr": 1e-5,
+    "autocast": "bfloat16",
+}
 FULL = {
     "agreement_run": SMALL_RUN,
+    "e2e": {"shape": "pythia-1b", "run": PAPER_RUN, "limit_s": 210.0},
     "shapes": ["pythia-410m", "pythia-1b"],
     "mfu_data": {"n_docs": 25, "context_length": 256},
     "batched_shape": "pythia-410m",
@@ -54,6 +75,7 @@ FULL = {
 QUIET = {"all_weights_dim": 0, "grads_at": "never", "weights_every": 0, "activations_every": 0}
 SMOKE = {
     "agreement_run": {**SMALL_RUN, "n_docs": 3, "steps_per_doc": 1, "epochs": 1, **QUIET},
+    "e2e": {"shape": "tiny", "run": {**SMALL_RUN, "optim.name": "adam"}, "limit_s": 120.0},
     "shapes": ["tiny"],
     "mfu_data": {"n_docs": 5, "context_length": 32},
     "batched_shape": "tiny",
@@ -65,6 +87,7 @@ ACTIVATIONS_NOTE = (
     "an upper bound: a separate forward of the recorded documents and the copy to the host; a run "
     "reads them from its eval forward's hooks instead, so it pays the hooks and the copy only"
 )
+SECTIONS = ("agreement", "e2e", "mfu", "syncs", "recordings", "batched")
 PRECISIONS = {  # name: (model.autocast, model.tf32, matmul dtype of the peak)
     "fp32": ("off", False, torch.float32),
     "tf32": ("off", True, torch.float32),
@@ -118,6 +141,111 @@ def agreement(work: Path, device: torch.device, sizes: dict) -> dict:
         on_device = cpu if device.type == "cpu" and autocast == "off" else matrix(str(device), autocast)
         diff = float(np.abs(on_device - cpu).max())
         out[name] = {"max_abs_diff_vs_cpu_fp32": diff, "tolerance": tolerance, "within": diff <= tolerance}
+    return out
+
+
+class Utilisation(threading.Thread):
+    """``torch.cuda.utilization`` (NVML: the share of the last sample period in which a kernel ran)
+    every ``every`` seconds, with the time of each sample; nothing on a CPU."""
+
+    def __init__(self, device: torch.device, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.device, self.every = device, every
+        self.samples: list[tuple[float, float]] = []  # (time.monotonic(), percent)
+        self.error = ""
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while self.device.type == "cuda" and not self._done.wait(self.every):
+            try:
+                self.samples.append((time.monotonic(), float(torch.cuda.utilization(self.device))))
+            except Exception as exc:  # no NVML (pynvml) here: said in the JSON, the run goes on
+                self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def busy(self, since: float = 0.0) -> float | None:
+        """Mean utilisation (0..1) of the samples taken at or after ``since``; None without any."""
+        kept = [u for t, u in self.samples if t >= since]
+        return statistics.mean(kept) / 100 if kept else None
+
+
+class EpisodeTimes:
+    """A run callback: when training starts and when each episode is committed; at the first
+    episode (the run's signal handlers are in place by then) it calls ``first``."""
+
+    def __init__(self, first=lambda: None):
+        self.start: float | None = None
+        self.episodes: list[float] = []
+        self.first = first
+
+    def on_start(self, info: dict) -> None:
+        self.start = time.monotonic()
+
+    def on_episode(self, metrics: dict) -> None:
+        self.episodes.append(time.monotonic())
+        if len(self.episodes) == 1:
+            self.first()
+
+
+def end_to_end(work: Path, device: torch.device, sizes: dict, smoke: bool, deadline: float) -> dict:
+    """The paper's default run at the Pythia-1B shape with the default recording, end to end as
+    ``arprobe run`` runs it: wall time, the GPU's busy share of it (and of training alone), the
+    store's size. At its time limit it is stopped as a user would stop it (SIGTERM: the run ends
+    after the current episode, resumable), and the whole run's time is projected from the episodes
+    done, labelled as a projection."""
+    from arprobe.trainer.loop import run
+
+    spec = sizes["e2e"]
+    limit = min(spec["limit_s"], max(10.0, deadline - time.monotonic()))
+    cfg = config(work, spec["shape"], str(device), smoke, **spec["run"])
+    planned = cfg.data.n_docs * cfg.schedule.epochs
+    started = time.monotonic()
+    timers: list[threading.Timer] = []
+
+    def arm() -> None:  # SIGTERM at the limit, counted from the start of the section
+        left = max(0.0, limit - (time.monotonic() - started))
+        timers.append(threading.Timer(left, signal.raise_signal, (signal.SIGTERM,)))
+        timers[0].start()
+
+    utilisation, times = Utilisation(device), EpisodeTimes(first=arm)
+    # a signal that arrives after the run has restored its handlers is ignored, not fatal
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    utilisation.start()
+    try:
+        result = run(cfg, progress=False, callbacks=[times])
+    finally:
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+        utilisation.stop()
+        signal.signal(signal.SIGTERM, previous)
+    wall = time.monotonic() - started
+    done = result.completed_episodes
+    setup_s = (times.start or started) - started
+    out = {
+        "shape": spec["shape"],
+        "run": spec["run"],
+        "status": result.status,
+        "episodes_done": done,
+        "episodes_planned": planned,
+        "wall_s": wall,
+        "setup_s": setup_s,  # data, tokenizer, model built and moved, store created
+        "training_s": wall - setup_s,
+        "gpu_busy_share_of_wall": utilisation.busy(),
+        "gpu_busy_share_of_training": utilisation.busy(since=times.start or started),
+        "utilisation_samples": len(utilisation.samples),
+        "utilisation_error": utilisation.error,
+        "store_bytes": result.path.stat().st_size if result.path.exists() else None,
+        "peak_memory_bytes": peak_memory(device),
+    }
+    if done < planned and done > 0 and times.episodes:
+        per_episode = (times.episodes[-1] - (times.start or started)) / done
+        out["projected_wall_s"] = setup_s + per_episode * planned
+        out["projection"] = f"setup + {planned} episodes x the mean of the {done} done"
     return out
 
 
@@ -305,11 +433,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/gpu.json", help="JSON file written")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:N or cpu")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds; later sections are skipped")
+    parser.add_argument("--budget", type=float, default=480.0, help="seconds; later sections are skipped")
     parser.add_argument(
         "--smoke", action="store_true", help="tiny shapes, seconds, any device (a code check)"
     )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, in this order: {','.join(SECTIONS)} (a rerun of the ones that failed)",
+    )
     args = parser.parse_args(argv)
+    chosen = [x.strip() for x in args.sections.split(",") if x.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
 
     from arprobe.models.text import resolve_device
 
@@ -317,17 +454,27 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = SMOKE if args.smoke else FULL
     started = time.monotonic()
     deadline = started + args.budget
-    result: dict = {"smoke": args.smoke, "budget_s": args.budget, "machine": machine_info(device)}
+    result: dict = {
+        "smoke": args.smoke,
+        "budget_s": args.budget,
+        "machine": machine_info(device),
+        "total_s": 0.0,
+    }
     with tempfile.TemporaryDirectory(prefix="arprobe-gpu-") as tmp:
         work = Path(tmp)
         sections = {
             "agreement": lambda: agreement(work / "agreement", device, sizes),
+            "e2e": lambda: end_to_end(work / "e2e", device, sizes, args.smoke, deadline),
             "mfu": lambda: mfu(work / "mfu", device, sizes, args.smoke, deadline),
             "syncs": lambda: syncs(work / "syncs", device, sizes, args.smoke),
             "recordings": lambda: recordings(work / "recordings", device, sizes, args.smoke),
             "batched": lambda: batched(work / "batched", device, sizes, args.smoke),
         }
-        for name, fn in sections.items():
+        assert list(sections) == list(SECTIONS)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for name in [n for n in SECTIONS if n in chosen]:
+            fn = sections[name]
             if time.monotonic() > deadline:
                 result[name] = {"skipped": "time budget"}
                 continue
@@ -341,12 +488,17 @@ def main(argv: list[str] | None = None) -> dict:
             if isinstance(result[name], dict):
                 result[name]["section_s"] = time.monotonic() - section_started
             sync(device)
-    result["total_s"] = time.monotonic() - started
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+            result["total_s"] = time.monotonic() - started
+            write_json(out, result)  # after every section: a command killed later keeps these
     print(f"wrote {out} ({result['total_s']:.0f} s)")
     return result
+
+
+def write_json(path: Path, result: dict) -> None:
+    """Whole or not at all: a kill mid-write leaves the previous section's file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=_plain) + "\n")
+    tmp.replace(path)
 
 
 def _plain(value):
