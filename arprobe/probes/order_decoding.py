@@ -180,7 +180,16 @@ class OrderDecoding(Probe):
         }
         self._plot(result, ages[have], predicted[have], schedule, out)
         heldout = self.heldout_with_control(
-            store, hook, episode, stages, windows, folds, permutations, inverse_l2, seed
+            store,
+            hook,
+            (episodes, docs, values),
+            episode,
+            stages,
+            windows,
+            folds,
+            permutations,
+            inverse_l2,
+            seed,
         )
         result.update(heldout)
         if heldout["heldout_stage_accuracy"] is not None:
@@ -212,14 +221,15 @@ class OrderDecoding(Probe):
         save_figure(fig, out / "order_decoding.png")
 
     def heldout_with_control(
-        self, store, hook, episode, stages, windows, folds, permutations, inverse_l2, seed
+        self, store, hook, recorded, episode, stages, windows, folds, permutations, inverse_l2, seed
     ) -> dict:
-        """The held-out stage probe's keys on this run and, at the same episode and stages, its
-        matched shuffled control's. With the defaults, a run it cannot read (fewer than 4 documents,
-        a document not yet trained at the last recorded model) gets a note instead of an error."""
+        """The held-out stage probe's keys on this run (``recorded``: its activations of ``hook``, as
+        ``activations_of_every_document`` read them) and, at the same episode and stages, its matched
+        shuffled control's. With the defaults, a run it cannot read (fewer than 4 documents, a
+        document not yet trained at the last recorded model) gets a note instead of an error."""
         try:
             r = heldout_stage_decoding(
-                store, hook, episode, stages, windows, folds, permutations, inverse_l2, seed
+                store, recorded, episode, stages, windows, folds, permutations, inverse_l2, seed
             )
         except MissingDataError as missing:
             if episode != -1 or stages != 0:
@@ -228,7 +238,15 @@ class OrderDecoding(Probe):
         control = control_value(
             store,
             lambda c: heldout_stage_decoding(
-                c, hook, r["heldout_episode"], r["heldout_stages"], windows, folds, 0, inverse_l2, seed
+                c,
+                activations_of_every_document(c, hook, "the held-out stage probe"),
+                r["heldout_episode"],
+                r["heldout_stages"],
+                windows,
+                folds,
+                0,
+                inverse_l2,
+                seed,
             ),
         )
         for key in ("heldout_stage_accuracy", "heldout_pairwise_accuracy", "heldout_first_last_accuracy"):
@@ -340,10 +358,11 @@ def activations_of_every_document(store, hook: str, purpose: str):
 
 
 def heldout_stage_decoding(
-    store, hook: str, episode: int, stages: int, windows: int, folds: int, permutations: int, inverse_l2, seed
+    store, recorded, episode: int, stages: int, windows: int, folds: int, permutations: int, inverse_l2, seed
 ) -> dict:
-    """The paper's protocol on one run store: the ``heldout_*`` keys (see the module docstring)."""
-    read, n_stages, stage_of, features = heldout_features(store, hook, episode, stages, windows)
+    """The paper's protocol on one run store: the ``heldout_*`` keys (see the module docstring).
+    ``recorded``: (episodes, docs, values) of every document (``activations_of_every_document``)."""
+    read, n_stages, stage_of, features = heldout_features(store, recorded, episode, stages, windows)
     n_docs, n_windows = features.shape[:2]
     n_folds = int(min(folds, np.bincount(stage_of).min()))
     fold_of = stratified_folds(stage_of, n_folds, seed)
@@ -407,11 +426,11 @@ def heldout_verdict_text(n_stages, accuracy, interval, n_docs, chance, q975, per
     )
 
 
-def heldout_features(store, hook: str, episode: int, stages: int, windows: int):
+def heldout_features(store, recorded, episode: int, stages: int, windows: int):
     """(episode read, S, stage of each document [T], window-mean features [T, W, d]) for the held-out
     protocol, with one sentence for each way the run cannot support it."""
     run = store.path.parent.name
-    episodes, docs, values = activations_of_every_document(store, hook, "the held-out stage probe")
+    episodes, docs, values = recorded
     n_docs = store.n_docs
     read = int(episodes[-1]) if episode == -1 else episode
     rows = np.flatnonzero(np.asarray(episodes) == read)
@@ -422,7 +441,8 @@ def heldout_features(store, hook: str, episode: int, stages: int, windows: int):
             "record.activations_every."
         )
     schedule = store.schedule()
-    untrained = [d for d in range(n_docs) if d not in set(schedule.doc[:read].tolist())]
+    trained = set(schedule.doc[:read].tolist())
+    untrained = [d for d in range(n_docs) if d not in trained]
     if untrained:
         raise MissingDataError(
             f"Run '{run}' had not trained documents {untrained} by episode {read}, so they have no training "
