@@ -55,6 +55,9 @@ class ModelNames:
     ]  # TL component ("blocks.0.attn") -> HF module path ("gpt_neox.layers.0.attention")
     hook_names: set[str] = field(default_factory=set)  # every hook name the bridge exposes
     n_blocks: int = 0
+    # Why the names are Hugging Face module paths instead (no TransformerLens, or no bridge for this
+    # architecture): said in every unknown-name error; empty for TransformerLens names.
+    paths_because: str = ""
 
     def expand(self, name: str) -> str:
         """``blocks.mid.X`` -> the middle block (paper Fig. 8a uses a middle layer)."""
@@ -64,7 +67,17 @@ class ModelNames:
         component = self.expand(component)
         if component in self.components:
             return self.components[component]
-        raise UserError(f"Unknown layer '{component}'; known: {', '.join(sorted(self.components)[:12])}, ...")
+        raise UserError(
+            f"Unknown layer '{component}'; known: {', '.join(sorted(self.components)[:12])}, ...{self._why()}"
+        )
+
+    def _why(self) -> str:
+        if not self.paths_because:
+            return ""
+        return (
+            f" (layers and hooks go by Hugging Face module paths here, e.g. {next(iter(self.components))}, "
+            f"because {self.paths_because})"
+        )
 
     def parameter_groups(self, model: torch.nn.Module) -> dict[str, list[str]]:
         """Layer group -> HF parameter names, each parameter in its most specific group once."""
@@ -96,6 +109,8 @@ class ModelNames:
                 comp = m.expand(component)
                 if comp in self.components:
                     return self.components[comp], side or m.group(2)
+        if self.paths_because:
+            raise UserError(f"Unknown activation hook '{hook}'{self._why()}.")
         raise UserError(
             f"Activation hook '{hook}' is inside a component; arprobe captures component inputs and outputs "
             f"(X.hook_in, X.hook_out, blocks.i.hook_resid_pre/post, ln_final.hook_normalized)."
@@ -265,7 +280,7 @@ def boot_bridge_names(model: torch.nn.Module, tokenizer, bridge_name: str) -> Mo
             bridge_name,
             failure,
         )
-        return _fallback_names(model)
+        return _fallback_names(model, f"the TransformerLens bridge does not support {type(model).__name__}")
     components: dict[str, str] = {}
 
     def walk(tl_name: str, component) -> None:
@@ -297,12 +312,14 @@ def names_without_transformer_lens(model: torch.nn.Module, failure: ImportError)
         )  # fmt: skip
         return expand_table(table, n_blocks(model))
     log.warning("TransformerLens cannot be imported (%s); using Hugging Face module names.", failure)
-    return _fallback_names(model)
+    return _fallback_names(
+        model, f"TransformerLens cannot be imported ({failure}; pip install transformer-lens)"
+    )
 
 
-def _fallback_names(model: torch.nn.Module) -> ModelNames:
+def _fallback_names(model: torch.nn.Module, because: str) -> ModelNames:
     components = {path: path for path, _ in model.named_modules() if path}
-    return ModelNames(components=components, n_blocks=n_blocks(model))
+    return ModelNames(components=components, n_blocks=n_blocks(model), paths_because=because)
 
 
 @contextlib.contextmanager

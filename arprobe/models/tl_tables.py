@@ -4,7 +4,9 @@
 ``pythia-*`` at random init) under transformers 5.25.0. The key holds both versions, so with others
 installed this table is not used and the bridge is booted once and its table cached instead; with
 no TransformerLens importable at all, a run takes the table of its model's class (``BY_CLASS``).
-tests/models/test_name_tables.py checks it against the bridge.
+``GPT2``: what the same versions give for ``GPT2LMHeadModel`` (App. B.10's GPT2-large); it is only
+in ``BY_CLASS`` (with TransformerLens installed, a GPT-2 run boots the bridge once and caches its
+table, as for any other architecture). tests/models/test_name_tables.py checks both against the bridge.
 """
 
 GPT_NEOX = {
@@ -98,9 +100,95 @@ GPT_NEOX = {
     ],
 }
 
+GPT2 = {
+    "format": 1,
+    "before": [["embed", "transformer.wte"], ["pos_embed", "transformer.wpe"]],
+    "block": [
+        ["blocks.{i}", "transformer.h.{i}"],
+        ["blocks.{i}.ln1", "transformer.h.{i}.ln_1"],
+        ["blocks.{i}.attn", "transformer.h.{i}.attn"],
+        ["blocks.{i}.attn.qkv", "transformer.h.{i}.attn.c_attn"],
+        ["blocks.{i}.attn.o", "transformer.h.{i}.attn.c_proj"],
+        ["blocks.{i}.ln2", "transformer.h.{i}.ln_2"],
+        ["blocks.{i}.mlp", "transformer.h.{i}.mlp"],
+        ["blocks.{i}.mlp.in", "transformer.h.{i}.mlp.c_fc"],
+        ["blocks.{i}.mlp.out", "transformer.h.{i}.mlp.c_proj"],
+    ],
+    "after": [["ln_final", "transformer.ln_f"], ["unembed", "lm_head"]],
+    "hooks": [
+        "embed.hook_in",
+        "embed.hook_out",
+        "hook_embed",
+        "hook_pos_embed",
+        "hook_unembed",
+        "ln_final.hook_in",
+        "ln_final.hook_normalized",
+        "ln_final.hook_out",
+        "ln_final.hook_scale",
+        "pos_embed.hook_in",
+        "pos_embed.hook_out",
+        "unembed.hook_in",
+        "unembed.hook_out",
+    ],
+    "block_hooks": [
+        "blocks.{i}.attn.hook_attn_in",
+        "blocks.{i}.attn.hook_attn_scores",
+        "blocks.{i}.attn.hook_hidden_states",
+        "blocks.{i}.attn.hook_in",
+        "blocks.{i}.attn.hook_k",
+        "blocks.{i}.attn.hook_k_input",
+        "blocks.{i}.attn.hook_out",
+        "blocks.{i}.attn.hook_pattern",
+        "blocks.{i}.attn.hook_q",
+        "blocks.{i}.attn.hook_q_input",
+        "blocks.{i}.attn.hook_result",
+        "blocks.{i}.attn.hook_v",
+        "blocks.{i}.attn.hook_v_input",
+        "blocks.{i}.attn.hook_z",
+        "blocks.{i}.attn.k.hook_in",
+        "blocks.{i}.attn.k.hook_out",
+        "blocks.{i}.attn.o.hook_in",
+        "blocks.{i}.attn.o.hook_out",
+        "blocks.{i}.attn.q.hook_in",
+        "blocks.{i}.attn.q.hook_out",
+        "blocks.{i}.attn.qkv.hook_in",
+        "blocks.{i}.attn.qkv.hook_out",
+        "blocks.{i}.attn.v.hook_in",
+        "blocks.{i}.attn.v.hook_out",
+        "blocks.{i}.hook_attn_in",
+        "blocks.{i}.hook_attn_out",
+        "blocks.{i}.hook_in",
+        "blocks.{i}.hook_k_input",
+        "blocks.{i}.hook_mlp_in",
+        "blocks.{i}.hook_mlp_out",
+        "blocks.{i}.hook_out",
+        "blocks.{i}.hook_q_input",
+        "blocks.{i}.hook_resid_mid",
+        "blocks.{i}.hook_resid_post",
+        "blocks.{i}.hook_resid_pre",
+        "blocks.{i}.hook_v_input",
+        "blocks.{i}.ln1.hook_in",
+        "blocks.{i}.ln1.hook_normalized",
+        "blocks.{i}.ln1.hook_out",
+        "blocks.{i}.ln1.hook_scale",
+        "blocks.{i}.ln2.hook_in",
+        "blocks.{i}.ln2.hook_normalized",
+        "blocks.{i}.ln2.hook_out",
+        "blocks.{i}.ln2.hook_scale",
+        "blocks.{i}.mlp.hook_in",
+        "blocks.{i}.mlp.hook_out",
+        "blocks.{i}.mlp.hook_post",
+        "blocks.{i}.mlp.hook_pre",
+        "blocks.{i}.mlp.in.hook_in",
+        "blocks.{i}.mlp.in.hook_out",
+        "blocks.{i}.mlp.out.hook_in",
+        "blocks.{i}.mlp.out.hook_out",
+    ],
+}
+
 SHIPPED: dict[str, dict] = {"21b7ea594601173245e5051f": GPT_NEOX}
 
 # The versions the tables were made with, and the table of each model class: what a run uses when
 # TransformerLens cannot be imported at all (``naming.names_without_transformer_lens``).
 MADE_WITH = "TransformerLens 4.3.0 under transformers 5.25.0"
-BY_CLASS: dict[str, dict] = {"GPTNeoXForCausalLM": GPT_NEOX}
+BY_CLASS: dict[str, dict] = {"GPTNeoXForCausalLM": GPT_NEOX, "GPT2LMHeadModel": GPT2}

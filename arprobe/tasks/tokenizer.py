@@ -130,7 +130,7 @@ def load_tokenizer(
         raise UserError(f"Tokenizer path '{name_or_path}' does not exist.")
     target = str(local) if local.exists() else name_or_path
     try:
-        return AutoTokenizer.from_pretrained(
+        tokenizer = AutoTokenizer.from_pretrained(
             target, revision=revision or None, trust_remote_code=trust_remote_code
         )
     except (
@@ -155,6 +155,18 @@ def load_tokenizer(
             "a hub id needs network access (unset HF_HUB_OFFLINE) or a local copy written with "
             "save_pretrained."
         ) from None
+    if not tokenizer.encode(_PROBE, add_special_tokens=False):
+        # transformers 5 builds an empty tokenizer from a model folder's config when the folder has
+        # no tokenizer files (a model saved alone): every document would then be zero tokens long
+        raise UserError(
+            f"Tokenizer '{name_or_path}' turns text into no tokens (no tokenizer files there: a model "
+            "saved without its tokenizer?); save the tokenizer beside the model, or set data.tokenizer "
+            "to another tokenizer or to bpe."
+        )
+    return tokenizer
+
+
+_PROBE = "The loss on a document rises after it is trained."
 
 
 def _first_line(exc: Exception) -> str:

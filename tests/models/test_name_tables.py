@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from transformers import GPTNeoXForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXForCausalLM
 
+from arprobe.errors import UserError
 from arprobe.models import naming
 from arprobe.models.naming import architecture_key, boot_bridge_names, bridge_names, expand_table, names_table
 from arprobe.models.text import PYTHIA_PRESETS, build_config
-from arprobe.models.tl_tables import GPT_NEOX
+from arprobe.models.tl_tables import BY_CLASS, GPT2, GPT_NEOX
 from arprobe.tasks.tokenizer import train_bpe_tokenizer
 from arprobe.trainer.config import load_config
 
@@ -49,6 +50,17 @@ def test_shipped_gpt_neox_table_is_what_the_bridge_gives(tokenizer, name):
     assert same(expand_table(GPT_NEOX, from_bridge.n_blocks), from_bridge)
     assert len(from_bridge.components) == 4 + 9 * from_bridge.n_blocks
     assert from_bridge.components["blocks.3.attn"] == "gpt_neox.layers.3.attention"
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_shipped_gpt2_table_is_what_the_bridge_gives(tokenizer, layers):
+    config = GPT2Config(vocab_size=300, n_embd=32, n_layer=layers, n_head=4, n_positions=64)
+    from_bridge = boot_bridge_names(GPT2LMHeadModel(config), tokenizer, "gpt2")
+    assert "transformer_lens" in sys.modules  # the bridge really ran
+    assert names_table(from_bridge) == GPT2 == BY_CLASS["GPT2LMHeadModel"]
+    assert same(expand_table(GPT2, layers), from_bridge)
+    assert from_bridge.components["blocks.1.attn"] == "transformer.h.1.attn"
+    assert len(from_bridge.hook_names) == len(GPT2["hooks"]) + layers * len(GPT2["block_hooks"])
 
 
 def test_all_gpt_neox_presets_share_one_architecture_key():
@@ -121,9 +133,10 @@ def test_without_transformer_lens_a_run_takes_the_shipped_table_of_its_class(
     tokenizer, tmp_path, monkeypatch, caplog
 ):
     """An install where TransformerLens cannot be imported (a GPU image without it, an install
-    without dependencies) still trains: GPT-NeoX takes its shipped table, other classes Hugging Face
-    module paths, each with a warning; nothing raises."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    without dependencies) still trains: GPT-NeoX and GPT-2 take their shipped tables, other classes
+    Hugging Face module paths, each with a warning, and a TransformerLens name then says why it is
+    unknown."""
+    from transformers import OPTConfig, OPTForCausalLM
 
     monkeypatch.setenv("ARPROBE_CACHE", str(tmp_path))
     monkeypatch.setattr(naming, "SHIPPED", {})  # as for versions no table was made with
@@ -145,5 +158,21 @@ def test_without_transformer_lens_a_run_takes_the_shipped_table_of_its_class(
     )
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=300, n_positions=32))
     names = bridge_names(gpt2, tokenizer, "gpt2")
-    assert names.components["transformer.h.1.attn"] == "transformer.h.1.attn" and not names.hook_names
+    assert same(names, expand_table(GPT2, 2)) and names.components["unembed"] == "lm_head"
+    assert caplog.records[-1].getMessage().endswith("gives for GPT2LMHeadModel (shipped table).")
+    opt = OPTForCausalLM(
+        OPTConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, ffn_dim=32, vocab_size=300)
+    )
+    names = bridge_names(opt, tokenizer, "facebook/opt-125m")
+    assert names.components["model.decoder.layers.1"] == "model.decoder.layers.1" and not names.hook_names
     assert caplog.records[-1].getMessage().endswith("using Hugging Face module names.")
+    with pytest.raises(UserError) as error:
+        names.module_path("unembed")
+    assert str(error.value).startswith("Unknown layer 'unembed'; known: lm_head, model, model.decoder")
+    assert str(error.value).endswith(
+        "(layers and hooks go by Hugging Face module paths here, e.g. model, because TransformerLens "
+        "cannot be imported (import of transformer_lens.model_bridge halted; None in sys.modules; pip "
+        "install transformer-lens))"
+    )
+    with pytest.raises(UserError, match=r"^Unknown activation hook 'ln_final.hook_normalized' \(layers and"):
+        names.hook_target("ln_final.hook_normalized")

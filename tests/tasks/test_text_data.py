@@ -9,6 +9,7 @@ import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from arprobe.errors import UserError  # noqa: E402
 from arprobe.tasks import tokenizer as tokenizer_module  # noqa: E402
@@ -303,6 +304,15 @@ def test_load_tokenizer_errors(tmp_path, offline):
     assert str(err.value) == "Tokenizer path './no-such-tokenizer' does not exist."
     with pytest.raises(UserError, match="holds no tokenizer"):
         load_tokenizer(str(tmp_path))
+    # a model saved without its tokenizer: transformers builds an empty one from the config
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=8, n_layer=1, n_head=2)).save_pretrained(tmp_path / "m")
+    with pytest.raises(UserError) as err:
+        load_tokenizer(str(tmp_path / "m"))
+    assert str(err.value) == (
+        f"Tokenizer '{tmp_path / 'm'}' turns text into no tokens (no tokenizer files there: a model saved "
+        "without its tokenizer?); save the tokenizer beside the model, or set data.tokenizer to another "
+        "tokenizer or to bpe."
+    )
     with pytest.raises(UserError) as err:
         load_tokenizer("no-such-org/no-such-model", revision="step1")
     assert str(err.value).startswith("Tokenizer 'no-such-org/no-such-model' at revision 'step1' is neither")
