@@ -142,7 +142,7 @@ def run_summary(store) -> dict:
     summary["numbers"] = headline_numbers(store)
     summary.update(control_summary(store, summary["numbers"]))
     summary["key_numbers"] = key_numbers(store)
-    summary["reference"] = paper_reference(store.config)
+    summary["reference"] = paper_reference(store.config, str(store.model_info.get("data", "")))
     summary["versions"] = {"arprobe (that wrote the run)": str(store.h5.attrs.get("arprobe_version", "?"))}
     summary["versions"].update(_versions())
     summary["reproduce"] = reproduce_command(store.config, store.path.parent)

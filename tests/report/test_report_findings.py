@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -249,3 +250,36 @@ def test_analyze_prints_a_status_line_per_probe_and_numbers_only_for_probes_name
     assert capsys.readouterr().out.splitlines() == [f"  {'forgetting':<28} {'ok':<8}    1.0 s"]
     OutcomePrinter(["forgetting"])(outcome)  # asked for by name: its numbers too
     assert capsys.readouterr().out.splitlines()[1:] == ["      bwt_mean: -0.03", "      plasticity_mean: 1.2"]
+
+
+def test_the_default_runs_reference_says_when_the_run_read_another_pythons_documents(tmp_path):
+    """The embedded documents are the running Python's own topics: a default run on another Python
+    keeps the reference numbers, and its summary says they were measured on other documents."""
+    T10, E4 = 10, 4
+    doc = np.tile(np.arange(T10), E4)
+    rng = np.random.default_rng(0)
+    run = make_store(
+        tmp_path / "run",
+        loss_eval=3 + rng.random((T10 * E4 + 1, T10)),
+        schedule_doc=doc,
+        steps_per_doc=10,
+        context_length=64,
+    )
+    sources = {}
+    for data in (
+        "pydoc_data.topics (Python 3.11.7, 79 topics)",
+        "pydoc_data.topics (Python 3.13.1, 80 topics)",
+    ):
+        with h5py.File(run / "run.h5", "r+") as h5:
+            h5["model"].attrs["info"] = json.dumps({"kind": "hand-made", "data": data})
+        with RunStore(run / "run.h5") as store:
+            sources[data] = run_summary(store)["reference"]["source"]
+    measured, other = sources.values()
+    assert (
+        measured.startswith("arprobe's own measurement of its default run")
+        and "this run read" not in measured
+    )
+    assert other == measured + (
+        "; it read pydoc_data.topics (Python 3.11.7, 79 topics) and this run read pydoc_data.topics "
+        "(Python 3.13.1, 80 topics), other documents, so the two are not the same run on another machine"
+    )

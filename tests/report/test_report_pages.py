@@ -65,6 +65,7 @@ def test_the_json_writer_leaves_the_old_file_whole_when_interrupted(tmp_path, mo
 def test_the_default_reference_is_the_measurement_it_cites():
     """The per-seed values the default run's reference shows are those of the file it names."""
     cited = json.loads((REPO / reference.DEFAULT_SOURCE).read_text())
+    assert reference.DEFAULT_DATA == cited["fixed"]["data"]  # the documents it was measured on
     points = {p["options"]["schedule.order"]: p for p in cited["points"]}
     for order in ("cyclic", "shuffle"):
         point = points[order]

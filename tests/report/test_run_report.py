@@ -108,6 +108,15 @@ def test_the_papers_value_is_shown_only_where_the_setting_matches():
     assert default["recovery_score"].startswith("RS(3) 0.384 ± 0.032")
     assert "not the paper's" in default["source"]
     assert "default_run.json" in default["source"] and "prints no recovery score" in default["paper"]
+    # another Python's documentation topics are other documents: the numbers stay, labelled so
+    same = paper_reference(RunConfig().to_dict(), "pydoc_data.topics (Python 3.11.7, 79 topics)")
+    assert same == default
+    elsewhere = paper_reference(RunConfig().to_dict(), "pydoc_data.topics (Python 3.12.3, 81 topics)")
+    assert elsewhere["recovery_score"] == default["recovery_score"]
+    assert elsewhere["source"] == default["source"] + (
+        "; it read pydoc_data.topics (Python 3.11.7, 79 topics) and this run read pydoc_data.topics "
+        "(Python 3.12.3, 81 topics), other documents, so the two are not the same run on another machine"
+    )
 
 
 def test_the_reproduce_command_rebuilds_the_stored_config():
