@@ -86,8 +86,8 @@ def default_reference(order: str, data: str = "") -> dict:
     seeds = ", ".join(map(str, DEFAULT_SEEDS))
     rs = DEFAULT_RS3[order]
     other = (
-        f"; it read {DEFAULT_DATA} and this run read {data}, other documents, so the two are not the "
-        "same run on another machine"
+        f"; it read {DEFAULT_DATA} and this run read {data}, other documents, so they are not a "
+        "like-for-like reference for this run"
         if data and data != DEFAULT_DATA
         else ""
     )

@@ -281,5 +281,5 @@ def test_the_default_runs_reference_says_when_the_run_read_another_pythons_docum
     )
     assert other == measured + (
         "; it read pydoc_data.topics (Python 3.11.7, 79 topics) and this run read pydoc_data.topics "
-        "(Python 3.13.1, 80 topics), other documents, so the two are not the same run on another machine"
+        "(Python 3.13.1, 80 topics), other documents, so they are not a like-for-like reference for this run"
     )

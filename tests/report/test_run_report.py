@@ -115,7 +115,7 @@ def test_the_papers_value_is_shown_only_where_the_setting_matches():
     assert elsewhere["recovery_score"] == default["recovery_score"]
     assert elsewhere["source"] == default["source"] + (
         "; it read pydoc_data.topics (Python 3.11.7, 79 topics) and this run read pydoc_data.topics "
-        "(Python 3.12.3, 81 topics), other documents, so the two are not the same run on another machine"
+        "(Python 3.12.3, 81 topics), other documents, so they are not a like-for-like reference for this run"
     )
 
 
