@@ -257,13 +257,18 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: in
 
 
 def mfu(work: Path, device: torch.device, sizes: dict, smoke: bool, deadline: float) -> dict:
-    """Train-step and eval MFU per shape and precision, against the same precision's matmul peak."""
+    """Train-step and eval MFU per shape and precision, against the same precision's matmul peak.
+    One model per shape serves its three precisions (TF32 is a backend switch and bf16 autocast a
+    forward wrapper, ``use_autocast``), so the CPU-bound build and initialisation (about 15 s at 1B)
+    is paid once per shape, not three times."""
+    from arprobe.models.text import use_autocast
     from arprobe.trainer.members import Single
     from arprobe.trainer.precision import use_tf32
     from benchmarks.throughput import recorder_of
 
     out: dict = {}
     for shape in sizes["shapes"]:
+        setup, prepare_s = None, None
         for precision, (autocast, tf32, dtype) in PRECISIONS.items():
             key = f"{shape}/{precision}"
             if time.monotonic() > deadline:
@@ -272,10 +277,14 @@ def mfu(work: Path, device: torch.device, sizes: dict, smoke: bool, deadline: fl
             print(f"  mfu {key}", flush=True)
             try:
                 reset_peak(device)
-                setup = prepared(
-                    work, shape, str(device), smoke, **sizes["mfu_data"], autocast=autocast, tf32=tf32
-                )
+                if setup is None:
+                    started = time.monotonic()
+                    setup = prepared(work, shape, str(device), smoke, **sizes["mfu_data"])
+                    prepare_s = time.monotonic() - started
+                setup.cfg.model.tf32, setup.cfg.model.autocast = tf32, autocast
                 use_tf32(setup.cfg, device)
+                setup.model.__dict__.pop("forward", None)  # the class's own forward: autocast off
+                use_autocast(setup.model, autocast)
                 if device.type == "cuda":  # the peak of this precision (TF32 on or off as the case)
                     torch.backends.cuda.matmul.allow_tf32 = tf32
                 peak = matmul_peak(device, dtype, sizes["peak_size"], sizes["repeats"])
@@ -298,10 +307,13 @@ def mfu(work: Path, device: torch.device, sizes: dict, smoke: bool, deadline: fl
                     "eval_row_s": eval_s,
                     "eval_mfu": eval_gflops / peak,
                     "peak_memory_bytes": peak_memory(device),
+                    "prepare_s": prepare_s,  # the shape's one build, shared by its precisions
                 }
-                del setup, step
+                del step
             except Exception as exc:  # one case failing (out of memory) leaves the others
                 out[key] = failure(exc)
+        del setup
+        reset_peak(device)
     return out
 
 

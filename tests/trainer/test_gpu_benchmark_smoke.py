@@ -26,6 +26,7 @@ def test_the_gpu_benchmark_smoke_runs_every_section_on_cpu(tmp_path, one_thread)
     assert set(cases) == {f"tiny/{p}" for p in PRECISIONS}
     for case in cases.values():
         assert 0 < case["train_mfu"] and 0 < case["eval_mfu"] and case["peak_memory_bytes"] is None
+    assert len({case["prepare_s"] for case in cases.values()}) == 1  # one build serves the precisions
     assert result["syncs"]["per_step"] == 0
     resume = result["recordings"]["resume_write"]
     assert resume["bytes"] > 0 and 0 < resume["copy_seconds_loop_waits"] <= resume["write_seconds_background"]
@@ -55,3 +56,25 @@ def test_the_end_to_end_run_is_stopped_at_its_limit_and_projected(tmp_path, one_
     assert out["episodes_planned"] == 2000
     assert out["projected_wall_s"] > out["wall_s"]
     assert out["projection"] == f"setup + 2000 episodes x the mean of the {out['episodes_done']} done"
+
+
+def test_one_model_switches_autocast_on_and_off_as_the_mfu_cases_do():
+    """The mfu section turns bf16 autocast on with ``use_autocast`` and off by dropping the
+    instance's forward: the logits' dtype follows."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from arprobe.models.text import use_autocast
+
+    model = GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
+    tokens = torch.arange(8)[None]
+    dtypes = []
+    for autocast in ("off", "bfloat16", "off"):
+        model.__dict__.pop("forward", None)
+        use_autocast(model, autocast)
+        dtypes.append(model(tokens).logits.dtype)
+    assert dtypes == [torch.float32, torch.bfloat16, torch.float32]
