@@ -39,15 +39,15 @@ SETTING = {"T": 10, "C": 128, "M": 5, "E": 2, "lr": 0.001, "seed": 0}
 
 def write_inputs(folder: Path) -> tuple[Path, Path]:
     """(dataset folder, model folder) in ``folder``: the documents and the local pythia-small."""
-    from pydoc_data.topics import topics
-
     from transformers import GPTNeoXConfig
 
+    from arprobe.tasks.text_data import load_texts
     from arprobe.tasks.tokenizer import train_bpe_tokenizer
+    from arprobe.trainer.config import DataConfig
 
     data, model = folder / "docs", folder / "pythia-small"  # the script takes GPT-NeoX by "pythia"
     data.mkdir()
-    texts = [topics[k].strip() for k in sorted(topics) if topics[k].strip()]
+    texts, _ = load_texts(DataConfig(source="pydoc"))  # the embedded default's documents
     rows = [json.dumps({"article": t, "highlights": t.splitlines()[0][:200]}) for t in texts]
     (data / "train.jsonl").write_text("\n".join(rows) + "\n")
     tokenizer = train_bpe_tokenizer(texts, 4096, cache_dir=folder / "tokenizers")
