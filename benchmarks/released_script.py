@@ -10,14 +10,18 @@ train_interleave.py`` from the authors' public repository, unmodified (it needs 
   as ``highlights``, which the script also evaluates every episode), in a folder the script loads
   with ``load_dataset``;
 - a local GPT-NeoX "pythia-small" folder (d_model 128, 4 blocks, 4 heads; config and arprobe's
-  4096-token BPE), which both start from at random init.
+  4096-token BPE), which both start from at random init. ``--vocab 50277`` gives the tokenizer
+  Pythia's vocabulary size (its BPE padded with entries no merge produces, so the texts tokenise
+  as before): both tools size the embedding and the logits by the tokenizer, so every forward
+  pass then costs what it costs with Pythia's own tokenizer.
 
 Both train issue 23's side-by-side setting (T = 10, C = 128, M = 5, E = 2, SGD lr 1e-3, batch 1,
 seed 0) on the same documents in the same order (``--compat authors`` draws them as the script
 does), and evaluate every document after every episode. The pairs alternate: script, arprobe with
 its default recording, arprobe with recording off. Each command is timed as a whole process, as a
-user runs it. Writes ``benchmarks/results/released_script.json`` (``--out``) with the load average,
-since only a quiet machine gives comparable numbers.
+user runs it. Writes the result under ``vocab_<size>`` in ``benchmarks/results/released_script.json``
+(``--out``; other sizes' results are kept) with the load average, since only a quiet machine gives
+comparable numbers.
 """
 
 from __future__ import annotations
@@ -35,14 +39,31 @@ from pathlib import Path
 from benchmarks.startup import RECORDING_OFF
 
 SETTING = {"T": 10, "C": 128, "M": 5, "E": 2, "lr": 0.001, "seed": 0}
+BPE_VOCAB = 4096  # the BPE both tools tokenise with
+PYTHIA_VOCAB = 50277  # len() of Pythia's tokenizer, which both tools size the embedding by
 
 
-def write_inputs(folder: Path) -> tuple[Path, Path]:
-    """(dataset folder, model folder) in ``folder``: the documents and the local pythia-small."""
+def pad_vocabulary(model: Path, size: int) -> None:
+    """Grow the BPE tokenizer saved in ``model`` to ``size`` entries with tokens no merge produces:
+    the texts tokenise exactly as before, and a model sized by this tokenizer has ``size`` rows of
+    embedding and of logits."""
+    path = model / "tokenizer.json"
+    spec = json.loads(path.read_text())
+    vocab = spec["model"]["vocab"]
+    next_id = max(vocab.values()) + 1
+    while next_id < size:
+        vocab[f"<|unused{next_id}|>"] = next_id
+        next_id += 1
+    path.write_text(json.dumps(spec))
+
+
+def write_inputs(folder: Path, vocab: int = BPE_VOCAB) -> tuple[Path, Path]:
+    """(dataset folder, model folder) in ``folder``: the documents and the local pythia-small, its
+    tokenizer (and so its embedding) ``vocab`` entries long."""
     from transformers import GPTNeoXConfig
 
     from arprobe.tasks.text_data import load_texts
-    from arprobe.tasks.tokenizer import train_bpe_tokenizer
+    from arprobe.tasks.tokenizer import load_tokenizer, train_bpe_tokenizer
     from arprobe.trainer.config import DataConfig
 
     data, model = folder / "docs", folder / "pythia-small"  # the script takes GPT-NeoX by "pythia"
@@ -50,8 +71,11 @@ def write_inputs(folder: Path) -> tuple[Path, Path]:
     texts, _ = load_texts(DataConfig(source="pydoc"))  # the embedded default's documents
     rows = [json.dumps({"article": t, "highlights": t.splitlines()[0][:200]}) for t in texts]
     (data / "train.jsonl").write_text("\n".join(rows) + "\n")
-    tokenizer = train_bpe_tokenizer(texts, 4096, cache_dir=folder / "tokenizers")
+    tokenizer = train_bpe_tokenizer(texts, BPE_VOCAB, cache_dir=folder / "tokenizers")
     tokenizer.save_pretrained(model)
+    if vocab > len(tokenizer):
+        pad_vocabulary(model, vocab)
+        tokenizer = load_tokenizer(str(model))
     GPTNeoXConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -108,14 +132,22 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--script", required=True, help="path of the released train_interleave.py")
     parser.add_argument("--pairs", type=int, default=3, help="alternating timed rounds (one untimed first)")
+    parser.add_argument(
+        "--vocab",
+        type=int,
+        default=BPE_VOCAB,
+        help=f"tokenizer and embedding size ({BPE_VOCAB}: the BPE's own; {PYTHIA_VOCAB}: Pythia's)",
+    )
     parser.add_argument("--out", default="benchmarks/results/released_script.json")
     args = parser.parse_args(argv)
     script = Path(args.script).resolve()
     if not script.is_file():
         parser.error(f"no file at {script}")
+    if args.vocab < BPE_VOCAB:
+        parser.error(f"--vocab must be at least the BPE's {BPE_VOCAB} entries")
     with tempfile.TemporaryDirectory(prefix="arprobe-side-by-side-") as tmp:
         folder = Path(tmp)
-        data, model = write_inputs(folder)
+        data, model = write_inputs(folder, args.vocab)
         env = dict(
             os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", ARPROBE_CACHE=str(folder / "cache")
         )
@@ -131,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"round {i + 1}: " + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()), flush=True)
     script_median = statistics.median(times["released_script"])
     result = {
-        "setting": SETTING | {"d_model": 128, "n_layers": 4, "vocab": 4096},
+        "setting": SETTING | {"d_model": 128, "n_layers": 4, "vocab": args.vocab},
         "wall_seconds": times,
         "speedup_vs_released_script": {
             name: round(script_median / statistics.median(t), 3)
@@ -144,7 +176,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    kept = json.loads(out.read_text()) if out.exists() else {}
+    kept = {k: v for k, v in kept.items() if k.startswith("vocab_")}  # older files held one result
+    kept[f"vocab_{args.vocab}"] = result
+    out.write_text(json.dumps(dict(sorted(kept.items(), key=lambda kv: int(kv[0][6:]))), indent=2) + "\n")
     print(json.dumps(result["speedup_vs_released_script"]))
     return result
 

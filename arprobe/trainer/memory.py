@@ -120,11 +120,18 @@ def device_memory(
             f"C={C} x d_model {d} x {L} blocks, logits C x vocab {V:,}{times}",
         ),
     }
+    from arprobe.tasks.text import ce_rows  # lazy: the task module imports the model stack
+
     B = eval_chunk(cfg)
-    # inference mode: one block's activations at a time; the float32 logits and their log-softmax
+    # inference mode: one block's activations at a time; the float32 logits and the log-softmax of
+    # as many of their rows as one cross-entropy call takes (a GPU's budget: the larger one)
+    rows = min(B * C, ce_rows(shape.vocab, "cuda"))
+    copies = (
+        "x 2 float32 copies" if rows == B * C else f"in float32, + the log-softmax of {rows:,} rows at a time"
+    )
     parts["the eval batch's logits"] = (
-        S * 2 * 4 * B * C * shape.vocab,
-        f"{B} of T={T} docs x C={C} x vocab {shape.vocab:,} x 2 float32 copies{times}",
+        S * 4 * (B * C + rows) * shape.vocab,
+        f"{B} of T={T} docs x C={C} x vocab {shape.vocab:,} {copies}{times}",
     )
     if grad_values:
         chunk = grad_chunk or most_grad_chunk(cfg)

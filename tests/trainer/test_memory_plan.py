@@ -55,6 +55,22 @@ def test_the_tiny_models_parts_by_hand(tiny):
     assert peak_bytes(parts) == 16 * N + max(step, 8 * T * C * V, T * (4 * grad_values + step))
 
 
+def test_the_eval_logits_take_one_float32_copy_and_a_piece_of_log_softmax_at_pythias_vocabulary(tiny):
+    import dataclasses
+
+    cfg, shape = tiny
+    pythia = dataclasses.replace(shape, vocab=50304)
+    rows = 2**26 // 50304  # rows of one cross-entropy call on a GPU (the larger budget): 1,334
+    size, what = device_memory(cfg, pythia)["the eval batch's logits"]
+    assert rows == 1334
+    # the tiny run's T = 5 docs x C = 32 = 160 rows: one call, so two whole float32 copies
+    assert size == 2 * 4 * T * C * 50304 and "x 2 float32 copies" in what
+    paper = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, n_docs=25, context_length=256))
+    size, what = device_memory(paper, pythia)["the eval batch's logits"]
+    assert size == 4 * (25 * 256 + rows) * 50304  # 1.55 GB, not the 2.58 GB of two whole copies
+    assert what.endswith("in float32, + the log-softmax of 1,334 rows at a time")
+
+
 def test_optimizer_precision_and_members_change_the_parts(tiny, tmp_path):
     cfg, shape = tiny
     N = shape.n_params

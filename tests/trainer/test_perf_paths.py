@@ -47,6 +47,31 @@ def test_losses_from_logits_match_the_reference():
     torch.testing.assert_close(got[1], by_hand)
 
 
+def test_per_token_losses_in_pieces_are_the_one_call_numbers(monkeypatch):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 40, 257, generator=g)  # 120 rows
+    targets = torch.randint(0, 257, (3, 40), generator=g)
+    targets[1, 30:] = text.IGNORE
+    whole = F.cross_entropy(logits.reshape(-1, 257), targets.reshape(-1), reduction="none")
+    monkeypatch.setitem(text.CE_ELEMENTS, "cpu", 257 * 7)  # 7 rows a call: 18 calls, the last of 1 row
+    assert text.ce_rows(257, "cpu") == 7
+    calls = []
+    real = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k))
+    got = text.token_nll(logits, targets)
+    assert calls == [7] * 17 + [1]
+    assert torch.equal(got, whole) and got[70:80].eq(0).all()  # bit for bit; ignored targets give 0
+    # under autograd one call (pieces would each write a zero gradient of all the logits)
+    calls.clear()
+    leaf = logits.clone().requires_grad_()
+    text.token_nll(leaf, targets).sum().backward()
+    assert calls == [120] and leaf.grad.shape == logits.shape
+    # the mean (training) is one call too
+    calls.clear()
+    text.token_nll(logits, targets, reduction="mean")
+    assert calls == [120]
+
+
 def test_batch_loss_ignores_masked_labels(setup):
     inputs = setup.task.eval_tokens[:1, :32]
     labels = inputs.clone()

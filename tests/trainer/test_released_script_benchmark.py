@@ -2,12 +2,13 @@
 (the released script itself is not in this repository, so its timing runs only by hand)."""
 
 import json
+import shutil
 
 import pytest
 from transformers import AutoConfig
 
 from arprobe.tasks.tokenizer import load_tokenizer
-from benchmarks.released_script import SETTING, commands, main, write_inputs
+from benchmarks.released_script import PYTHIA_VOCAB, SETTING, commands, main, pad_vocabulary, write_inputs
 
 
 def value(cmd: list[str], flag: str) -> str:
@@ -38,8 +39,25 @@ def test_both_tools_read_the_same_local_documents_model_and_setting(tmp_path):
     assert value(off, "--all_weights_dim") == "0" and "--all_weights_dim" not in ours
 
 
+def test_pythias_vocabulary_size_leaves_the_texts_tokens_as_they_were(tmp_path):
+    _, model = write_inputs(tmp_path)
+    padded = tmp_path / "padded"
+    shutil.copytree(model, padded)
+    pad_vocabulary(padded, PYTHIA_VOCAB)
+    small, large = load_tokenizer(str(model)), load_tokenizer(str(padded))
+    assert (len(small), len(large)) == (4096, 50277)
+    text = "def cycle(documents):\n    return [d for d in documents if d.strip()]  # anticipation"
+    assert large.encode(text) == small.encode(text)
+    assert large.convert_ids_to_tokens(50276) == "<|unused50276|>"
+
+
 def test_a_missing_script_is_one_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--script", str(tmp_path / "nowhere.py"), "--out", str(tmp_path / "out.json")])
     assert exit_.value.code == 2 and f"no file at {tmp_path / 'nowhere.py'}" in capsys.readouterr().err
     assert not (tmp_path / "out.json").exists()
+    with pytest.raises(SystemExit) as exit_:
+        main(["--script", __file__, "--vocab", "100", "--out", str(tmp_path / "out.json")])
+    assert (
+        exit_.value.code == 2 and "--vocab must be at least the BPE's 4096 entries" in capsys.readouterr().err
+    )
