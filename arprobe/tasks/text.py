@@ -29,6 +29,7 @@ from arprobe.models.naming import bridge_names
 from arprobe.models.text import (
     PYTHIA_PRESETS,
     build_model,
+    ce_rows,
     disable_dropout,
     freeze_first_blocks,
     resolve_device,
@@ -328,18 +329,6 @@ def losses_from_logits(
     targets = torch.where(valid, F.pad(tokens[:, 1:], (0, 1)), IGNORE)  # [B, C], last position never a target
     nll = token_nll(logits, targets).view(B, C)
     return nll.sum(1) / valid.sum(1).clamp(min=1)
-
-
-# Elements of the logits one cross-entropy call takes when a loss per token is asked for: a
-# log-softmax of [rows, vocab] that stays in cache on CPU instead of a second copy of all the
-# logits in memory (an eval batch's logits are 257 MB at T = 10, C = 128 and Pythia's vocabulary;
-# one call over all of them took 88 ms there, 83-row pieces 16 ms, bit for bit the same).
-CE_ELEMENTS = {"cpu": 1 << 22, "other": 1 << 26}
-
-
-def ce_rows(vocab: int, device_type: str) -> int:
-    """Rows (tokens) of [rows, vocab] logits per cross-entropy call for per-token losses."""
-    return max(1, CE_ELEMENTS["cpu" if device_type == "cpu" else "other"] // vocab)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "none") -> torch.Tensor:

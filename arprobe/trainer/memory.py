@@ -120,7 +120,7 @@ def device_memory(
             f"C={C} x d_model {d} x {L} blocks, logits C x vocab {V:,}{times}",
         ),
     }
-    from arprobe.tasks.text import ce_rows  # lazy: the task module imports the model stack
+    from arprobe.models.text import ce_rows  # lazy: the model module imports torch
 
     B = eval_chunk(cfg)
     # inference mode: one block's activations at a time; the float32 logits and the log-softmax of

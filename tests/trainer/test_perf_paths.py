@@ -53,8 +53,10 @@ def test_per_token_losses_in_pieces_are_the_one_call_numbers(monkeypatch):
     targets = torch.randint(0, 257, (3, 40), generator=g)
     targets[1, 30:] = text.IGNORE
     whole = F.cross_entropy(logits.reshape(-1, 257), targets.reshape(-1), reduction="none")
-    monkeypatch.setitem(text.CE_ELEMENTS, "cpu", 257 * 7)  # 7 rows a call: 18 calls, the last of 1 row
-    assert text.ce_rows(257, "cpu") == 7
+    from arprobe.models.text import CE_ELEMENTS, ce_rows
+
+    monkeypatch.setitem(CE_ELEMENTS, "cpu", 257 * 7)  # 7 rows a call: 18 calls, the last of 1 row
+    assert ce_rows(257, "cpu") == 7
     calls = []
     real = F.cross_entropy
     monkeypatch.setattr(F, "cross_entropy", lambda x, *a, **k: calls.append(x.shape[0]) or real(x, *a, **k))
