@@ -106,6 +106,8 @@ def device_memory(
     (``--batch-seeds``); ``grad_values``: parameters of the largest per-document gradient recording
     (0: none), ``grad_chunk`` documents at a time (0: ``most_grad_chunk``). Parts "weights",
     "gradients", "optimizer state" are held throughout; the rest in turn."""
+    from arprobe.models.text import ce_rows  # lazy: the model module imports torch
+
     S, C, T = members, cfg.data.context_length, cfg.data.n_docs
     times = f" x {S} members" if S > 1 else ""
     held = state_bytes(shape, cfg)
@@ -120,8 +122,6 @@ def device_memory(
             f"C={C} x d_model {d} x {L} blocks, logits C x vocab {V:,}{times}",
         ),
     }
-    from arprobe.models.text import ce_rows  # lazy: the model module imports torch
-
     B = eval_chunk(cfg)
     # inference mode: one block's activations at a time; the float32 logits and the log-softmax of
     # as many of their rows as one cross-entropy call takes (a GPU's budget: the larger one)
